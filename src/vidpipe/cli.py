@@ -1,0 +1,184 @@
+"""The ``vidpipe`` command.
+
+Exit status: 0 done, 1 unexpected error, 2 usage, 69 (EX_UNAVAILABLE) a
+socket could not be bound, 78 (EX_CONFIG) configuration error. Errors are
+one line; ``DEBUG=1`` adds the traceback.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from typing import List, Optional
+
+from vidpipe import __version__
+from vidpipe.config import EX_CONFIG, ConfigError, default_path, load_config
+
+EX_UNAVAILABLE = 69
+log = logging.getLogger("vidpipe")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vidpipe", description="Realtime video processing: decoder -> handlers -> "
+        "collector over ZeroMQ.")
+    parser.add_argument("--version", action="version", version="vidpipe " + __version__)
+    parser.add_argument("--config", metavar="FILE", help="configuration file (default: "
+                        "$VIDPIPE_CONFIG or /etc/vidpipe/pipeline.toml)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="run one role (what the systemd units start)")
+    run.add_argument("role", choices=("decoder", "handler", "collector"))
+    run.add_argument("name", nargs="?", default="",
+                     help="camera name (decoder), handler number (handler), or collector name")
+
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("file", nargs="?", help="file to check (default: the --config file)")
+
+    cams = sub.add_parser("cameras", help="list the V4L2 capture devices found")
+    cams.add_argument("--json", action="store_true", help="machine-readable output")
+
+    udev = sub.add_parser("udev-name", help="print the camera name for the device udev is "
+                          "adding (used by 60-vidpipe.rules)")
+    udev.add_argument("--registry", default=None, help="name registry (default: "
+                      "/var/lib/vidpipe/cameras.json)")
+
+    sub.add_parser("bench", help="measure the pipeline on pre-rendered frames "
+                   "(vidpipe bench --help)", add_help=False)
+
+    demo = sub.add_parser("demo", help="run the whole pipeline in one command")
+    demo.add_argument("--source", help="testsrc, /dev/videoN, a video file or a URL "
+                      "(default: the first camera found, else testsrc)")
+    demo.add_argument("--handlers", type=int, default=2, help="handler processes (2)")
+    demo.add_argument("--stages", default="gray", help="comma-separated stages (gray)")
+    demo.add_argument("--dispatch", default="balanced",
+                      choices=("balanced", "round-robin", "by-camera"))
+    demo.add_argument("--width", type=int, default=640)
+    demo.add_argument("--height", type=int, default=480)
+    demo.add_argument("--fps", type=float, default=30.0, help="test/file pacing (0: unpaced)")
+    demo.add_argument("--frames", type=int, default=0, help="stop after N frames (0: never)")
+    demo.add_argument("--duration", type=float, default=0, help="stop after N seconds")
+    demo.add_argument("--max-latency-ms", type=int, default=250)
+    demo.add_argument("--stats-interval", type=float, default=2.0)
+    demo.add_argument("--display", action="store_true", help="show frames in a window")
+    demo.add_argument("--jsonl", metavar="FILE", help="also write every result to FILE")
+    return parser
+
+
+def _run_role(args: argparse.Namespace) -> int:
+    from vidpipe.service import Notifier, Stopper, setup_logging
+
+    config = load_config(args.config)
+    setup_logging(config.pipeline.log_level)
+    notifier = Notifier()
+    stopper = Stopper().install()
+    if args.role == "decoder":
+        from vidpipe.decoder import Decoder
+
+        if not args.name:
+            raise ConfigError(config.path, "cameras", "name the camera: vidpipe run decoder NAME")
+        return Decoder(config, args.name, notifier, stopper).run()
+    if args.role == "handler":
+        from vidpipe.handler import Handler
+
+        return Handler(config, args.name or "1", notifier, stopper).run()
+    from vidpipe.collector import Collector
+
+    return Collector(config, args.name or "main", notifier, stopper).run()
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from vidpipe.stages import build_chain
+
+    config = load_config(args.file or args.config)
+    for name in ["defaults"] + sorted(config.handler_overrides):
+        hc = config.handler("1" if name == "defaults" else name)
+        section = "handlers" if name == "defaults" else "handlers." + name
+        build_chain(config, hc.stages, section)
+    from vidpipe.sources import make_source
+
+    for cam in config.cameras.values():
+        make_source(cam, config.path)
+    print("{}: OK ({} camera(s): {}; dispatch {})".format(
+        config.path, len(config.cameras), ", ".join(sorted(config.cameras)) or "none",
+        config.pipeline.dispatch))
+    return 0
+
+
+def _cameras(args: argparse.Namespace) -> int:
+    from vidpipe.cameras import list_capture_devices
+
+    found = list_capture_devices()
+    if args.json:
+        print(json.dumps([cam.as_dict() for cam in found], indent=2))
+        return 0
+    if not found:
+        print("no V4L2 capture devices found")
+        return 0
+    for cam in found:
+        print("{:<8} {}  {}  [{}]  {}".format(cam.name or "-", cam.node, cam.card or "?",
+                                              cam.driver or "?", " ".join(cam.formats) or "-"))
+        for label, value in (("by-id", cam.by_id), ("by-path", cam.by_path),
+                             ("serial", cam.serial)):
+            if value:
+                print("    {}: {}".format(label, value))
+    return 0
+
+
+def _udev_name(args: argparse.Namespace) -> int:
+    from vidpipe import naming
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:  # a broken config must not stop cameras being named
+        print("vidpipe: {} (naming without it)".format(exc), file=sys.stderr)
+        config = None
+    print(naming.assign(os.environ, config, args.registry or naming.REGISTRY))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from vidpipe.bench import main as bench
+
+        return bench(argv[1:])
+    args = _parser().parse_args(argv)
+    if args.config is None and os.environ.get("VIDPIPE_CONFIG"):
+        args.config = default_path()
+    try:
+        if args.command == "run":
+            return _run_role(args)
+        if args.command == "check-config":
+            return _check_config(args)
+        if args.command == "cameras":
+            return _cameras(args)
+        if args.command == "udev-name":
+            return _udev_name(args)
+        if args.command == "demo":
+            from vidpipe.demo import run_demo
+            from vidpipe.service import setup_logging
+
+            setup_logging("info")
+            return run_demo(args)
+    except ConfigError as exc:
+        print("vidpipe: configuration error: {}".format(exc), file=sys.stderr)
+        return EX_CONFIG
+    except OSError as exc:
+        if os.environ.get("DEBUG"):
+            traceback.print_exc()
+        print("vidpipe: {}".format(exc), file=sys.stderr)
+        return EX_UNAVAILABLE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the last line of defence: one line, not a traceback
+        if os.environ.get("DEBUG"):
+            traceback.print_exc()
+        else:
+            print("vidpipe: internal error: {}: {} (run with DEBUG=1 for details)".format(
+                type(exc).__name__, exc), file=sys.stderr)
+        return 1
+    return 2

@@ -1,0 +1,190 @@
+"""The collector role: vid-collector, one per site.
+
+Binds the results socket that handlers (and decoders, for drop and
+end-of-stream notices) connect to, puts each camera's results back in order,
+measures end-to-end latency (capture to release), counts gaps and feeds the
+outputs. The pipeline runs without it; nothing upstream blocks on it.
+"""
+
+import logging
+import time
+from typing import Any, Dict, List, Optional
+
+import zmq
+
+from vidpipe import transport, wire
+from vidpipe.config import Config
+from vidpipe.ordering import DROPPED, OK, CameraOrder, Entry
+from vidpipe.outputs import Output, make_outputs
+from vidpipe.service import Notifier, Reporter, Stopper
+from vidpipe.stats import LatencyWindow, RateMeter, Tally, fmt_ms
+
+log = logging.getLogger("vidpipe.collector")
+POLL_SLICE = 0.05
+
+
+class CameraStats:
+    def __init__(self, order: CameraOrder) -> None:
+        self.order = order
+        self.latency = LatencyWindow()
+        self.rate = RateMeter()
+        self.reported = False
+
+    def line(self) -> str:
+        o = self.order
+        return ("{}: {:.1f} fps, latency p50 {} p99 {} ms, processed {}, dropped {}, "
+                "missing {}, late {}").format(
+                    o.camera, self.rate.rate(), fmt_ms(self.latency.percentile(50)),
+                    fmt_ms(self.latency.percentile(99)), o.processed, o.dropped.text(),
+                    o.missing, o.late)
+
+
+class Collector:
+    def __init__(self, config: Config, name: str = "main", notifier: Optional[Notifier] = None,
+                 stopper: Optional[Stopper] = None,
+                 outputs: Optional[List[Output]] = None) -> None:
+        self.config = config
+        self.name = name
+        self.cc = config.collector
+        self.notifier = notifier or Notifier({})
+        self.stopper = stopper or Stopper()
+        self.timeout = config.pipeline.max_latency_ms / 1000.0
+        self.cameras: Dict[str, CameraStats] = {}
+        self.bad = Tally()
+        self.outputs = outputs if outputs is not None else make_outputs(self.cc)
+        self.sockets = transport.Sockets(config.pipeline.max_frame_bytes)
+        self.results = self.sockets.make(zmq.PULL, rcvhwm=256)
+        self.poller = zmq.Poller()
+        self.poller.register(self.results, zmq.POLLIN)
+        self.reporter = Reporter(self.notifier, config.pipeline.stats_interval_s,
+                                 self.status_text, self.stats_lines)
+        self.last_message = 0.0
+
+    def start(self) -> None:
+        self.sockets.bind(self.results, self.cc.bind)
+        log.info("collector %s: results on %s, outputs %s", self.name, self.cc.bind,
+                 ",".join(self.cc.outputs) or "(none)")
+        self.notifier.ready(self.status_text())
+
+    def run(self) -> int:
+        self.start()
+        try:
+            while not self.stopper.requested:
+                self.step(POLL_SLICE)
+                if self.cc.exit_on_eos and self.all_ended():
+                    log.info("collector %s: every camera ended", self.name)
+                    break
+            self.drain()
+            return 0
+        finally:
+            self.close()
+
+    def step(self, timeout: float) -> None:
+        now = time.monotonic()
+        self.notifier.watchdog(now)
+        events = transport.poll(self.poller, timeout)
+        if self.results in events:
+            for _ in range(1000):
+                msg = transport.recv_message(self.results, self.bad, self.sockets.max_bytes)
+                if msg is None:
+                    if not self.results.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        break
+                    continue
+                self.on_message(msg, time.monotonic())
+        now = time.monotonic()
+        for cam in self.cameras.values():
+            self.deliver(cam, cam.order.expire(now))
+        self.reporter.tick(now)
+
+    def camera(self, name: str) -> CameraStats:
+        cam = self.cameras.get(name)
+        if cam is None:
+            if not name or len(self.cameras) >= 1024:
+                raise wire.WireError("bad_camera", "unknown or too many cameras")
+            order = CameraOrder(name, self.cc.reorder_window, self.timeout)
+            cam = self.cameras[name] = CameraStats(order)
+        return cam
+
+    def on_message(self, msg: wire.Message, now: float) -> None:
+        head = msg.header
+        try:
+            cam = self.camera(head.camera)
+        except wire.WireError as exc:
+            self.bad[exc.reason] += 1
+            return
+        self.last_message = now
+        if head.kind == wire.RESULT:
+            entry = Entry(seq=head.seq, status=OK, arrived=now, message=msg)
+            released = cam.order.add(head.stream, entry)
+        elif head.kind == wire.DROP:
+            reason = str(msg.meta.get("reason", "unknown"))[:32]
+            entry = Entry(seq=head.seq, status=DROPPED, arrived=now, reason=reason)
+            released = cam.order.add(head.stream, entry)
+        elif head.kind == wire.EOS:
+            released = cam.order.end(head.stream, head.seq, msg.meta, now)
+            log.info("collector %s: %s reports end of stream after %d frames (%s)", self.name,
+                     head.camera, head.seq, msg.meta)
+        else:
+            self.bad["unexpected_kind"] += 1
+            return
+        self.deliver(cam, released)
+
+    def deliver(self, cam: CameraStats, entries: List[Entry]) -> None:
+        if not entries:
+            return
+        now_ns = time.time_ns()
+        for entry in entries:
+            latency = None
+            if entry.status == OK and not entry.late:
+                latency = (now_ns - entry.message.header.capture_ns) / 1e6
+                cam.latency.add(latency)
+                cam.rate.tick()
+            for output in self.outputs:
+                output.emit(cam.order.camera, entry, latency)
+        if cam.order.finished and not cam.reported:
+            cam.reported = True
+            log.info("collector %s: %s ended: %s", self.name, cam.order.camera,
+                     cam.order.summary())
+
+    def all_ended(self) -> bool:
+        expected = set(self.config.cameras) or set(self.cameras)
+        return bool(expected) and all(
+            name in self.cameras and self.cameras[name].order.finished for name in expected)
+
+    def drain(self) -> None:
+        for cam in self.cameras.values():
+            self.deliver(cam, cam.order.flush())
+
+    def why_idle(self, now: float) -> str:
+        if not self.cameras or now - self.last_message > 2.0:
+            return "no results arriving"
+        return ""
+
+    def status_text(self, now: Optional[float] = None) -> str:
+        now = time.monotonic() if now is None else now
+        parts = [cam.line() for cam in self.cameras.values()]
+        text = "; ".join(parts) if parts else "collector {}: no cameras yet".format(self.name)
+        if self.bad:
+            text += "; malformed {}".format(self.bad.text())
+        why = self.why_idle(now)
+        return text + (" - " + why if why else "")
+
+    def stats_lines(self, now: float) -> List[str]:
+        lines = [cam.line() for cam in self.cameras.values()]
+        if self.bad:
+            lines.append("collector {}: malformed messages dropped: {}".format(
+                self.name, self.bad.text()))
+        return lines
+
+    def summary(self) -> Dict[str, Any]:
+        return {name: dict(cam.order.summary(), latency_p50_ms=cam.latency.percentile(50),
+                           latency_p99_ms=cam.latency.percentile(99))
+                for name, cam in self.cameras.items()}
+
+    def close(self) -> None:
+        self.notifier.stopping()
+        for line in self.stats_lines(time.monotonic()):
+            log.info("%s", line)
+        for output in self.outputs:
+            output.close()
+        self.sockets.close()

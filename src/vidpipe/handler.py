@@ -1,0 +1,259 @@
+"""The handler role: vid-handler@N, as many as the box has cores for.
+
+Connects to every decoder (those in the config, plus any decoder socket that
+appears in the runtime directory later) and to the collector, runs its stage
+chain on each frame and sends the result on. Every frame it receives ends
+as a RESULT or a DROP notice at the collector, and as a returned credit at
+the decoder. It never blocks on a missing collector.
+"""
+
+import glob
+import logging
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import zmq
+
+from vidpipe import transport, wire
+from vidpipe.codec import FrameDecoder
+from vidpipe.config import Config
+from vidpipe.service import Notifier, Reporter, Stopper, pin_cpus
+from vidpipe.stages import Frame, Stage, build_chain
+from vidpipe.stats import LatencyWindow, RateMeter, Tally, fmt_ms
+
+log = logging.getLogger("vidpipe.handler")
+DISCOVERY_INTERVAL = 1.0
+WARMUP = "\0warm-up"
+
+
+class Handler:
+    def __init__(self, config: Config, name: str, notifier: Optional[Notifier] = None,
+                 stopper: Optional[Stopper] = None) -> None:
+        self.config = config
+        self.name = name
+        self.hc = config.handler(name)
+        self.notifier = notifier or Notifier({})
+        self.stopper = stopper or Stopper()
+        section = "handlers.{}".format(name) if "stages" in config.handler_overrides.get(
+            name, {}) else "handlers"
+        self.chain: List[Stage] = build_chain(config, self.hc.stages, section)
+        pipe = config.pipeline
+        self.mode = pipe.dispatch
+        self.max_latency_ns = pipe.max_latency_ms * 1_000_000
+        self.heartbeat = pipe.heartbeat_ms / 1000.0
+        stateful = [s.name for s in self.chain if getattr(s, "stateful", False)]
+        if stateful and self.mode != "by-camera":
+            log.warning("handler %s: stage(s) %s need consecutive frames of a camera; with "
+                        "dispatch = %r they see only some of them (use \"by-camera\")",
+                        name, ", ".join(stateful), self.mode)
+        self.cpus: List[int] = []
+        self.processed = 0
+        self.dropped = Tally()
+        self.bad = Tally()
+        self.undelivered = 0
+        self.latency = LatencyWindow()
+        self.rate = RateMeter()
+        self.frames = FrameDecoder(pipe.runtime_dir)
+        self.sockets = transport.Sockets(pipe.max_frame_bytes)
+        self.results = self.sockets.make(zmq.PUSH, sndhwm=16, receives=False, immediate=True)
+        self.inputs: Dict[str, zmq.Socket] = {}  # endpoint -> socket
+        self.poller = zmq.Poller()
+        self.last_beat = 0.0
+        self.last_discovery = 0.0
+        self.reporter = Reporter(self.notifier, pipe.stats_interval_s, self.status_text)
+        self.last_frame_at = 0.0
+
+    # ------------------------------------------------------------------ sockets
+
+    def connect_decoder(self, endpoint: str) -> None:
+        if endpoint in self.inputs:
+            return
+        if self.mode == "round-robin":
+            sock = self.sockets.make(zmq.PULL, rcvhwm=1)
+        else:
+            sock = self.sockets.make(zmq.DEALER, sndhwm=1000, rcvhwm=self.hc.prefetch + 1)
+        sock.connect(endpoint)
+        self.inputs[endpoint] = sock
+        self.poller.register(sock, zmq.POLLIN)
+        self._credit(sock, wire.NO_SEQ, 0)  # announce ourselves at once
+        log.info("handler %s: connected to decoder %s", self.name, endpoint)
+
+    def discover(self) -> None:
+        """Connect to decoder sockets that appeared in the runtime directory."""
+        pattern = os.path.join(self.config.pipeline.runtime_dir, "decoder-*.sock")
+        for path in sorted(glob.glob(pattern)):
+            self.connect_decoder("ipc://" + path)
+
+    def _credit(self, sock: zmq.Socket, seq: int, stream: int) -> None:
+        if self.mode == "round-robin":
+            return
+        meta = {"handler": self.name, "window": self.hc.prefetch}
+        transport.send_nowait(sock, wire.control_parts(wire.CREDIT, meta, stream=stream,
+                                                       seq=seq))
+
+    # ------------------------------------------------------------------ main loop
+
+    def warm_up(self) -> None:
+        """Run the chain once on a blank frame before taking real ones: the first
+        call into OpenCV (thread pool, kernels) costs tens of milliseconds."""
+        cam = next(iter(self.config.cameras.values()), None)
+        width, height = (cam.width, cam.height) if cam else (640, 480)
+        frame = Frame(camera=WARMUP, seq=0, capture_ns=0,
+                      image=np.zeros((height, width, 3), np.uint8))
+        try:
+            for stage in self.chain:
+                stage.process(frame)
+        except Exception as exc:  # a stage that fails here will be reported per frame
+            log.debug("handler %s: warm-up: %s", self.name, exc)
+        for stage in self.chain:
+            state = getattr(stage, "state", None)
+            if isinstance(state, dict):
+                state.pop(WARMUP, None)
+
+    def start(self) -> None:
+        self.cpus = pin_cpus(self.hc.cpus)
+        self.warm_up()
+        self.results.connect(self.config.collector.connect)
+        for cam in self.config.cameras.values():
+            self.connect_decoder(cam.connect)
+        self.discover()
+        log.info("handler %s: stages %s, dispatch %s, cpus %s", self.name,
+                 ",".join(s.name for s in self.chain) or "(none)", self.mode,
+                 ",".join(map(str, self.cpus)))
+        self.notifier.ready(self.status_text())
+
+    def run(self) -> int:
+        self.start()
+        try:
+            while not self.stopper.requested:
+                self.step(self.heartbeat / 2)
+            return 0
+        finally:
+            self.close()
+
+    def step(self, timeout: float) -> None:
+        now = time.monotonic()
+        self.notifier.watchdog(now)  # from the loop that does the work
+        if now - self.last_beat >= self.heartbeat:
+            self.last_beat = now
+            for sock in self.inputs.values():
+                self._credit(sock, wire.NO_SEQ, 0)
+        if now - self.last_discovery >= DISCOVERY_INTERVAL:
+            self.last_discovery = now
+            self.discover()
+        self.reporter.tick(now)
+        events = transport.poll(self.poller, min(timeout, 0.1))
+        for sock in list(self.inputs.values()):
+            if sock in events:
+                started = time.perf_counter()
+                msg = transport.recv_message(sock, self.bad, self.sockets.max_bytes)
+                if msg is None:
+                    continue
+                if msg.header.kind != wire.FRAME:
+                    self.bad["unexpected_kind"] += 1
+                    continue
+                self.handle(sock, msg, started)
+
+    def handle(self, sock: zmq.Socket, msg: wire.Message, started: float) -> None:
+        head = msg.header
+        now_ns = time.time_ns()
+        self.last_frame_at = time.monotonic()
+        try:
+            if now_ns - head.capture_ns > self.max_latency_ns:
+                self._drop(head, "stale")
+                return
+            try:
+                pixels, ref = self.frames.image(msg)
+            except wire.WireError as exc:  # a frame we cannot read is still accounted for
+                self.bad[exc.reason] += 1
+                self._drop(head, exc.reason)
+                return
+            receive_ms = (time.perf_counter() - started) * 1000.0
+            frame = Frame(camera=head.camera, seq=head.seq, capture_ns=head.capture_ns,
+                          image=pixels, meta={})
+            timings = self.run_chain(frame)
+            if timings is None:
+                self._drop(head, "stage_error")
+                return
+            if not self.frames.still_valid(ref, head.seq):
+                self._drop(head, "torn")  # the slot was rewritten while we used it
+                return
+            timings["receive"] = round(receive_ms, 4)
+            meta: Dict[str, Any] = dict(frame.meta)
+            meta["handler"] = self.name
+            meta["timings_ms"] = timings
+            meta["hop_ms"] = round((now_ns - head.capture_ns) / 1e6, 3)
+            image = frame.image if self.hc.send_image else None
+            if image is not None and ref is not None and np.may_share_memory(image, pixels):
+                image = image.copy()  # the slot goes back to the decoder with our credit
+            parts = wire.result_parts(image, meta, head.camera, head.stream, head.seq,
+                                      head.capture_ns)
+            if transport.send_nowait(self.results, parts):
+                self.processed += 1
+                self.rate.tick()
+                self.latency.add((time.time_ns() - head.capture_ns) / 1e6)
+            else:
+                self.undelivered += 1
+        finally:
+            self._credit(sock, head.seq, head.stream)
+
+    def run_chain(self, frame: Frame) -> Optional[Dict[str, float]]:
+        """Run every stage; per-stage milliseconds, or ``None`` if a stage failed."""
+        timings: Dict[str, float] = {}
+        for stage in self.chain:
+            started = time.perf_counter()
+            try:
+                stage.process(frame)
+            except Exception as exc:  # a plugin's bug must not kill the handler
+                count = self.bad["stage_error:" + stage.name] + 1
+                self.bad["stage_error:" + stage.name] = count
+                if count in (1, 10, 100) or count % 1000 == 0:
+                    log.exception("handler %s: stage %s failed on %s #%d (%d so far): %s",
+                                  self.name, stage.name, frame.camera, frame.seq, count, exc)
+                return None
+            elapsed = (time.perf_counter() - started) * 1000.0
+            timings[stage.name] = round(elapsed, 3)
+        return timings
+
+    def _drop(self, head: wire.Header, reason: str) -> None:
+        self.dropped[reason] += 1
+        parts = wire.control_parts(wire.DROP, {"reason": reason, "handler": self.name},
+                                   head.camera, head.stream, head.seq, head.capture_ns)
+        if not transport.send_nowait(self.results, parts):
+            self.undelivered += 1
+
+    # ------------------------------------------------------------------ status
+
+    def why_idle(self, now: float) -> str:
+        if self.undelivered and not self.processed:
+            return "collector unreachable"
+        if now - self.last_frame_at > 2.0:
+            return "no frames from decoders ({} connected)".format(len(self.inputs))
+        return ""
+
+    def status_text(self, now: Optional[float] = None) -> str:
+        now = time.monotonic() if now is None else now
+        text = "handler {}: {:.1f} fps, processed {}, latency p50 {} p99 {} ms, dropped {}" \
+            .format(self.name, self.rate.rate(now), self.processed,
+                    fmt_ms(self.latency.percentile(50)), fmt_ms(self.latency.percentile(99)),
+                    self.dropped.text())
+        if self.undelivered:
+            text += ", undelivered {}".format(self.undelivered)
+        if self.bad:
+            text += ", malformed {}".format(self.bad.text())
+        why = self.why_idle(now)
+        return text + (" - " + why if why else "")
+
+    def close(self) -> None:
+        self.notifier.stopping()
+        for sock in self.inputs.values():
+            if self.mode != "round-robin":
+                transport.send_nowait(sock, wire.control_parts(
+                    wire.BYE, {"handler": self.name}))
+                sock.setsockopt(zmq.LINGER, 200)  # let the BYE out
+        self.results.setsockopt(zmq.LINGER, 500)  # results already queued still go out
+        log.info("%s", self.status_text())
+        self.sockets.close()
+

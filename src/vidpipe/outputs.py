@@ -1,0 +1,93 @@
+"""What the collector does with results released in order.
+
+``log``: nothing per frame (the collector logs a stats line per camera).
+``jsonl``: one JSON object per frame (processed, dropped or missing) to a
+file, the machine-readable record that tests and scripts read.
+``display``: the seed's visualizer, a window per camera (needs a screen).
+"""
+
+import hashlib
+import json
+import logging
+import os
+from typing import Any, Dict, List, Optional
+
+from vidpipe.config import CollectorConfig
+from vidpipe.ordering import OK, Entry
+
+log = logging.getLogger("vidpipe.outputs")
+
+
+class Output:
+    def emit(self, camera: str, entry: Entry, latency_ms: Optional[float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class JsonlOutput(Output):
+    def __init__(self, path: str, checksum: bool) -> None:
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self.handle = open(path, "a", buffering=1, encoding="utf-8")
+        self.checksum = checksum
+
+    def emit(self, camera: str, entry: Entry, latency_ms: Optional[float]) -> None:
+        record: Dict[str, Any] = {"camera": camera, "seq": entry.seq, "status": entry.status}
+        if entry.late:
+            record["late"] = True
+        if entry.status == OK:
+            msg = entry.message
+            record["capture_ns"] = msg.header.capture_ns
+            record["latency_ms"] = None if latency_ms is None else round(latency_ms, 3)
+            record["meta"] = msg.meta
+            if msg.payload is not None and len(msg.payload):
+                record["shape"] = list(msg.header.shape)
+                if self.checksum:
+                    record["sha1"] = hashlib.sha1(msg.payload).hexdigest()
+        elif entry.status == "dropped":
+            record["reason"] = entry.reason
+        else:
+            record["count"] = entry.count
+        self.handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class DisplayOutput(Output):
+    """``cv2.imshow`` per camera; 'q' in a window closes the displays."""
+
+    def __init__(self) -> None:
+        import cv2
+
+        self.cv2 = cv2
+        self.open = True
+
+    def emit(self, camera: str, entry: Entry, latency_ms: Optional[float]) -> None:
+        if not self.open or entry.status != OK or entry.late or entry.message.payload is None \
+                or not len(entry.message.payload):
+            return
+        self.cv2.imshow("vidpipe " + camera, entry.message.image())
+        if self.cv2.waitKey(1) & 0xFF == ord("q"):
+            self.close()
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            self.cv2.destroyAllWindows()
+
+
+def make_outputs(cc: CollectorConfig) -> List[Output]:
+    outputs: List[Output] = []
+    for name in cc.outputs:
+        if name == "jsonl":
+            outputs.append(JsonlOutput(cc.jsonl_path, cc.jsonl_checksum))
+        elif name == "display":
+            if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+                log.error("output 'display' needs a screen ($DISPLAY is not set); disabled")
+                continue
+            outputs.append(DisplayOutput())
+    return outputs

@@ -1,0 +1,161 @@
+"""Process plumbing shared by the three roles.
+
+sd_notify (READY / WATCHDOG / STATUS / STOPPING), SIGTERM/SIGINT handling,
+CPU pinning and logging. Without ``NOTIFY_SOCKET`` (a manual run) notifying
+is silent; with it, failures to notify are logged once instead of being
+swallowed the way the plain ``sdnotify`` package does.
+"""
+
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable, Iterable, List, Optional
+
+log = logging.getLogger("vidpipe")
+
+
+class Notifier:
+    """Talks to systemd's notify socket. ``NOTIFY_SOCKET`` is taken out of the
+    environment so that child processes do not inherit it."""
+
+    def __init__(self, environ: Optional[Any] = None) -> None:
+        env = os.environ if environ is None else environ
+        self.address = env.pop("NOTIFY_SOCKET", None)
+        self._client: Any = None
+        self._failed = False
+        usec = env.get("WATCHDOG_USEC")
+        pid = env.get("WATCHDOG_PID")
+        self.watchdog_interval: Optional[float] = None
+        if usec and (not pid or pid == str(os.getpid())):
+            try:
+                self.watchdog_interval = max(0.05, int(usec) / 1e6 / 2.0)
+            except ValueError:
+                log.warning("ignoring WATCHDOG_USEC=%r: not an integer", usec)
+        self._last_ping = 0.0
+        self._last_status = ""
+        if self.address:
+            import sdnotify  # deferred: only services need it
+
+            # sdnotify reads the address from the environment when it is built
+            os.environ["NOTIFY_SOCKET"] = self.address
+            try:
+                self._client = sdnotify.SystemdNotifier(debug=True)
+                # never let a busy or stuck notify socket stall the video loop
+                self._client.socket.setblocking(False)
+            except OSError as exc:
+                self._client = None
+                self._report(exc)
+            finally:
+                os.environ.pop("NOTIFY_SOCKET", None)
+        self.lost = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self._client is not None
+
+    def _report(self, exc: Exception) -> None:
+        if not self._failed:
+            log.error("cannot notify systemd at %s: %s", self.address, exc)
+            self._failed = True
+
+    def send(self, text: str) -> None:
+        if self._client is None:
+            return
+        try:
+            self._client.notify(text)
+        except BlockingIOError:
+            self.lost += 1  # systemd is not reading right now; the next one will do
+        except (OSError, UnicodeError) as exc:
+            self._report(exc)
+
+    def ready(self, status: str = "") -> None:
+        self.send("READY=1\nSTATUS={}".format(status) if status else "READY=1")
+
+    def stopping(self) -> None:
+        self.send("STOPPING=1")
+
+    def status(self, text: str) -> None:
+        if text != self._last_status:
+            self._last_status = text
+            self.send("STATUS={}".format(text))
+
+    def watchdog(self, now: Optional[float] = None) -> None:
+        """Ping the watchdog; call it from the loop that does the work."""
+        if self.watchdog_interval is None:
+            return
+        now = time.monotonic() if now is None else now
+        if now - self._last_ping >= self.watchdog_interval / 2.0:
+            self._last_ping = now
+            self.send("WATCHDOG=1")
+
+
+class Reporter:
+    """A role's voice: ``STATUS=`` to systemd twice a second (when it changed) and
+    its stats lines to the log every ``interval`` seconds (0: never)."""
+
+    def __init__(self, notifier: Notifier, interval: float, status: Callable[[float], str],
+                 lines: Optional[Callable[[float], List[str]]] = None) -> None:
+        self.notifier = notifier
+        self.interval = interval
+        self.status = status
+        self.lines = lines or (lambda now: [status(now)])
+        self.last_status = self.last_log = time.monotonic()
+
+    def tick(self, now: float) -> None:
+        if now - self.last_status >= 0.5:
+            self.last_status = now
+            self.notifier.status(self.status(now))
+        if self.interval and now - self.last_log >= self.interval:
+            self.last_log = now
+            for line in self.lines(now):
+                log.info("%s", line)
+
+
+class Stopper:
+    """Turns SIGTERM / SIGINT into a flag the main loop checks."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal_name = ""
+
+    def install(self) -> "Stopper":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+
+
+def pin_cpus(cpus: Iterable[int]) -> List[int]:
+    """Pin this process to ``cpus`` and size OpenCV's thread pool to match.
+
+    Returns the CPUs now allowed. An empty list leaves affinity alone.
+    """
+    wanted = sorted(set(cpus))
+    if wanted:
+        os.sched_setaffinity(0, wanted)
+        try:
+            import cv2
+
+            cv2.setNumThreads(len(wanted))
+        except ImportError:  # pragma: no cover
+            pass
+    return sorted(os.sched_getaffinity(0))
+
+
+def setup_logging(level: str = "info") -> None:
+    """One line per event on stderr; the journal adds time and unit."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "%(name)s: %(levelname)s: %(message)s"
+    if not os.environ.get("INVOCATION_ID"):  # not under systemd: add a timestamp
+        fmt = "%(asctime)s " + fmt
+    handler.setFormatter(logging.Formatter(fmt))
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))

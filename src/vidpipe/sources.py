@@ -1,0 +1,335 @@
+"""Frame sources: the built-in test pattern, video files, V4L2 cameras, URLs.
+
+A source opens, reads one frame at a time and closes. ``read()`` returns
+``None`` at the end of a finite source and raises :class:`SourceError` when a
+live source fails (unplugged camera, dropped stream); the decoder then
+reopens it with back-off. Pacing is the decoder's job: live sources are paced
+by the device, the others by ``pace_fps``.
+"""
+
+import logging
+import os
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from vidpipe import cameras, naming
+from vidpipe.config import CameraConfig, ConfigError
+
+log = logging.getLogger("vidpipe.sources")
+URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+class SourceError(Exception):
+    """A live source could not be opened or read; the decoder retries."""
+
+
+class Source:
+    live = False
+    kind = "?"
+
+    def __init__(self, camera: CameraConfig) -> None:
+        self.camera = camera
+        self.pace_fps = 0.0
+        self.info: Dict[str, Any] = {}
+
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def read(self) -> Optional[np.ndarray]:
+        raise NotImplementedError
+
+    def read_into(self, out: np.ndarray) -> Optional[np.ndarray]:
+        """Read the next frame, into ``out`` where the source can (zero copy)."""
+        frame = self.read()
+        if frame is None or frame.shape != out.shape or frame.dtype != out.dtype:
+            return frame
+        np.copyto(out, frame)
+        return out
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "{} {}".format(self.kind, self.camera.source)
+
+
+# --------------------------------------------------------------------------
+# Test pattern
+
+_BASES: Dict[Tuple[int, int], np.ndarray] = {}
+
+
+def _base(width: int, height: int) -> np.ndarray:
+    key = (width, height)
+    if key not in _BASES:
+        xs = np.linspace(0, 255, width, dtype=np.float32)
+        ys = np.linspace(0, 255, height, dtype=np.float32)
+        base = np.empty((height, width, 3), np.uint8)
+        base[:, :, 0] = xs[None, :]
+        base[:, :, 1] = ys[:, None]
+        base[:, :, 2] = 96
+        _BASES[key] = base
+    return _BASES[key]
+
+
+def render_testsrc(index: int, width: int, height: int,
+                   out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Frame ``index`` of the test pattern: a gradient, a box moving across it
+    and the frame number. A pure function of its arguments, so tests can
+    recompute exactly what a decoder sent."""
+    frame = out if out is not None else np.empty((height, width, 3), np.uint8)
+    np.copyto(frame, _base(width, height))
+    box = max(8, min(width, height) // 6)
+    span_x = max(1, width - box)
+    span_y = max(1, height - box)
+    x = (index * 7) % span_x
+    y = (index * 3) % span_y
+    cv2.rectangle(frame, (x, y), (x + box - 1, y + box - 1), (255, 255, 255), -1)
+    scale = max(0.5, height / 240.0)
+    cv2.putText(frame, "#{}".format(index), (8, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
+                scale, (0, 0, 0), max(1, int(2 * scale)), cv2.LINE_8)
+    return frame
+
+
+class PatternSource(Source):
+    kind = "testsrc"
+
+    def __init__(self, camera: CameraConfig) -> None:
+        super().__init__(camera)
+        self.index = 0
+        self.pace_fps = camera.fps
+        self.frames: List[np.ndarray] = []
+
+    def open(self) -> None:
+        self.info = {"width": self.camera.width, "height": self.camera.height,
+                     "fps": self.camera.fps, "format": "BGR3"}
+        # prerender = N: draw N frames now and cycle them, so that reading costs
+        # one copy, like a camera filling a buffer (benchmarks exclude source cost)
+        cam = self.camera
+        self.frames = [render_testsrc(i, cam.width, cam.height) for i in range(cam.prerender)]
+
+    def _next(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        limit = self.camera.frames
+        if limit and self.index >= limit and not self.camera.loop:
+            return None
+        if self.frames:
+            ready = self.frames[self.index % len(self.frames)]
+            frame = ready.copy() if out is None else out
+            if out is not None:
+                np.copyto(out, ready)
+        else:
+            frame = render_testsrc(self.index, self.camera.width, self.camera.height, out)
+        self.index += 1
+        return frame
+
+    def read(self) -> Optional[np.ndarray]:
+        return self._next(None)
+
+    def read_into(self, out: np.ndarray) -> Optional[np.ndarray]:
+        if out.shape != (self.camera.height, self.camera.width, 3):
+            return self.read()
+        return self._next(out)
+
+    def describe(self) -> str:
+        return "testsrc {}x{}".format(self.camera.width, self.camera.height)
+
+
+# --------------------------------------------------------------------------
+# OpenCV VideoCapture based sources
+
+
+class CaptureSource(Source):
+    """Common ground of file, V4L2 and URL sources (all use cv2.VideoCapture)."""
+
+    def __init__(self, camera: CameraConfig) -> None:
+        super().__init__(camera)
+        self.cap: Any = None
+        self.count = 0
+
+    def _capture(self) -> Any:
+        raise NotImplementedError
+
+    def open(self) -> None:
+        self.close()
+        cap = self._capture()
+        if cap is None or not cap.isOpened():
+            raise SourceError("cannot open {}".format(self.describe()))
+        self.cap = cap
+        self._configure(cap)
+        self.info = {
+            "width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            "height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            "fps": round(float(cap.get(cv2.CAP_PROP_FPS) or 0.0), 3),
+            "format": _fourcc_text(cap.get(cv2.CAP_PROP_FOURCC)),
+        }
+
+    def _configure(self, cap: Any) -> None:
+        pass
+
+    def _grab(self, out: Optional[np.ndarray]) -> Tuple[bool, Optional[np.ndarray]]:
+        if self.cap is None:
+            raise SourceError("{} is not open".format(self.describe()))
+        if out is not None:
+            ok, frame = self.cap.read(image=out)
+        else:
+            ok, frame = self.cap.read()
+        return bool(ok) and frame is not None, frame
+
+    def read(self) -> Optional[np.ndarray]:
+        return self.read_into(None)  # type: ignore[arg-type]
+
+    def read_into(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        ok, frame = self._grab(out)
+        if not ok:
+            return self._on_failure(out)
+        self.count += 1
+        return frame
+
+    def _on_failure(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        raise SourceError("read from {} failed".format(self.describe()))
+
+    def close(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+def _fourcc_text(value: float) -> str:
+    code = int(value)
+    text = "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4))
+    return text if text.isprintable() and code else ""
+
+
+class FileSource(CaptureSource):
+    kind = "file"
+
+    def __init__(self, camera: CameraConfig) -> None:
+        super().__init__(camera)
+        self.pace_fps = camera.fps
+
+    def _capture(self) -> Any:
+        return cv2.VideoCapture(self.camera.source)
+
+    def _on_failure(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        if self.camera.loop and self.count:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = self._grab(out)
+            if ok:
+                self.count += 1
+                return frame
+        return None  # end of the file
+
+    def read_into(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        if self.camera.frames and self.count >= self.camera.frames:
+            return None
+        return super().read_into(out)
+
+
+class V4L2Source(CaptureSource):
+    kind = "v4l2"
+    live = True
+
+    def __init__(self, camera: CameraConfig, device: Optional[str] = None) -> None:
+        super().__init__(camera)
+        self.device = device or camera.source
+
+    def _capture(self) -> Any:
+        node = os.path.realpath(self.device)
+        if not os.path.exists(node):
+            raise SourceError("{} does not exist (camera unplugged?)".format(self.device))
+        return cv2.VideoCapture(node, cv2.CAP_V4L2)
+
+    def _configure(self, cap: Any) -> None:
+        cam = self.camera
+        if cam.pixel_format:
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*cam.pixel_format))
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, cam.width)
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cam.height)
+        if cam.fps:
+            cap.set(cv2.CAP_PROP_FPS, cam.fps)
+
+    def open(self) -> None:
+        super().open()
+        cam = self.camera
+        wanted = (cam.width, cam.height)
+        got = (self.info["width"], self.info["height"])
+        if wanted != got:
+            log.warning("%s: asked for %dx%d, the camera gives %dx%d", self.device,
+                        wanted[0], wanted[1], got[0], got[1])
+        log.info("%s opened: %dx%d @ %s fps, format %s", self.device, got[0], got[1],
+                 self.info["fps"], self.info["format"] or "?")
+
+    def read_into(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        if self.camera.frames and self.count >= self.camera.frames:
+            return None
+        return super().read_into(out)
+
+    def describe(self) -> str:
+        return "camera {}".format(self.device)
+
+
+class AutoSource(V4L2Source):
+    """The first V4L2 capture device found (in the stable camera order)."""
+
+    kind = "auto"
+
+    def __init__(self, camera: CameraConfig) -> None:
+        super().__init__(camera, device="")
+
+    def open(self) -> None:
+        # the device udev named after this camera, else the first one found
+        self.device = naming.device_for(self.camera.name) or ""
+        if not self.device:
+            found = cameras.list_capture_devices()
+            if not found:
+                raise SourceError("no V4L2 capture device found (source = \"auto\")")
+            self.device = found[0].best_path
+        super().open()
+
+    def describe(self) -> str:
+        return "camera {}".format(self.device or "auto (none found yet)")
+
+
+class URLSource(CaptureSource):
+    kind = "url"
+    live = True
+    timeout_ms = 5000
+
+    def _capture(self) -> Any:
+        params: List[int] = []
+        for name in ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC"):
+            if hasattr(cv2, name):
+                params += [getattr(cv2, name), self.timeout_ms]
+        try:
+            return cv2.VideoCapture(self.camera.source, cv2.CAP_FFMPEG, params)
+        except TypeError:  # OpenCV < 4.5.2 has no params argument
+            return cv2.VideoCapture(self.camera.source, cv2.CAP_FFMPEG)
+
+    def describe(self) -> str:
+        return "stream {}".format(_redact(self.camera.source))
+
+
+def _redact(url: str) -> str:
+    """``rtsp://user:secret@host`` -> ``rtsp://user:***@host`` for logs."""
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+
+
+def make_source(camera: CameraConfig, config_path: str = "") -> Source:
+    """The source named by ``camera.source``; a missing file is a config error."""
+    src = camera.source
+    if src == "testsrc":
+        return PatternSource(camera)
+    if src == "auto":
+        return AutoSource(camera)
+    if src.startswith("/dev/"):
+        return V4L2Source(camera)
+    if URL_RE.match(src):
+        return URLSource(camera)
+    if not os.path.isfile(src):
+        raise ConfigError(config_path, "cameras.{}.source".format(camera.name),
+                          "{!r} is not 'auto', 'testsrc', a /dev/ device, a URL or an "
+                          "existing video file".format(src))
+    return FileSource(camera)

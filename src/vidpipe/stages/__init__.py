@@ -1,0 +1,114 @@
+"""Processing stages: functions of a frame plus their own state.
+
+A stage knows nothing of sockets: it gets a :class:`Frame`, may replace
+``frame.image`` and adds to ``frame.meta``. Built-in stages are named
+(``gray``, ``resize``, ``motion``, ``faces``, ``optical_flow``); a plugin is
+named ``package.module:Class`` and is a subclass of :class:`Stage` (or any
+class with the same constructor and ``process`` method). Options come from
+the ``[stage.NAME]`` table of pipeline.toml.
+
+Writing a plugin::
+
+    # mypkg/edges.py
+    import cv2
+    from vidpipe.stages import Stage, Frame
+    from vidpipe.config import Rule
+
+    class Edges(Stage):
+        name = "edges"
+        OPTIONS = {"low": (Rule(int, 0, 255), 50), "high": (Rule(int, 0, 255), 150)}
+
+        def process(self, frame: Frame) -> None:
+            frame.image = cv2.Canny(frame.image, self.options["low"],
+                                    self.options["high"])
+            frame.meta["edges"] = int((frame.image > 0).sum())
+
+and in pipeline.toml::
+
+    [handlers]
+    stages = ["gray", "mypkg.edges:Edges"]
+
+    [stage."mypkg.edges:Edges"]
+    low = 40
+"""
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Tuple
+
+import numpy as np
+
+from vidpipe.config import Config, ConfigError, Rule, stage_options
+
+
+@dataclass
+class Frame:
+    camera: str
+    seq: int
+    capture_ns: int
+    image: np.ndarray
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+
+class Stage:
+    """Base class of every stage."""
+
+    name = "stage"
+    #: needs consecutive frames of one camera: use ``dispatch = "by-camera"``
+    stateful = False
+    #: option name -> (Rule, default)
+    OPTIONS: Mapping[str, Tuple[Rule, Any]] = {}
+
+    def __init__(self, options: Dict[str, Any]) -> None:
+        self.options = options
+
+    def setup(self) -> None:
+        """Load models, check option combinations; raise ValueError naming the option."""
+
+    def process(self, frame: Frame) -> None:
+        raise NotImplementedError
+
+
+def registry() -> Dict[str, type]:
+    from vidpipe.stages import builtin
+
+    return {cls.name: cls for cls in builtin.BUILTIN}
+
+
+def resolve(name: str, config: Config, key: str) -> type:
+    """The stage class for ``name``: a built-in, or ``package.module:Class``."""
+    builtins = registry()
+    if name in builtins:
+        return builtins[name]
+    if ":" not in name:
+        raise ConfigError(config.path, key, "unknown stage {!r}; built-in stages: {}; plugins "
+                          "are named 'package.module:Class'".format(name, ", ".join(builtins)))
+    module_name, _, class_name = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an import error in a plugin is the operator's to fix
+        raise ConfigError(config.path, key, "cannot import plugin module {!r}: {}".format(
+            module_name, exc)) from None
+    cls = getattr(module, class_name, None)
+    if cls is None or not isinstance(cls, type) or not callable(getattr(cls, "process", None)):
+        raise ConfigError(config.path, key, "{!r} has no stage class {!r} with a process() "
+                          "method".format(module_name, class_name))
+    return cls
+
+
+def build_chain(config: Config, names: List[str], section: str) -> List[Stage]:
+    """Instantiate the stage chain ``names`` with their validated options."""
+    chain = []
+    for index, name in enumerate(names):
+        key = "{}.stages[{}]".format(section, index)
+        cls = resolve(name, config, key)
+        rules = getattr(cls, "OPTIONS", {}) or {}
+        options = stage_options(config, name, rules)
+        stage = cls(options)
+        try:
+            if hasattr(stage, "setup"):
+                stage.setup()
+        except ValueError as exc:
+            raise ConfigError(config.path, "stage.{}".format(name), str(exc)) from None
+        chain.append(stage)
+    return chain

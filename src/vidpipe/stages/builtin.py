@@ -1,0 +1,198 @@
+"""The built-in stages."""
+
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from vidpipe.config import Rule
+from vidpipe.stages import Frame, Stage
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return image
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def boxes(rects: Any) -> List[List[int]]:
+    return [[int(v) for v in rect] for rect in rects]
+
+
+class Gray(Stage):
+    """BGR -> gray (the seed's handler)."""
+
+    name = "gray"
+
+    def process(self, frame: Frame) -> None:
+        frame.image = to_gray(frame.image)
+
+
+_INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR,
+                  "nearest": cv2.INTER_NEAREST, "cubic": cv2.INTER_CUBIC}
+
+
+class Resize(Stage):
+    """Scale to ``width`` x ``height``; a 0 keeps the aspect ratio from the other."""
+
+    name = "resize"
+    OPTIONS = {
+        "width": (Rule(int, 0, 16384), 320),
+        "height": (Rule(int, 0, 16384), 0),
+        "interpolation": (Rule(str, choices=tuple(_INTERPOLATION)), "area"),
+    }
+
+    def setup(self) -> None:
+        if not self.options["width"] and not self.options["height"]:
+            raise ValueError("width and height cannot both be 0")
+
+    def size(self, shape: Tuple[int, ...]) -> Tuple[int, int]:
+        height, width = shape[:2]
+        w, h = self.options["width"], self.options["height"]
+        if not h:
+            h = max(1, round(height * w / width))
+        if not w:
+            w = max(1, round(width * h / height))
+        return w, h
+
+    def process(self, frame: Frame) -> None:
+        size = self.size(frame.image.shape)
+        frame.image = cv2.resize(frame.image, size,
+                                 interpolation=_INTERPOLATION[self.options["interpolation"]])
+
+
+class PerCamera(Stage):
+    """A stage with state per camera (and per decoder run)."""
+
+    stateful = True
+
+    def __init__(self, options: Dict[str, Any]) -> None:
+        super().__init__(options)
+        self.state: Dict[str, Any] = {}
+
+
+class Motion(PerCamera):
+    """Background subtraction (MOG2) -> boxes of moving regions."""
+
+    name = "motion"
+    OPTIONS = {
+        "history": (Rule(int, 1, 100000), 300),
+        "var_threshold": (Rule(float, 1, 1000), 16.0),
+        "min_area": (Rule(int, 1), 100),
+        "learning_rate": (Rule(float, -1, 1), -1.0),
+    }
+
+    def process(self, frame: Frame) -> None:
+        sub = self.state.get(frame.camera)
+        if sub is None:
+            sub = cv2.createBackgroundSubtractorMOG2(
+                history=self.options["history"], varThreshold=self.options["var_threshold"],
+                detectShadows=False)
+            self.state[frame.camera] = sub
+        mask = sub.apply(frame.image, learningRate=self.options["learning_rate"])
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        contours = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[-2]
+        found = [cv2.boundingRect(c) for c in contours
+                 if cv2.contourArea(c) >= self.options["min_area"]]
+        frame.meta["motion"] = {"boxes": boxes(found),
+                                "fraction": round(float(np.count_nonzero(mask)) / mask.size, 5)}
+
+
+CASCADE_DIRS = ("/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades",
+                "/usr/local/share/opencv4/haarcascades")
+
+
+def find_cascade(name: str) -> Optional[str]:
+    if os.path.isabs(name):
+        return name if os.path.isfile(name) else None
+    dirs = list(CASCADE_DIRS)
+    data = getattr(cv2, "data", None)
+    if data is not None and getattr(data, "haarcascades", None):
+        dirs.insert(0, data.haarcascades)
+    for directory in dirs:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+class Faces(Stage):
+    """Haar cascade face detection (the cascade ships with OpenCV's data)."""
+
+    name = "faces"
+    OPTIONS = {
+        "cascade": (Rule(str), "haarcascade_frontalface_default.xml"),
+        "scale_factor": (Rule(float, 1.01, 2.0), 1.1),
+        "min_neighbors": (Rule(int, 0, 100), 5),
+        "min_size": (Rule(int, 1, 4096), 30),
+    }
+
+    def setup(self) -> None:
+        path = find_cascade(self.options["cascade"])
+        if path is None:
+            raise ValueError("cascade {!r} not found (looked in {}); install opencv-data or "
+                             "give an absolute path".format(self.options["cascade"],
+                                                            ", ".join(CASCADE_DIRS)))
+        self.classifier = cv2.CascadeClassifier(path)
+        if self.classifier.empty():
+            raise ValueError("cascade {} could not be loaded".format(path))
+
+    def process(self, frame: Frame) -> None:
+        size = self.options["min_size"]
+        found = self.classifier.detectMultiScale(
+            to_gray(frame.image), scaleFactor=self.options["scale_factor"],
+            minNeighbors=self.options["min_neighbors"], minSize=(size, size))
+        frame.meta["faces"] = boxes(found)
+
+
+class OpticalFlow(PerCamera):
+    """Dense Farneback flow against the previous frame of the same camera.
+
+    Needs every frame of a camera on one handler: ``dispatch = "by-camera"``.
+    ``meta["optical_flow"]["prev_seq"]`` names the frame it compared with.
+    """
+
+    name = "optical_flow"
+    OPTIONS = {
+        "scale": (Rule(float, 0.05, 1.0), 0.5),
+        "levels": (Rule(int, 1, 10), 3),
+        "winsize": (Rule(int, 3, 101), 15),
+    }
+
+    def process(self, frame: Frame) -> None:
+        gray = to_gray(frame.image)
+        scale = self.options["scale"]
+        if scale != 1.0:
+            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        previous = self.state.get(frame.camera)
+        result: Dict[str, Any] = {"prev_seq": None, "mean_magnitude": 0.0}
+        if previous is not None and previous[1].shape == gray.shape:
+            prev_seq, prev_gray = previous
+            flow = cv2.calcOpticalFlowFarneback(prev_gray, gray, None, 0.5,
+                                                self.options["levels"],
+                                                self.options["winsize"], 3, 5, 1.2, 0)
+            magnitude = np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2)
+            result = {"prev_seq": prev_seq,
+                      "mean_magnitude": round(float(magnitude.mean()) / scale, 4),
+                      "mean_dx": round(float(flow[..., 0].mean()) / scale, 4),
+                      "mean_dy": round(float(flow[..., 1].mean()) / scale, 4)}
+        self.state[frame.camera] = (frame.seq, gray)
+        frame.meta["optical_flow"] = result
+
+
+class Sleep(Stage):
+    """Waits ``ms`` milliseconds: simulates a slow stage (tests, capacity planning)."""
+
+    name = "sleep"
+    OPTIONS = {"ms": (Rule(float, 0, 600000), 100.0)}
+
+    def process(self, frame: Frame) -> None:
+        import time
+
+        time.sleep(self.options["ms"] / 1000.0)
+
+
+BUILTIN = (Gray, Resize, Motion, Faces, OpticalFlow, Sleep)

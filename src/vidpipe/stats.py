@@ -1,0 +1,64 @@
+"""Counters, rates and latency percentiles kept by every role."""
+
+import time
+from collections import Counter, deque
+from typing import Deque, Dict, Optional
+
+
+class LatencyWindow:
+    """The last ``size`` latency samples (ms) and their percentiles."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._samples: Deque[float] = deque(maxlen=size)
+
+    def add(self, ms: float) -> None:
+        self._samples.append(ms)
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def percentile(self, pct: float) -> Optional[float]:
+        if not self._samples:
+            return None
+        ordered = sorted(self._samples)
+        index = min(len(ordered) - 1, max(0, int(round(pct / 100.0 * (len(ordered) - 1)))))
+        return ordered[index]
+
+
+class RateMeter:
+    """Events per second over a sliding interval of about ``span`` seconds."""
+
+    def __init__(self, span: float = 5.0) -> None:
+        self.span = span
+        self._times: Deque[float] = deque()
+
+    def tick(self, now: Optional[float] = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._times.append(now)
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._times and now - self._times[0] > self.span:
+            self._times.popleft()
+
+    def rate(self, now: Optional[float] = None) -> float:
+        now = time.monotonic() if now is None else now
+        self._trim(now)
+        if len(self._times) < 2:
+            return 0.0
+        elapsed = now - self._times[0]
+        return (len(self._times) - 1) / elapsed if elapsed > 0 else 0.0
+
+
+class Tally(Counter):  # type: ignore[type-arg]
+    """A ``Counter`` of reasons with a compact text form: ``no_capacity=3 stale=1``."""
+
+    def text(self) -> str:
+        return " ".join("{}={}".format(k, v) for k, v in sorted(self.items()) if v) or "0"
+
+    def as_dict(self) -> Dict[str, int]:
+        return {k: int(v) for k, v in sorted(self.items()) if v}
+
+
+def fmt_ms(value: Optional[float]) -> str:
+    return "-" if value is None else "{:.1f}".format(value)

@@ -1,0 +1,155 @@
+"""ZeroMQ sockets as vidpipe uses them.
+
+Every socket: ``LINGER=0`` (a stopping process never hangs on unsent
+messages), small high-water marks (a realtime pipeline drops, it does not
+queue), ``MAXMSGSIZE`` on receivers (an oversized message is refused by
+libzmq before it is allocated). Every receive happens after a poll, never as a
+blocking ``recv()`` without a timeout. ``ipc://`` endpoints get their
+directory created and a stale socket file from a crashed run removed.
+"""
+
+import logging
+import os
+import stat
+from typing import Any, List, Optional
+
+import zmq
+
+from vidpipe import wire
+from vidpipe.stats import Tally
+
+log = logging.getLogger("vidpipe.transport")
+
+
+def ipc_path(endpoint: str) -> Optional[str]:
+    return endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
+
+
+def prepare_bind(endpoint: str) -> None:
+    """Create an ipc endpoint's directory and remove a stale socket file."""
+    path = ipc_path(endpoint)
+    if not path:
+        return
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISSOCK(mode):
+        # A socket file left by a crashed process: nobody can be listening on
+        # it, because bind() below would then fail with EADDRINUSE anyway.
+        os.unlink(path)
+
+
+def cleanup_bind(endpoint: str) -> None:
+    path = ipc_path(endpoint)
+    if path:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+class Sockets:
+    """A context plus the sockets made from it; ``close()`` closes them all."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.context = zmq.Context()
+        self.max_bytes = max_bytes
+        self._sockets: List[zmq.Socket] = []
+        self._bound: List[str] = []
+
+    def make(self, kind: int, sndhwm: int = 4, rcvhwm: int = 4, receives: bool = True,
+             immediate: bool = False) -> zmq.Socket:
+        sock = self.context.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, sndhwm)
+        sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        if receives:
+            # header + payload + JSON part, with room to spare
+            sock.setsockopt(zmq.MAXMSGSIZE, self.max_bytes + wire.MAX_META_BYTES + 4096)
+        if immediate:
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        self._sockets.append(sock)
+        return sock
+
+    def bind(self, sock: zmq.Socket, endpoint: str) -> None:
+        prepare_bind(endpoint)
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise OSError("cannot bind {}: {}".format(endpoint, exc.strerror)) from None
+        path = ipc_path(endpoint)
+        if path:
+            # group members (handlers running as another user) may connect
+            try:
+                os.chmod(path, 0o660)
+            except OSError:
+                pass
+        self._bound.append(endpoint)
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()  # each socket's own LINGER (0 unless raised for a last word)
+        self._sockets.clear()
+        for endpoint in self._bound:
+            cleanup_bind(endpoint)
+        self._bound.clear()
+        self.context.term()
+
+
+def send_nowait(sock: zmq.Socket, parts: List[Any], copy: bool = False) -> bool:
+    """Send without ever blocking; ``False`` when the peer cannot take it now."""
+    try:
+        sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=copy)
+        return True
+    except zmq.Again:
+        return False
+    except zmq.ZMQError as exc:
+        if exc.errno == zmq.EHOSTUNREACH:  # ROUTER_MANDATORY: peer is gone
+            return False
+        raise
+
+
+def recv_message(sock: zmq.Socket, bad: Tally, max_bytes: int,
+                 routed: bool = False) -> Optional[Any]:
+    """Receive one message that is ready; malformed ones are counted in ``bad``
+    (by reason) and ``None`` is returned. With ``routed`` the first part is a
+    ROUTER identity and ``(identity, fd, message)`` is returned, ``fd`` being the
+    connection it came in on (matched against the monitor's disconnect events)."""
+    try:
+        parts = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+    except zmq.Again:
+        return None
+    identity = None
+    fd = -1
+    if routed:
+        identity = parts[0].bytes
+        try:
+            fd = parts[0].get(zmq.SRCFD)
+        except zmq.ZMQError:
+            fd = -1
+        parts = parts[1:]
+    try:
+        message = wire.decode(parts, max_bytes)
+    except wire.WireError as exc:
+        bad[exc.reason] += 1
+        if bad[exc.reason] in (1, 10, 100, 1000) or bad[exc.reason] % 10000 == 0:
+            log.warning("dropped malformed message (%s); %d so far", exc, bad[exc.reason])
+        return None
+    return (identity, fd, message) if routed else message
+
+
+def poll(poller: zmq.Poller, timeout_s: float) -> dict:
+    """Poll with a timeout in seconds; an interrupted poll returns no events."""
+    try:
+        return dict(poller.poll(max(0, int(timeout_s * 1000))))
+    except zmq.ZMQError as exc:
+        if exc.errno == zmq.EINTR:
+            return {}
+        raise
+
