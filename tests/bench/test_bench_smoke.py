@@ -1,0 +1,18 @@
+"""The benchmark harness works (figures present and plausible); no timing asserted."""
+
+from vidpipe.bench import run_vidpipe, table
+from tests.bench.seed_pipeline import run_seed
+
+
+def test_both_pipelines_measure_the_same_frames() -> None:
+    seed = run_seed("640x480", 640, 480, 1, 30.0, 45)
+    vp = run_vidpipe("640x480", 1, 30.0, 45, "shm")
+    for res in (seed, vp):
+        assert res.received >= 40, res
+        assert res.e2e_p50 is not None and 0 < res.e2e_p50 < res.e2e_p99 + 1e-9
+        assert res.hop_p50 is not None and res.hop_p50 <= res.e2e_p50
+        assert set(res.cpu_ms) == {"decoder", "handler", "collector"}
+        assert all(v > 0 for v in res.rss_mb.values())
+    assert vp.receive_p50 is not None and vp.bytes_per_frame < 200  # a reference, not pixels
+    assert seed.bytes_per_frame > 640 * 480 * 3
+    assert "| seed |" in table([seed]) and "| vidpipe |" in table([vp])

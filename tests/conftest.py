@@ -1,0 +1,250 @@
+"""Shared fixtures: real role processes, a real sd_notify socket, short temp paths."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src"
+sys.path.insert(0, str(SRC))
+
+from vidpipe.config import dump_toml  # noqa: E402
+
+
+def child_env(**extra: str) -> Dict[str, str]:
+    env = os.environ.copy()
+    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("NOTIFY_SOCKET", None)
+    env.update(extra)
+    return env
+
+
+class NotifySocket:
+    """A real AF_UNIX datagram socket standing in for systemd's notify socket.
+
+    A thread reads it all the time, as systemd does."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.1)
+        self.log: List[Dict[str, str]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._reader, daemon=True)
+        self._thread.start()
+
+    def _reader(self) -> None:
+        while not self._closed:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            fields = {}
+            for line in data.decode("latin-1").splitlines():
+                key, _, value = line.partition("=")
+                fields[key] = value
+            fields["_t"] = str(time.monotonic())
+            with self._lock:
+                self.log.append(fields)
+
+    def _read(self, timeout: float) -> bool:
+        time.sleep(timeout)
+        return True
+
+    def drain(self) -> List[Dict[str, str]]:
+        with self._lock:
+            return list(self.log)
+
+    def wait_for(self, key: str, timeout: float = 15.0, start: int = 0,
+                 predicate: Any = None) -> Dict[str, str]:
+        deadline = time.monotonic() + timeout
+        index = start
+        while True:
+            log = self.drain()
+            while index < len(log):
+                msg = log[index]
+                index += 1
+                if key in msg and (predicate is None or predicate(msg[key])):
+                    return msg
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("no {} notification within {}s; got {}".format(
+                    key, timeout, self.drain()[-5:]))
+            self._read(min(remaining, 0.2))
+
+    def last(self, key: str) -> Optional[str]:
+        for msg in reversed(self.drain()):
+            if key in msg:
+                return msg[key]
+        return None
+
+    def close(self) -> None:
+        self._closed = True
+        self._thread.join(1)
+        self.sock.close()
+
+
+class Role:
+    """One ``vidpipe run ROLE NAME`` process."""
+
+    started = 0
+
+    def __init__(self, root: Path, config: Path, role: str, name: str,
+                 env: Optional[Dict[str, str]] = None) -> None:
+        self.role, self.name = role, name
+        Role.started += 1  # a restarted role gets its own socket and log
+        tag = "{}-{}-{}".format(role, name, Role.started)
+        self.notify = NotifySocket(str(root / "n-{}.sock".format(tag)))
+        self.log_path = root / "{}.log".format(tag)
+        self.log_file = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vidpipe", "--config", str(config), "run", role, name],
+            env=child_env(NOTIFY_SOCKET=self.notify.path, **(env or {})),
+            stdout=self.log_file, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def ready(self, timeout: float = 20.0) -> Dict[str, str]:
+        return self.notify.wait_for("READY", timeout)
+
+    def output(self) -> str:
+        self.log_file.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> Optional[int]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def close(self) -> None:
+        self.stop(signal.SIGKILL if self.proc.poll() is None else signal.SIGTERM, 2)
+        self.log_file.close()
+        self.notify.close()
+
+
+class Pipeline:
+    """A private runtime directory, a config and the role processes of one test."""
+
+    def __init__(self) -> None:
+        # short: ipc socket paths must fit in 107 bytes
+        self.root = Path(tempfile.mkdtemp(prefix="vp-", dir="/tmp"))
+        self.runtime = self.root / "run"
+        self.config_path = self.root / "pipeline.toml"
+        self.results_path = self.root / "results.jsonl"
+        self.roles: List[Role] = []
+
+    def write_config(self, data: Dict[str, Any]) -> Path:
+        data = json.loads(json.dumps(data))  # deep copy
+        data.setdefault("pipeline", {}).setdefault("runtime_dir", str(self.runtime))
+        data["pipeline"].setdefault("stats_interval_s", float(os.environ.get("VP_TEST_STATS", "0")))
+        collector = data.setdefault("collector", {})
+        collector.setdefault("outputs", ["jsonl"])
+        if "jsonl" in collector["outputs"]:
+            collector.setdefault("jsonl_path", str(self.results_path))
+            collector.setdefault("jsonl_checksum", True)
+        self.config_path.write_text(dump_toml(data))
+        return self.config_path
+
+    def start(self, role: str, name: str, ready: bool = True,
+              env: Optional[Dict[str, str]] = None) -> Role:
+        proc = Role(self.root, self.config_path, role, name, env)
+        self.roles.append(proc)
+        if ready:
+            try:
+                proc.ready()
+            except AssertionError:
+                raise AssertionError("{} {} not ready; its output:\n{}".format(
+                    role, name, proc.output())) from None
+        return proc
+
+    def results(self) -> List[Dict[str, Any]]:
+        if not self.results_path.exists():
+            return []
+        return [json.loads(line) for line in self.results_path.read_text().splitlines()]
+
+    def logs(self) -> str:
+        return "\n".join("==== {} {} (rc={})\n{}".format(r.role, r.name, r.proc.poll(),
+                                                      r.output()[-4000:])
+                         for r in self.roles)
+
+    def close(self) -> None:
+        for role in reversed(self.roles):
+            role.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def pipeline(request: Any) -> Any:
+    pipe = Pipeline()
+    yield pipe
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        print(pipe.logs())
+    pipe.close()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Any:
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def short_tmp() -> Any:
+    path = Path(tempfile.mkdtemp(prefix="vp-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run_cli(*args: str, env: Optional[Dict[str, str]] = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``vidpipe ARGS``; on timeout kill its whole process group and say what it printed."""
+    cmd = [sys.executable, "-m", "vidpipe"] + list(args)
+    proc = subprocess.Popen(cmd, env=child_env(**(env or {})), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError("vidpipe {} did not finish in {}s:\n{}\n{}".format(
+            " ".join(args), timeout, out[-3000:], err[-5000:])) from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def write_clip(path: Path, frames: int, width: int, height: int, fps: float = 25) -> Path:
+    """A Motion-JPEG AVI of test-pattern frames 0 .. frames-1 (needs no extra codec)."""
+    import cv2
+
+    from vidpipe.sources import render_testsrc
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    for i in range(frames):
+        writer.write(render_testsrc(i, width, height))
+    writer.release()
+    return path

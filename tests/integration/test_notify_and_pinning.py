@@ -1,0 +1,93 @@
+"""What systemd sees of the roles: READY, WATCHDOG, STATUS, and CPU pinning.
+
+Each role runs as a real process with ``NOTIFY_SOCKET`` pointing at a real
+datagram socket (tests/conftest.py), as systemd would run it."""
+
+import os
+import re
+import time
+from typing import Any, List
+
+
+def camera(**extra: Any) -> dict:
+    cam = {"source": "testsrc", "width": 320, "height": 240, "fps": 30, "frames": 0}
+    cam.update(extra)
+    return cam
+
+
+def watchdog_times(role: Any) -> List[float]:
+    return [float(m["_t"]) for m in role.notify.drain() if m.get("WATCHDOG") == "1"]
+
+
+def test_ready_comes_after_the_sockets_are_bound(pipeline: Any) -> None:
+    pipeline.write_config({"cameras": {"cam0": camera()}})
+    collector = pipeline.start("collector", "main", ready=False)
+    collector.ready()
+    assert (pipeline.runtime / "collector.sock").exists()
+    decoder = pipeline.start("decoder", "cam0", ready=False)
+    msg = decoder.ready()
+    assert (pipeline.runtime / "decoder-cam0.sock").exists()
+    assert "STATUS" in msg and "no handler connected" in msg["STATUS"]
+
+
+def test_watchdog_pings_stop_while_a_stage_hangs_and_resume(pipeline: Any) -> None:
+    pipeline.write_config({
+        "cameras": {"cam0": camera(fps=2)},
+        "handlers": {"stages": ["sleep"]},
+        "stage": {"sleep": {"ms": 1500}},
+    })
+    pipeline.start("collector", "main")
+    env = {"WATCHDOG_USEC": "400000"}  # systemd would kill after 0.4 s without a ping
+    handler = pipeline.start("handler", "1", env=env)
+    time.sleep(0.6)
+    before = watchdog_times(handler)
+    assert len(before) >= 2  # pinging while idle
+    pipeline.start("decoder", "cam0")
+    time.sleep(5)
+    times = watchdog_times(handler)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    # stuck in the stage: no ping for the 1.5 s it sleeps ...
+    assert max(gaps) >= 1.3, gaps
+    # ... and pings again between frames
+    assert times[-1] > times[0] + 3 and len(times) > len(before) + 3
+    status = handler.notify.last("STATUS") or ""
+    assert re.match(r"handler 1: [0-9.]+ fps, processed [1-9][0-9]*, latency p50 [0-9.]+ "
+                    r"p99 [0-9.]+ ms", status), status
+
+
+def test_idle_roles_keep_pinging_without_work(pipeline: Any) -> None:
+    pipeline.write_config({"cameras": {"cam0": camera(source="/dev/video-absent-77")}})
+    decoder = pipeline.start("decoder", "cam0", env={"WATCHDOG_USEC": "200000"})
+    time.sleep(1.0)
+    times = watchdog_times(decoder)
+    assert len(times) >= 5 and max(b - a for a, b in zip(times, times[1:])) < 0.3
+    status = decoder.notify.last("STATUS") or ""
+    assert "waiting for source" in status and "does not exist" in status, status
+
+
+def test_status_says_why_frames_do_not_flow(pipeline: Any) -> None:
+    pipeline.write_config({"cameras": {"cam0": camera()}, "handlers": {"stages": ["gray"]}})
+    decoder = pipeline.start("decoder", "cam0")
+    time.sleep(0.8)
+    assert "no handler connected" in (decoder.notify.last("STATUS") or "")
+    handler = pipeline.start("handler", "1")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if "collector unreachable" in (handler.notify.last("STATUS") or ""):
+            break
+        time.sleep(0.2)
+    assert "collector unreachable" in (handler.notify.last("STATUS") or "")
+    assert "handlers 1" in (decoder.notify.last("STATUS") or "")
+
+
+def test_handler_is_pinned_to_the_configured_cpus(pipeline: Any) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    target = cpus[-1]
+    pipeline.write_config({"handlers": {"stages": ["gray"], str(7): {"cpus": [target]}}})
+    handler = pipeline.start("handler", "7")
+    with open("/proc/{}/status".format(handler.pid)) as handle:
+        status = handle.read()
+    assert re.search(r"^Cpus_allowed_list:\s+{}$".format(target), status, re.M), status
+    other = pipeline.start("handler", "8")
+    with open("/proc/{}/status".format(other.pid)) as handle:
+        assert "Cpus_allowed_list:\t{}\n".format(target) not in handle.read() or len(cpus) == 1

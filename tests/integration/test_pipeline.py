@@ -1,0 +1,258 @@
+"""The whole pipeline as real processes over real ZeroMQ sockets."""
+
+import hashlib
+import os
+import signal
+import time
+from collections import Counter
+from typing import Any, Dict, List
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import write_clip
+from vidpipe.sources import render_testsrc
+
+
+def gray_sha1(index: int, width: int, height: int) -> str:
+    frame = render_testsrc(index, width, height)
+    return hashlib.sha1(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).tobytes()).hexdigest()
+
+
+def camera(frames: int, width: int = 640, height: int = 480, fps: float = 30,
+           wait: int = 0, **extra: Any) -> Dict[str, Any]:
+    cam = {"source": "testsrc", "width": width, "height": height, "fps": fps,
+           "frames": frames, "wait_for_handlers": wait}
+    cam.update(extra)
+    return cam
+
+
+def wait_exit(role: Any, timeout: float, pipeline: Any) -> int:
+    try:
+        return role.proc.wait(timeout)
+    except Exception:
+        raise AssertionError("{} {} did not finish in {}s\n{}".format(
+            role.role, role.name, timeout, pipeline.logs())) from None
+
+
+def accounted(records: List[Dict[str, Any]], cam: str) -> Dict[int, Dict[str, Any]]:
+    """seq -> the record that accounts for it; fails on double accounting."""
+    out: Dict[int, Dict[str, Any]] = {}
+    for rec in records:
+        if rec["camera"] != cam or rec["status"] == "missing":
+            continue
+        assert rec["seq"] not in out or out[rec["seq"]].get("late") or rec.get("late"), rec
+        if rec["status"] == "ok" and rec.get("late"):
+            continue  # processed after it was given up; the drop notice is what counts
+        out[rec["seq"]] = rec
+    return out
+
+
+def in_order(records: List[Dict[str, Any]], cam: str) -> List[int]:
+    return [r["seq"] for r in records if r["camera"] == cam and not r.get("late")
+            and r["status"] != "missing"]
+
+
+def test_four_handlers_deliver_all_300_frames_in_order_and_correct(pipeline: Any) -> None:
+    pipeline.write_config({
+        "pipeline": {"dispatch": "balanced"},
+        "cameras": {"cam0": camera(300, wait=4)},
+        "handlers": {"stages": ["gray"], "prefetch": 2},
+        "collector": {"exit_on_eos": True},
+    })
+    collector = pipeline.start("collector", "main")
+    handlers = [pipeline.start("handler", str(n)) for n in range(1, 5)]
+    pipeline.start("decoder", "cam0")
+    assert wait_exit(collector, 40, pipeline) == 0
+
+    records = pipeline.results()
+    ok = [r for r in records if r["status"] == "ok"]
+    assert [r["seq"] for r in ok] == list(range(300)), pipeline.logs()
+    for rec in ok:
+        assert rec["sha1"] == gray_sha1(rec["seq"], 640, 480), rec["seq"]
+        assert rec["shape"] == [480, 640]
+    used = Counter(r["meta"]["handler"] for r in ok)
+    assert len(used) >= 3, used  # balanced over the handlers
+    assert all(h.proc.poll() is None for h in handlers)  # handlers keep running
+
+
+def test_two_cameras_are_each_ordered_and_fully_accounted(pipeline: Any) -> None:
+    pipeline.write_config({
+        "cameras": {"cam0": camera(150, wait=2),
+                    "cam1": camera(150, width=320, height=240, wait=2)},
+        "handlers": {"stages": ["gray"], "prefetch": 2},
+        "collector": {"exit_on_eos": True},
+    })
+    collector = pipeline.start("collector", "main")
+    for n in (1, 2):
+        pipeline.start("handler", str(n))
+    pipeline.start("decoder", "cam0")
+    pipeline.start("decoder", "cam1")
+    assert wait_exit(collector, 40, pipeline) == 0
+    records = pipeline.results()
+    for cam, (w, h) in (("cam0", (640, 480)), ("cam1", (320, 240))):
+        seqs = in_order(records, cam)
+        assert seqs == sorted(seqs)
+        acc = accounted(records, cam)
+        assert sorted(acc) == list(range(150)), (cam, pipeline.logs())
+        processed = [r for r in acc.values() if r["status"] == "ok"]
+        assert len(processed) >= 140, Counter(r.get("reason") for r in acc.values())
+        for rec in processed:
+            assert rec["sha1"] == gray_sha1(rec["seq"], w, h)
+
+
+def test_killed_handler_loses_nothing_silently(pipeline: Any) -> None:
+    pipeline.write_config({
+        "pipeline": {"handler_timeout_ms": 600, "heartbeat_ms": 100},
+        "cameras": {"cam0": camera(300, wait=3)},
+        "handlers": {"stages": ["gray"], "prefetch": 2},
+        "collector": {"exit_on_eos": True},
+    })
+    collector = pipeline.start("collector", "main")
+    handlers = [pipeline.start("handler", str(n)) for n in (1, 2, 3)]
+    pipeline.start("decoder", "cam0")
+    time.sleep(3.5)  # about 100 frames in
+    handlers[0].proc.send_signal(signal.SIGKILL)
+    assert wait_exit(collector, 40, pipeline) == 0
+
+    records = pipeline.results()
+    acc = accounted(records, "cam0")
+    assert sorted(acc) == list(range(300)), pipeline.logs()
+    reasons = Counter(r.get("reason") for r in acc.values() if r["status"] != "ok")
+    assert set(reasons) <= {"handler_lost", "no_capacity", "stale"}, reasons
+    ok = [r for r in acc.values() if r["status"] == "ok"]
+    assert len(ok) >= 280
+    late_handlers = {r["meta"]["handler"] for r in ok if r["seq"] > 200}
+    assert late_handlers == {"2", "3"}  # the others kept the pipeline going
+
+
+def test_optical_flow_by_camera_sees_the_true_previous_frame(pipeline: Any) -> None:
+    pipeline.write_config({
+        "pipeline": {"dispatch": "by-camera"},
+        "cameras": {"cam0": camera(90, width=320, height=240, wait=2)},
+        "handlers": {"stages": ["optical_flow"], "prefetch": 2, "send_image": False},
+        "collector": {"exit_on_eos": True},
+    })
+    collector = pipeline.start("collector", "main")
+    for n in (1, 2):
+        pipeline.start("handler", str(n))
+    pipeline.start("decoder", "cam0")
+    assert wait_exit(collector, 40, pipeline) == 0
+    ok = [r for r in pipeline.results() if r["status"] == "ok"]
+    assert len(ok) >= 85
+    assert len({r["meta"]["handler"] for r in ok}) == 1  # one camera, one handler
+    previous = None
+    for rec in ok:
+        flow = rec["meta"]["optical_flow"]
+        assert flow["prev_seq"] == previous, rec
+        previous = rec["seq"]
+        seq = rec["seq"]
+        box = 240 // 6  # render_testsrc's box: x = 7 i mod (w - box), y = 3 i mod (h - box)
+        wraps = (seq * 7) % (320 - box) < 7 or (seq * 3) % (240 - box) < 3
+        if flow["prev_seq"] == seq - 1 and not wraps:
+            # the box moved +7, +3 px since the previous frame: the flow points that way
+            assert flow["mean_dx"] > max(0.0, flow["mean_dy"]), rec
+
+
+def rss_kb(pid: int) -> int:
+    with open("/proc/{}/status".format(pid)) as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_slow_stage_drops_and_counts_instead_of_queueing(pipeline: Any) -> None:
+    pipeline.write_config({
+        "pipeline": {"max_latency_ms": 250},
+        "cameras": {"cam0": camera(240, wait=2)},
+        "handlers": {"stages": ["sleep"]},
+        "stage": {"sleep": {"ms": 100}},
+        "collector": {"exit_on_eos": True},
+    })
+    collector = pipeline.start("collector", "main")
+    for n in (1, 2):
+        pipeline.start("handler", str(n))
+    decoder = pipeline.start("decoder", "cam0")
+    time.sleep(2.0)
+    rss_early = rss_kb(decoder.pid)
+    time.sleep(4.0)
+    rss_late = rss_kb(decoder.pid)
+    assert wait_exit(collector, 40, pipeline) == 0
+    assert rss_late - rss_early < 8 * 1024, (rss_early, rss_late)
+
+    records = pipeline.results()
+    acc = accounted(records, "cam0")
+    assert sorted(acc) == list(range(240))
+    ok = [r for r in acc.values() if r["status"] == "ok"]
+    dropped = [r for r in acc.values() if r["status"] == "dropped"]
+    # 2 handlers x 10 fps cannot keep up with 30 fps: about a third get through
+    assert 40 <= len(ok) <= 200, len(ok)
+    assert {r["reason"] for r in dropped} == {"no_capacity"}
+    assert max(r["latency_ms"] for r in ok) < 250
+    # the decoder never had more frames out than the handlers' windows
+    status = decoder.notify.last("STATUS") or ""
+    assert "dropped no_capacity=" in status, status
+
+
+def test_video_file_ends_by_itself_with_every_frame_accounted(pipeline: Any) -> None:
+    clip = write_clip(pipeline.root / "clip.avi", 60, 320, 240, fps=30)
+    pipeline.write_config({
+        "cameras": {"cam0": {"source": str(clip), "fps": 0, "wait_for_handlers": 2}},
+        "handlers": {"stages": ["gray", "resize"]},
+        "stage": {"resize": {"width": 160}},
+        "collector": {"exit_on_eos": True},
+    })
+    collector = pipeline.start("collector", "main")
+    for n in (1, 2):
+        pipeline.start("handler", str(n))
+    decoder = pipeline.start("decoder", "cam0")
+    assert wait_exit(decoder, 30, pipeline) == 0
+    assert wait_exit(collector, 30, pipeline) == 0
+    records = pipeline.results()
+    acc = accounted(records, "cam0")
+    assert sorted(acc) == list(range(60))  # read = processed + dropped
+    ok = [r for r in acc.values() if r["status"] == "ok"]
+    assert ok and all(r["shape"] == [120, 160] for r in ok)
+    assert "end of stream after 60 frames" in collector.output()
+
+
+def test_sigterm_drains_and_exits_cleanly(pipeline: Any) -> None:
+    pipeline.write_config({
+        "cameras": {"cam0": camera(0)},
+        "handlers": {"stages": ["gray"]},
+    })
+    roles = [pipeline.start("collector", "main"), pipeline.start("handler", "1"),
+             pipeline.start("handler", "2"), pipeline.start("decoder", "cam0")]
+    time.sleep(1.5)
+    for role in reversed(roles):
+        role.proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    for role in roles:
+        assert role.proc.wait(5) == 0, role.output()
+        assert role.notify.last("STOPPING") == "1"
+    assert time.monotonic() - started < 2.5
+    leftovers = [p for p in os.listdir(str(pipeline.runtime)) if p.endswith(".sock")]
+    assert leftovers == []
+    assert any(r["status"] == "ok" for r in pipeline.results())
+
+
+@pytest.mark.parametrize("dispatch", ["round-robin", "balanced"])
+def test_dispatch_modes_run_without_a_collector(pipeline: Any, dispatch: str) -> None:
+    pipeline.write_config({
+        "pipeline": {"dispatch": dispatch},
+        "cameras": {"cam0": camera(0)},
+        "handlers": {"stages": ["gray"]},
+    })
+    handler = pipeline.start("handler", "1")
+    decoder = pipeline.start("decoder", "cam0")
+    deadline = time.monotonic() + 10
+    status = ""
+    while time.monotonic() < deadline:
+        status = handler.notify.last("STATUS") or ""
+        if "processed" in status and not status.split("processed ")[1].startswith("0"):
+            break
+        time.sleep(0.2)
+    assert "collector unreachable" in status, status
+    assert decoder.proc.poll() is None and handler.proc.poll() is None

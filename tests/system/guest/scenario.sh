@@ -1,0 +1,268 @@
+#!/bin/bash
+# The vidpipe system test, run inside a Debian 12 VM by vidpipe-systest.service.
+#
+# /mnt/io holds vidpipe.deb, vidpipe-upgrade.deb and this script; results go
+# back there: steps.jsonl (one line per step), result.json, journal.txt.
+# Every step asserts what an operator would check; the first failure ends the
+# run (later steps depend on earlier ones) and names the step.
+set -u
+IO=/mnt/io
+STEPS=$IO/steps.jsonl
+RESULTS=/var/lib/vidpipe/results.jsonl
+export DEBIAN_FRONTEND=noninteractive
+: > "$STEPS"
+declare -A FACTS
+
+log() { echo "vidpipe-systest: $*" > /dev/console; echo "vidpipe-systest: $*"; }
+
+json_escape() { python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))'; }
+
+record() {  # record STEP ok|fail DETAIL
+    local detail
+    detail=$(printf '%s' "$3" | json_escape)
+    printf '{"step": "%s", "status": "%s", "detail": %s, "t": %s}\n' "$1" "$2" "$detail" \
+        "$(cut -d' ' -f1 /proc/uptime)" >> "$STEPS"
+    log "$1: $2 - $3"
+}
+
+finish() {
+    local facts="{" sep="" key
+    for key in "${!FACTS[@]}"; do
+        facts+="$sep\"$key\": $(printf '%s' "${FACTS[$key]}" | json_escape)"
+        sep=", "
+    done
+    facts+="}"
+    printf '{"ok": %s, "facts": %s}\n' "$1" "$facts" > $IO/result.json
+    journalctl -b --no-pager -o short-monotonic > $IO/journal.txt 2>&1
+    for unit in vid-collector vid-decoder@cam0 vid-decoder@cam1 vid-handler@1 vid-handler@2 \
+                vid-handler@3; do
+        systemctl status --no-pager "$unit" >> $IO/status.txt 2>&1
+    done
+    sync
+    log "finished: ok=$1"
+    systemctl poweroff --no-block
+    exit 0
+}
+
+fail() { record "$CURRENT" fail "$1"; finish false; }
+pass() { record "$CURRENT" ok "$1"; }
+
+# wait_until SECONDS COMMAND...: poll until COMMAND succeeds
+wait_until() {
+    local limit=$1; shift
+    local end=$(( $(date +%s) + limit ))
+    while [ "$(date +%s)" -lt "$end" ]; do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    "$@" >/dev/null 2>&1
+}
+
+prop() { systemctl show -p "$2" --value "$1"; }
+status_text() { prop "$1" StatusText; }
+ok_count() {  # ok results of a camera so far
+    [ -f "$RESULTS" ] || { echo 0; return; }
+    grep -c "\"camera\":\"$1\",\"seq\":[0-9]*,\"status\":\"ok\"" "$RESULTS"
+}
+more_results() {  # more_results CAMERA THAN
+    [ "$(ok_count "$1")" -gt "$2" ]
+}
+in_order() {  # sequence numbers of a camera increase within each decoder run
+    python3 - "$1" "$2" <<'EOF'
+import json, sys
+seqs = [r["seq"] for r in map(json.loads, open("/var/lib/vidpipe/results.jsonl"))
+        if r["camera"] == sys.argv[1] and not r.get("late")]
+runs = sum(1 for a, b in zip(seqs, seqs[1:]) if b <= a)   # a restart starts again
+sys.exit(0 if seqs and runs <= int(sys.argv[2]) else 1)
+EOF
+}
+active() { [ "$(prop "$1" ActiveState)" = active ]; }
+
+log "starting; kernel $(uname -r)"
+
+# ---------------------------------------------------------------- 1. install
+CURRENT=install
+cp $IO/vidpipe.deb $IO/vidpipe-upgrade.deb /root/
+if ! out=$(cd /root && apt-get install -y ./vidpipe.deb 2>&1); then
+    fail "apt-get install ./vidpipe.deb failed offline: $(echo "$out" | tail -5)"
+fi
+dpkg -s vidpipe | grep -q "Status: install ok installed" || fail "vidpipe not installed"
+id -nG vidpipe | grep -qw video || fail "user vidpipe missing or not in group video: $(id vidpipe 2>&1)"
+[ -d /run/vidpipe ] || fail "/run/vidpipe missing"
+wait_until 60 active vid-collector || fail "vid-collector not started by the package: $(status_text vid-collector)"
+pass "installed offline; user vidpipe in video; collector running"
+
+# ---------------------------------------------------------------- 2. configure (as an operator would)
+CURRENT=configure
+CONF=/etc/vidpipe/pipeline.toml
+# software-emulated CPUs are 10-50x slower than real ones: allow more latency
+# before frames count as stale, and keep the cameras small and slow (as on a weak
+# box) so that restarted services get CPU to start in
+sed -i 's/^#max_latency_ms = 250$/max_latency_ms = 3000/' $CONF
+sed -i 's/^#width = 640$/width = 320/; s/^#height = 480$/height = 240/; s/^#fps = 30.0$/fps = 10.0/' $CONF
+cat >> $CONF <<'EOF'
+outputs = ["log", "jsonl"]
+jsonl_path = "/var/lib/vidpipe/results.jsonl"
+
+[handlers.1]
+cpus = [1]
+
+[cameras.cam1]
+source = "auto"
+width = 320
+height = 240
+fps = 10.0
+EOF
+out=$(vidpipe check-config 2>&1) || fail "check-config rejects the edited file: $out"
+systemctl restart vid-collector || fail "collector restart failed"
+pass "$out"
+
+# ---------------------------------------------------------------- 3. plug two cameras
+CURRENT=udev-starts-decoders
+modprobe vivid n_devs=2 node_types=0x1,0x1 || fail "modprobe vivid failed"
+wait_until 90 active vid-decoder@cam0 || fail "udev did not start vid-decoder@cam0: $(ls -l /dev/vidpipe 2>&1)"
+wait_until 60 active vid-decoder@cam1 || fail "udev did not start vid-decoder@cam1"
+FACTS[cam0_link]=$(readlink -f /dev/vidpipe/cam0)
+FACTS[cam1_link]=$(readlink -f /dev/vidpipe/cam1)
+pass "cam0 -> ${FACTS[cam0_link]}, cam1 -> ${FACTS[cam1_link]}"
+
+# ---------------------------------------------------------------- 4. handlers as the README says
+CURRENT=enable-handlers
+systemctl enable --now vid-handler@{1..4} vid-collector || fail "systemctl enable --now failed"
+for n in 1 2 3 4; do active vid-handler@$n || fail "vid-handler@$n not active: $(status_text vid-handler@$n)"; done
+pass "4 handlers active"
+
+# ---------------------------------------------------------------- 5. frames flow
+CURRENT=frames-flow
+wait_until 30 more_results cam0 10 || fail "no frames from cam0 within 30 s; collector: $(status_text vid-collector)"
+wait_until 30 more_results cam1 10 || fail "no frames from cam1 within 30 s; collector: $(status_text vid-collector)"
+in_order cam0 0 || fail "cam0 results out of order"
+in_order cam1 0 || fail "cam1 results out of order"
+FACTS[collector_status]=$(status_text vid-collector)
+FACTS[handler1_status]=$(status_text vid-handler@1)
+FACTS[decoder0_status]=$(status_text vid-decoder@cam0)
+echo "${FACTS[collector_status]}" | grep -Eq "cam0: [0-9.]+ fps, latency p50 [0-9.]+" \
+    || fail "collector status has no latency figures: ${FACTS[collector_status]}"
+systemctl status --no-pager vid-handler@1 | grep -Eq "Status: \"handler 1: [0-9.]+ fps, processed [0-9]+" \
+    || fail "systemctl status vid-handler@1 shows no STATUS line: $(systemctl status --no-pager vid-handler@1 | head -8)"
+pass "cam0 $(ok_count cam0) and cam1 $(ok_count cam1) results, in order; ${FACTS[collector_status]}"
+
+# ---------------------------------------------------------------- 6. pinning
+CURRENT=pinning
+pid=$(prop vid-handler@1 MainPID)
+pinned=$(awk '/^Cpus_allowed_list/ {print $2}' /proc/$pid/status)
+[ "$pinned" = 1 ] || fail "vid-handler@1 (pid $pid) Cpus_allowed_list is '$pinned', want 1"
+pass "vid-handler@1 Cpus_allowed_list: $pinned"
+
+# ---------------------------------------------------------------- 7. watchdog restarts a hung handler
+CURRENT=watchdog
+old=$(prop vid-handler@2 MainPID)
+kill -STOP "$old"
+restarted() { [ "$(prop vid-handler@2 NRestarts)" -ge 1 ] && [ "$(prop vid-handler@2 MainPID)" != "$old" ] && active vid-handler@2; }
+wait_until 120 restarted || fail "stopped handler not restarted by the watchdog: NRestarts=$(prop vid-handler@2 NRestarts) $(journalctl -u vid-handler@2 --no-pager | tail -3)"
+journalctl -u vid-handler@2 --no-pager | grep -q "Watchdog timeout" || fail "no watchdog timeout in the journal"
+n0=$(ok_count cam0)
+wait_until 30 more_results cam0 "$((n0 + 5))" || fail "frames stopped after the watchdog restart"
+pass "watchdog killed pid $old; NRestarts=$(prop vid-handler@2 NRestarts); frames keep flowing"
+
+# ---------------------------------------------------------------- 8. a killed decoder comes back
+CURRENT=decoder-restart
+old=$(prop vid-decoder@cam0 MainPID)
+kill -9 "$old"
+back() { [ "$(prop vid-decoder@cam0 NRestarts)" -ge 1 ] && active vid-decoder@cam0 && [ "$(prop vid-decoder@cam0 MainPID)" != "$old" ]; }
+wait_until 120 back || fail "killed decoder not restarted: $(status_text vid-decoder@cam0)"
+n0=$(ok_count cam0)
+wait_until 60 more_results cam0 "$((n0 + 5))" || fail "cam0 frames did not resume after the decoder restart"
+pass "decoder restarted (NRestarts=$(prop vid-decoder@cam0 NRestarts)); cam0 frames resumed"
+
+# ---------------------------------------------------------------- 9. a config typo does not restart-loop
+CURRENT=config-typo
+cp $CONF /root/pipeline.good
+printf '\n[handlers.3]\ncpu = [0]\n' >> $CONF
+restarts=$(prop vid-handler@3 NRestarts)
+systemctl restart vid-handler@3 && fail "restart with a typo in the config succeeded"
+journalctl -u vid-handler@3 --no-pager | grep -q "handlers.3.cpu: unknown key (did you mean 'cpus'?)" \
+    || fail "journal does not name the key: $(journalctl -u vid-handler@3 --no-pager | tail -3)"
+sleep 8
+[ "$(prop vid-handler@3 ActiveState)" = failed ] || fail "unit is $(prop vid-handler@3 ActiveState), want failed"
+[ "$(prop vid-handler@3 NRestarts)" = "$restarts" ] || fail "unit restart-looped: NRestarts $(prop vid-handler@3 NRestarts)"
+[ "$(prop vid-handler@3 ExecMainStatus)" = 78 ] || fail "exit status $(prop vid-handler@3 ExecMainStatus), want 78"
+cp /root/pipeline.good $CONF
+systemctl restart vid-handler@3 || fail "fixed config: restart failed"
+pass "exit 78, key named in the journal, no restart loop, fixed config brings it back"
+
+# ---------------------------------------------------------------- 10. camera unplugged and back (vivid's disconnect control)
+CURRENT=camera-disconnect
+restarts=$(prop vid-decoder@cam1 NRestarts)
+n1=$(ok_count cam1)
+v4l2-ctl -d "${FACTS[cam1_link]}" --set-ctrl disconnect=1 || fail "cannot set vivid's disconnect control"
+wait_until 20 more_results cam1 "$((n1 + 5))" || fail "cam1 frames did not come back after a disconnect: $(status_text vid-decoder@cam1)"
+[ "$(prop vid-decoder@cam1 NRestarts)" = "$restarts" ] || fail "decoder restarted instead of reopening"
+pass "decoder reopened the camera by itself; frames flow again"
+
+# ---------------------------------------------------------------- 11. rmmod (unplug) and modprobe (replug)
+CURRENT=unplug-replug
+restarts0=$(prop vid-decoder@cam0 NRestarts)
+for dev in /dev/video0 /dev/video1; do v4l2-ctl -d $dev --set-ctrl disconnect=1 >/dev/null 2>&1; done
+unplugged=no
+for i in $(seq 100); do
+    if rmmod vivid 2>/dev/null; then unplugged=yes; break; fi
+    sleep 0.1
+done
+[ $unplugged = yes ] || fail "rmmod vivid kept failing (a handle stays open): $(fuser -v /dev/video* 2>&1)"
+sleep 4
+for cam in cam0 cam1; do
+    active vid-decoder@$cam || fail "vid-decoder@$cam is $(prop vid-decoder@$cam ActiveState) after unplug"
+    status_text vid-decoder@$cam | grep -q "waiting for source" || fail "$cam status does not say it waits: $(status_text vid-decoder@$cam)"
+done
+pid=$(prop vid-decoder@cam0 MainPID)
+t0=$(awk '{print $14 + $15}' /proc/$pid/stat); sleep 5; t1=$(awk '{print $14 + $15}' /proc/$pid/stat)
+ticks=$((t1 - t0))
+[ "$ticks" -lt 100 ] || fail "waiting decoder burns CPU: $ticks ticks in 5 s"
+[ "$(prop vid-decoder@cam0 NRestarts)" = "$restarts0" ] || fail "decoder restart-looped while unplugged"
+n0=$(ok_count cam0); n1=$(ok_count cam1)
+modprobe vivid n_devs=2 node_types=0x1,0x1 || fail "modprobe vivid (replug) failed"
+t_plug=$(date +%s)
+wait_until 25 more_results cam0 "$((n0 + 3))" || fail "cam0 frames did not come back after replug: $(status_text vid-decoder@cam0)"
+wait_until 25 more_results cam1 "$((n1 + 3))" || fail "cam1 frames did not come back after replug"
+FACTS[replug_seconds]=$(( $(date +%s) - t_plug ))
+[ "$(readlink -f /dev/vidpipe/cam0)" = "${FACTS[cam0_link]}" ] || fail "cam0 name moved to $(readlink -f /dev/vidpipe/cam0)"
+[ "$(readlink -f /dev/vidpipe/cam1)" = "${FACTS[cam1_link]}" ] || fail "cam1 name moved"
+pass "decoders waited (${ticks} CPU ticks in 5 s, no restarts); frames back ${FACTS[replug_seconds]} s after replug, same names"
+
+# ---------------------------------------------------------------- 12. security scores
+CURRENT=security
+for unit in vid-decoder@cam0.service vid-handler@1.service vid-collector.service; do
+    score=$(systemd-analyze security --no-pager "$unit" 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+    FACTS["security_$unit"]=$score
+done
+pass "decoder ${FACTS[security_vid-decoder@cam0.service]}, handler ${FACTS[security_vid-handler@1.service]}, collector ${FACTS[security_vid-collector.service]}"
+
+# ---------------------------------------------------------------- 13. upgrade keeps the edited config
+CURRENT=upgrade
+old=$(prop vid-handler@4 MainPID)
+out=$(cd /root && apt-get install -y ./vidpipe-upgrade.deb 2>&1) || fail "upgrade failed: $(echo "$out" | tail -5)"
+FACTS[upgraded_to]=$(dpkg-query -W -f '${Version}' vidpipe)
+grep -q '^max_latency_ms = 3000$' $CONF || fail "upgrade lost the edited pipeline.toml"
+[ -f $CONF.dpkg-dist ] && fail "upgrade left a .dpkg-dist: the conffile was treated as changed"
+wait_until 30 active vid-handler@4 || fail "vid-handler@4 not running after upgrade"
+[ "$(prop vid-handler@4 MainPID)" != "$old" ] || fail "running handler not restarted on upgrade"
+n0=$(ok_count cam0)
+wait_until 30 more_results cam0 "$((n0 + 3))" || fail "frames did not flow after the upgrade"
+pass "upgraded to ${FACTS[upgraded_to]}; edit kept; handlers restarted; frames flow"
+
+# ---------------------------------------------------------------- 14. purge
+CURRENT=purge
+out=$(apt-get purge -y vidpipe 2>&1) || fail "purge failed: $(echo "$out" | tail -5)"
+left=""
+for path in /lib/systemd/system/vid-handler@.service /lib/systemd/system/vid-decoder@.service \
+            /lib/udev/rules.d/60-vidpipe.rules /etc/vidpipe/pipeline.toml /var/lib/vidpipe \
+            /usr/bin/vidpipe; do
+    [ -e $path ] && left="$left $path"
+done
+[ -z "$left" ] || fail "purge left:$left"
+running=$(systemctl list-units --no-legend --state=active 'vid-*' | wc -l)
+[ "$running" = 0 ] || fail "units still running after purge: $(systemctl list-units --no-legend 'vid-*')"
+pass "units, rule, conffile and state removed; nothing running"
+
+finish true

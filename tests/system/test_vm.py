@@ -1,0 +1,54 @@
+"""The install-and-operate story on a real Debian 12 with systemd, udev and apt,
+in a QEMU VM with two virtual (vivid) cameras. See guest/scenario.sh."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from system import vm
+
+pytestmark = pytest.mark.system
+
+
+@pytest.fixture(scope="module")
+def deb() -> Path:
+    result = subprocess.run(["make", "deb"], cwd=str(ROOT), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, universal_newlines=True,
+                            env=dict(os.environ, PATH=vm.HOST_PATH), timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
+    return ROOT / "vidpipe.deb"
+
+
+def test_install_and_operate_in_a_debian_vm(deb: Path, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        message = "the VM system test builds a root file system with debootstrap: run as root"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI runs as root: not running it there is a failure
+        pytest.skip(message)
+    out = vm.run_scenario(deb, tmp_path)
+    steps = out["steps"]
+    summary = "\n".join("  {step}: {status} - {detail}".format(**s) for s in steps)
+    report = ROOT / "build" / "system-test.json"
+    report.parent.mkdir(exist_ok=True)
+    report.write_text(json.dumps({k: out[k] for k in ("log", "qemu_exit", "steps", "result")},
+                                 indent=1))
+    print("\n".join(out["log"]))
+    print(summary)
+    failed = [s for s in steps if s["status"] != "ok"]
+    if failed or not out["result"] or not out["result"].get("ok"):
+        where = failed[0]["step"] if failed else (steps[-1]["step"] + " (then stopped)"
+                                                  if steps else "boot")
+        tail = out["journal"][-6000:] or out["console"][-6000:]
+        pytest.fail("system test failed at step '{}':\n{}\n--- status\n{}\n--- journal "
+                    "(tail)\n{}".format(where, summary, out["status"][-3000:], tail))
+    assert [s["step"] for s in steps] == [
+        "install", "configure", "udev-starts-decoders", "enable-handlers", "frames-flow",
+        "pinning", "watchdog", "decoder-restart", "config-typo", "camera-disconnect",
+        "unplug-replug", "security", "upgrade", "purge"]
+    facts = out["result"]["facts"]
+    for unit in ("vid-decoder@cam0.service", "vid-handler@1.service", "vid-collector.service"):
+        assert float(facts["security_" + unit]) <= 3.0, facts

@@ -1,0 +1,64 @@
+import pytest
+
+from vidpipe.config import ConfigError, config_from_dict, connect_from_bind, dump_toml
+
+try:
+    import tomllib  # novermin
+except ImportError:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[no-redef]
+
+
+def test_defaults_fill_every_section() -> None:
+    config = config_from_dict({"cameras": {"cam0": {}}})
+    assert config.pipeline.dispatch == "balanced" and config.pipeline.max_latency_ms == 250
+    cam = config.camera("cam0")
+    assert (cam.source, cam.width, cam.height, cam.fps) == ("auto", 640, 480, 30.0)
+    assert cam.bind == "ipc:///run/vidpipe/decoder-cam0.sock" == cam.connect
+    assert config.collector.bind == "ipc:///run/vidpipe/collector.sock"
+    assert config.handler("3").stages == ["gray"]
+
+
+def test_handler_sections_override_the_defaults() -> None:
+    config = config_from_dict({"handlers": {"stages": ["gray", "resize"], "prefetch": 2,
+                                            "1": {"cpus": [0]}, "2": {"stages": ["motion"]}}})
+    assert config.handler("1").cpus == [0] and config.handler("1").stages == ["gray", "resize"]
+    assert config.handler("2").stages == ["motion"] and config.handler("2").prefetch == 2
+    assert config.handler("7").cpus == []
+
+
+def test_tcp_bind_gives_a_local_connect_address() -> None:
+    assert connect_from_bind("tcp://*:5557") == "tcp://127.0.0.1:5557"
+    assert connect_from_bind("tcp://10.1.2.3:5557") == "tcp://10.1.2.3:5557"
+    config = config_from_dict({"cameras": {"c": {"bind": "tcp://0.0.0.0:6000"}}})
+    assert config.camera("c").connect == "tcp://127.0.0.1:6000"
+
+
+@pytest.mark.parametrize("data,key", [
+    ({"cameras": {"c": {"width": 8}}}, "cameras.c.width"),
+    ({"cameras": {"c": {"fps": True}}}, "cameras.c.fps"),
+    ({"cameras": {"c": {"pixel_format": "MJPEG"}}}, "cameras.c.pixel_format"),
+    ({"cameras": {"c": {"bind": "udp://x"}}}, "cameras.c.bind"),
+    ({"cameras": {"bad name": {}}}, "cameras.bad name"),
+    ({"cameras": {"c": {"bind": "ipc:///" + "x" * 120}}}, "cameras.c.bind"),
+    ({"handlers": {"prefetch": 0}}, "handlers.prefetch"),
+    ({"handlers": {"accelerator": "tpu0"}}, "handlers.accelerator"),
+    ({"handlers": {"stages": "gray"}}, "handlers.stages"),
+    ({"handlers": {"stages": [1]}}, "handlers.stages[0]"),
+    ({"collector": {"outputs": ["preview!"]}}, "collector.outputs[0]"),
+    ({"pipeline": {"runtime_dir": "relative"}}, "pipeline.runtime_dir"),
+    ({"stage": {"resize": 3}}, "stage"),
+    ({"cameras": []}, "cameras"),
+])
+def test_bad_values_name_their_key(data: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(data, "/etc/vidpipe/pipeline.toml")
+    assert err.value.key == key
+    assert str(err.value).startswith("/etc/vidpipe/pipeline.toml: " + key + ": ")
+
+
+def test_dump_toml_round_trips() -> None:
+    data = {"pipeline": {"dispatch": "by-camera", "max_latency_ms": 100},
+            "cameras": {"cam0": {"source": "rtsp://u:p@h/\"s\"", "fps": 12.5, "loop": True}},
+            "handlers": {"stages": ["gray"], "2": {"cpus": [1, 2]}},
+            "stage": {"pkg.mod:Cls": {"x": 1}}}
+    assert tomllib.loads(dump_toml(data)) == data

@@ -1,0 +1,105 @@
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+import cv2
+import numpy as np
+import pytest
+
+from vidpipe.config import ConfigError, config_from_dict
+from vidpipe.sources import render_testsrc
+from vidpipe.stages import Frame, build_chain
+
+
+def chain(stages: list, options: Dict[str, Any] = None) -> list:
+    config = config_from_dict({"handlers": {"stages": stages}, "stage": options or {}})
+    return build_chain(config, stages, "handlers")
+
+
+def run(stages: list, image: np.ndarray, camera: str = "c", seq: int = 0, **opts: Any) -> Frame:
+    frame = Frame(camera=camera, seq=seq, capture_ns=0, image=image)
+    for stage in chain(stages, opts):
+        stage.process(frame)
+    return frame
+
+
+def test_gray_matches_opencv() -> None:
+    image = render_testsrc(3, 64, 48)
+    assert np.array_equal(run(["gray"], image).image, cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+
+
+def test_resize_keeps_aspect_when_one_side_is_zero() -> None:
+    out = run(["resize"], np.zeros((480, 640, 3), np.uint8), resize={"width": 320})
+    assert out.image.shape == (240, 320, 3)
+    out = run(["resize"], np.zeros((480, 640), np.uint8), resize={"width": 0, "height": 120})
+    assert out.image.shape == (120, 160)
+
+
+def test_motion_finds_the_moving_box() -> None:
+    stages = chain(["motion"], {"motion": {"min_area": 50}})
+    found = None
+    for i in range(11):  # still background, then a box appears
+        image = np.full((120, 160, 3), 40, np.uint8)
+        if i == 10:
+            cv2.rectangle(image, (60, 40), (90, 70), (255, 255, 255), -1)
+        frame = Frame("c", i, 0, image)
+        stages[0].process(frame)
+        found = frame.meta["motion"]
+    assert found is not None and len(found["boxes"]) == 1
+    x, y, w, h = found["boxes"][0]
+    assert abs(x - 60) <= 2 and abs(y - 40) <= 2 and abs(w - 31) <= 3 and abs(h - 31) <= 3
+
+
+def test_faces_loads_the_shipped_cascade_and_returns_boxes() -> None:
+    frame = run(["faces"], np.full((120, 160, 3), 128, np.uint8))
+    assert frame.meta["faces"] == []  # a flat grey picture has no faces
+
+
+def test_faces_without_the_cascade_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as err:
+        chain(["faces"], {"faces": {"cascade": "/nonexistent/cascade.xml"}})
+    assert err.value.key == "stage.faces" and "not found" in err.value.message
+
+
+def test_optical_flow_measures_a_known_shift_per_camera() -> None:
+    rng = np.random.default_rng(1)
+    base = cv2.GaussianBlur(rng.integers(0, 255, (120, 160), dtype=np.uint8), (7, 7), 0)
+    stage = chain(["optical_flow"], {"optical_flow": {"scale": 1.0}})[0]
+    first = Frame("a", 10, 0, base)
+    stage.process(first)
+    assert first.meta["optical_flow"]["prev_seq"] is None
+    other = Frame("b", 3, 0, np.roll(base, 9, axis=1))
+    stage.process(other)  # another camera does not disturb camera a's state
+    second = Frame("a", 11, 0, np.roll(base, 3, axis=1))
+    stage.process(second)
+    flow = second.meta["optical_flow"]
+    assert flow["prev_seq"] == 10
+    assert 2.0 < flow["mean_dx"] < 3.5 and abs(flow["mean_dy"]) < 0.5
+
+
+def test_plugins_load_by_module_and_class(tmp_path: Path) -> None:
+    (tmp_path / "myplug.py").write_text(
+        "from vidpipe.stages import Stage\n"
+        "from vidpipe.config import Rule\n"
+        "class Invert(Stage):\n"
+        "    name = 'myplug.Invert'\n"
+        "    OPTIONS = {'level': (Rule(int, 0, 255), 255)}\n"
+        "    def process(self, frame):\n"
+        "        frame.image = self.options['level'] - frame.image\n"
+        "        frame.meta['inverted'] = True\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        frame = run(["myplug:Invert"], np.full((2, 2), 5, np.uint8), **{"myplug:Invert":
+                                                                      {"level": 10}})
+        assert frame.image.tolist() == [[5, 5], [5, 5]] and frame.meta["inverted"]
+        with pytest.raises(ConfigError) as err:
+            chain(["myplug:Invert"], {"myplug:Invert": {"levle": 1}})
+        assert err.value.key == "stage.myplug:Invert.levle"
+        with pytest.raises(ConfigError) as err:
+            chain(["myplug:Nope"])
+        assert "no stage class 'Nope'" in err.value.message
+        with pytest.raises(ConfigError) as err:
+            chain(["nomodule_here:X"])
+        assert "cannot import plugin module" in err.value.message
+    finally:
+        sys.path.remove(str(tmp_path))
