@@ -293,7 +293,11 @@ class Decoder:
                 event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
             except (zmq.Again, ValueError):
                 break
-            for peer in self.balancer.on_fd(int(event.get("value", -1))):
+            fd = int(event.get("value", -1))
+            lost = self.balancer.on_fd(fd)
+            if not lost:
+                log.debug("%s: connection fd %d closed (no handler on it)", self.name, fd)
+            for peer in lost:
                 self._lose_peer(peer, "disconnected")
 
     def _on_message(self, identity: bytes, msg: wire.Message, now: float) -> None:

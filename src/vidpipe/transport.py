@@ -129,11 +129,14 @@ def recv_message(sock: zmq.Socket, bad: Tally, max_bytes: int,
     fd = -1
     if routed:
         identity = parts[0].bytes
-        try:
-            fd = parts[0].get(zmq.SRCFD)
-        except zmq.ZMQError:
-            fd = -1
         parts = parts[1:]
+        # libzmq makes the identity frame itself and gives it no source fd: the
+        # fd is only on the frames that came off the connection
+        if parts:
+            try:
+                fd = parts[0].get(zmq.SRCFD)
+            except zmq.ZMQError:
+                fd = -1
     try:
         message = wire.decode(parts, max_bytes)
     except wire.WireError as exc:

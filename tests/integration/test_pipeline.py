@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 import signal
 import time
 from collections import Counter
@@ -37,15 +38,23 @@ def wait_exit(role: Any, timeout: float, pipeline: Any) -> int:
 
 
 def accounted(records: List[Dict[str, Any]], cam: str) -> Dict[int, Dict[str, Any]]:
-    """seq -> the record that accounts for it; fails on double accounting."""
+    """seq -> the record that accounts for it; fails on double accounting.
+
+    A frame the collector gave up waiting for ("missing") is accounted by its
+    drop notice, or else by its result arriving late."""
     out: Dict[int, Dict[str, Any]] = {}
+    late: Dict[int, Dict[str, Any]] = {}
     for rec in records:
         if rec["camera"] != cam or rec["status"] == "missing":
             continue
-        assert rec["seq"] not in out or out[rec["seq"]].get("late") or rec.get("late"), rec
-        if rec["status"] == "ok" and rec.get("late"):
-            continue  # processed after it was given up; the drop notice is what counts
+        if rec.get("late"):
+            assert rec["seq"] not in late, rec
+            late[rec["seq"]] = rec
+            continue
+        assert rec["seq"] not in out, rec
         out[rec["seq"]] = rec
+    for seq, rec in late.items():
+        out.setdefault(seq, rec)  # a drop notice that came in time wins
     return out
 
 
@@ -103,15 +112,20 @@ def test_two_cameras_are_each_ordered_and_fully_accounted(pipeline: Any) -> None
 
 
 def test_killed_handler_loses_nothing_silently(pipeline: Any) -> None:
+    # handler 1 takes 5 s over its first frame, so it surely holds it when it
+    # dies: not idle, so heartbeat silence alone would never free it; the
+    # decoder must notice its connection dropping
     pipeline.write_config({
         "pipeline": {"handler_timeout_ms": 600, "heartbeat_ms": 100},
         "cameras": {"cam0": camera(300, wait=3)},
-        "handlers": {"stages": ["gray"], "prefetch": 2},
+        "handlers": {"stages": ["gray"], "prefetch": 2,
+                     "1": {"stages": ["gray", "sleep"]}},
+        "stage": {"sleep": {"ms": 5000}},
         "collector": {"exit_on_eos": True},
     })
     collector = pipeline.start("collector", "main")
     handlers = [pipeline.start("handler", str(n)) for n in (1, 2, 3)]
-    pipeline.start("decoder", "cam0")
+    decoder = pipeline.start("decoder", "cam0")
     time.sleep(3.5)  # about 100 frames in
     handlers[0].proc.send_signal(signal.SIGKILL)
     assert wait_exit(collector, 40, pipeline) == 0
@@ -121,6 +135,9 @@ def test_killed_handler_loses_nothing_silently(pipeline: Any) -> None:
     assert sorted(acc) == list(range(300)), pipeline.logs()
     reasons = Counter(r.get("reason") for r in acc.values() if r["status"] != "ok")
     assert set(reasons) <= {"handler_lost", "no_capacity", "stale"}, reasons
+    decoder_log = decoder.output()
+    assert re.search(r"handler 1 disconnected; [1-9]\d* frame\(s\) in flight", decoder_log), \
+        decoder_log
     ok = [r for r in acc.values() if r["status"] == "ok"]
     assert len(ok) >= 280
     late_handlers = {r["meta"]["handler"] for r in ok if r["seq"] > 200}
