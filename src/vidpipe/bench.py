@@ -160,7 +160,9 @@ def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "
         "pipeline": {"runtime_dir": str(root / "run"), "stats_interval_s": 0,
                      "max_latency_ms": 2000},
         "cameras": {"cam0": camera},
-        "handlers": {"stages": ["gray"] + (["sleep"] if stage_ms else [])},
+        # across hosts the results travel in the message too
+        "handlers": {"stages": ["gray"] + (["sleep"] if stage_ms else []),
+                     "result_transport": "shm" if link == "shm" else "inline"},
         "stage": {"sleep": {"ms": stage_ms}},
         "collector": {"outputs": ["jsonl"], "jsonl_path": str(root / "results.jsonl"),
                       "exit_on_eos": True, "reorder_window": 64},

@@ -7,7 +7,7 @@ and a decoded image must have exactly the promised shape.
 """
 
 import struct
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -30,16 +30,34 @@ def shm_ref(name: str, slot: int) -> bytes:
     return _SHM_REF.pack(slot) + name.encode("ascii")
 
 
-def parse_shm_ref(payload: memoryview) -> Tuple[str, int]:
+def _parse_ref(payload: memoryview, layout: struct.Struct) -> Tuple[Tuple[int, ...], str]:
+    """The fixed fields and the ring name of a shared-memory reference."""
     data = bytes(payload)
-    if len(data) <= _SHM_REF.size:
+    if len(data) <= layout.size:
         raise wire.WireError("bad_ref", "shared-memory reference too short")
-    (slot,) = _SHM_REF.unpack_from(data)
     try:
-        name = data[_SHM_REF.size:].decode("ascii")
+        name = data[layout.size:].decode("ascii")
     except UnicodeDecodeError:
         raise wire.WireError("bad_ref", "ring name is not ASCII") from None
+    return layout.unpack_from(data), name
+
+
+def parse_shm_ref(payload: memoryview) -> Tuple[str, int]:
+    (slot,), name = _parse_ref(payload, _SHM_REF)
     return name, slot
+
+
+_RESULT_REF = struct.Struct("<IQ")
+
+
+def result_ref(name: str, slot: int, stamp: int) -> bytes:
+    """A result in a handler's :class:`~vidpipe.ring.ResultRing`."""
+    return _RESULT_REF.pack(slot, stamp) + name.encode("ascii")
+
+
+def parse_result_ref(payload: memoryview) -> Tuple[str, int, int]:
+    (slot, stamp), name = _parse_ref(payload, _RESULT_REF)
+    return name, slot, stamp
 
 
 def encode(image: np.ndarray, encoding: int, jpeg_quality: int = 90) -> bytes:
@@ -63,6 +81,7 @@ class FrameDecoder:
 
     def __init__(self, runtime_dir: str) -> None:
         self.rings = RingReader(runtime_dir)
+        self._refs: Dict[bytes, Tuple[str, int]] = {}  # parsed references
 
     def image(self, msg: wire.Message) -> Tuple[np.ndarray, Optional[Tuple[str, int]]]:
         """The pixels and, for shared memory, the (ring, slot) to re-check after use."""
@@ -75,9 +94,15 @@ class FrameDecoder:
         dtype = wire.DTYPES[h.dtype]
         expected = h.width * h.height * h.channels * wire.ITEMSIZES[h.dtype]
         if h.encoding == wire.SHM:
-            name, slot = parse_shm_ref(payload)
+            key = bytes(payload)
+            ref = self._refs.get(key)
+            if ref is None:
+                ref = parse_shm_ref(payload)
+                if len(self._refs) >= 1024:  # a handful of rings x slots in practice
+                    self._refs.clear()
+                self._refs[key] = ref
             try:
-                return self.rings.view(name, slot, h.seq, h.shape, dtype), (name, slot)
+                return self.rings.view(ref[0], ref[1], h.seq, h.shape, dtype), ref
             except RingError as exc:
                 raise wire.WireError(exc.reason, str(exc)) from None
         if h.encoding == wire.LZ4:

@@ -8,14 +8,16 @@ outputs. The pipeline runs without it; nothing upstream blocks on it.
 
 import logging
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import zmq
 
 from vidpipe import transport, wire
+from vidpipe.codec import parse_result_ref
 from vidpipe.config import Config
 from vidpipe.ordering import DROPPED, OK, CameraOrder, Entry
 from vidpipe.outputs import Output, make_outputs
+from vidpipe.ring import RingError, RingReader, results_dir
 from vidpipe.service import Notifier, Reporter, Stopper
 from vidpipe.stats import LatencyWindow, RateMeter, Tally, fmt_ms
 
@@ -59,6 +61,8 @@ class Collector:
         self.reporter = Reporter(self.notifier, config.pipeline.stats_interval_s,
                                  self.status_text, self.stats_lines)
         self.last_message = 0.0
+        self.result_rings = RingReader(results_dir(config.pipeline.runtime_dir), keep=256)
+        self.images_lost = Tally()
 
     def start(self) -> None:
         self.sockets.bind(self.results, self.cc.bind)
@@ -114,8 +118,18 @@ class Collector:
             return
         self.last_message = now
         if head.kind == wire.RESULT:
+            ref = self._map_result(msg)
             entry = Entry(seq=head.seq, status=OK, arrived=now, message=msg)
             released = cam.order.add(head.stream, entry)
+            if ref is not None and not any(e is entry for e in released):
+                # held for reordering while the handler goes on reusing its
+                # slots: keep a copy (the in-order case uses the slot in place)
+                self._copy_out(msg, ref)
+                ref = None
+            self.deliver(cam, released)
+            if ref is not None and not self.result_rings.still(*ref):
+                self._image_lost(msg, "torn", after_use=True)
+            return
         elif head.kind == wire.DROP:
             reason = str(msg.meta.get("reason", "unknown"))[:32]
             entry = Entry(seq=head.seq, status=DROPPED, arrived=now, reason=reason)
@@ -128,6 +142,46 @@ class Collector:
             self.bad["unexpected_kind"] += 1
             return
         self.deliver(cam, released)
+
+    # ------------------------------------------------------------------ shared-memory results
+
+    def _map_result(self, msg: wire.Message) -> Optional[Tuple[str, int, int]]:
+        """Turn a result whose image is in a handler's ring into one with the
+        pixels in place (a view, no copy); the (ring, slot, stamp) to re-check."""
+        head = msg.header
+        if not head.flags & wire.FLAG_IMAGE or head.encoding != wire.SHM:
+            return None
+        try:
+            name, slot, stamp = parse_result_ref(msg.payload)
+            view = self.result_rings.view(name, slot, stamp, head.shape,
+                                          wire.DTYPES[head.dtype])
+        except (wire.WireError, RingError) as exc:
+            self._image_lost(msg, getattr(exc, "reason", "bad_ref"))
+            return None
+        msg.header = head._replace(encoding=wire.RAW, payload_len=view.nbytes)
+        msg.payload = memoryview(view).cast("B")
+        return name, slot, stamp
+
+    def _copy_out(self, msg: wire.Message, ref: Tuple[str, int, int]) -> None:
+        copy = bytearray(msg.payload)
+        if self.result_rings.still(*ref):
+            msg.payload = memoryview(copy)
+        else:
+            self._image_lost(msg, "torn")
+
+    def _image_lost(self, msg: wire.Message, reason: str, after_use: bool = False) -> None:
+        """The result stands, without its image (the metadata is still good)."""
+        self.images_lost[reason] += 1
+        count = self.images_lost[reason]
+        if count in (1, 10, 100, 1000) or count % 10000 == 0:
+            log.warning("collector %s: %s #%d: image from shared memory %s (%s); %d so far",
+                        self.name, msg.header.camera, msg.header.seq,
+                        "was overwritten while in use" if after_use else "lost", reason, count)
+        if not after_use:
+            msg.header = msg.header._replace(flags=msg.header.flags & ~wire.FLAG_IMAGE,
+                                 payload_len=0)
+            msg.payload = None
+            msg.meta["image_lost"] = reason
 
     def deliver(self, cam: CameraStats, entries: List[Entry]) -> None:
         if not entries:
@@ -166,6 +220,8 @@ class Collector:
         text = "; ".join(parts) if parts else "collector {}: no cameras yet".format(self.name)
         if self.bad:
             text += "; malformed {}".format(self.bad.text())
+        if self.images_lost:
+            text += "; images lost {}".format(self.images_lost.text())
         why = self.why_idle(now)
         return text + (" - " + why if why else "")
 
@@ -174,6 +230,9 @@ class Collector:
         if self.bad:
             lines.append("collector {}: malformed messages dropped: {}".format(
                 self.name, self.bad.text()))
+        if self.images_lost:
+            lines.append("collector {}: result images lost in shared memory: {}".format(
+                self.name, self.images_lost.text()))
         return lines
 
     def summary(self) -> Dict[str, Any]:

@@ -202,6 +202,8 @@ class HandlerConfig:
     cpus: List[int] = field(default_factory=list)
     accelerator: str = "cpu"
     fallback: str = "cpu"
+    result_transport: str = "auto"
+    result_ring_mb: int = 64
 
 
 HANDLER_RULES = {
@@ -211,6 +213,8 @@ HANDLER_RULES = {
     "cpus": Rule(list, 0, 4095, item=int),
     "accelerator": Rule(str, pattern=ACCELERATOR_RE, allowed="'cpu', 'cudaN' or 'dlaN'"),
     "fallback": Rule(str, choices=("cpu", "fail")),
+    "result_transport": Rule(str, choices=("auto", "shm", "inline")),
+    "result_ring_mb": Rule(int, 8, 4096),
 }
 
 
@@ -370,6 +374,14 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<built-in>") -> Confi
     if not collector.connect:
         collector.connect = connect_from_bind(collector.bind)
     _check_endpoint(path, "collector.bind", collector.bind)
+    if not collector.connect.startswith("ipc://"):
+        for section, values in [("handlers", handler_defaults)] + [
+                ("handlers.{}".format(n), o) for n, o in overrides.items()]:
+            if values.get("result_transport") == "shm":
+                raise ConfigError(path, section + ".result_transport",
+                                  "'shm' needs the collector on this host (collector.connect "
+                                  "is {}); use \"auto\" or \"inline\"".format(
+                                      collector.connect))
     if "jsonl" in collector.outputs and not collector.jsonl_path:
         raise ConfigError(path, "collector.jsonl_path",
                           "must be set when outputs contains 'jsonl'")

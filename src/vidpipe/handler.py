@@ -17,8 +17,9 @@ import numpy as np
 import zmq
 
 from vidpipe import transport, wire
-from vidpipe.codec import FrameDecoder
+from vidpipe.codec import FrameDecoder, result_ref
 from vidpipe.config import Config
+from vidpipe.ring import ResultRing, results_dir
 from vidpipe.service import Notifier, Reporter, Stopper, pin_cpus
 from vidpipe.stages import Frame, Stage, build_chain
 from vidpipe.stats import LatencyWindow, RateMeter, Tally, fmt_ms
@@ -56,6 +57,12 @@ class Handler:
         self.latency = LatencyWindow()
         self.rate = RateMeter()
         self.frames = FrameDecoder(pipe.runtime_dir)
+        self.result_ring: Optional[ResultRing] = None
+        if self.hc.send_image and (self.hc.result_transport == "shm" or (
+                self.hc.result_transport == "auto"
+                and config.collector.connect.startswith("ipc://"))):
+            self.result_ring = ResultRing(results_dir(pipe.runtime_dir), name,
+                                          self.hc.result_ring_mb * 1024 * 1024)
         self.sockets = transport.Sockets(pipe.max_frame_bytes)
         self.results = self.sockets.make(zmq.PUSH, sndhwm=16, receives=False, immediate=True)
         self.inputs: Dict[str, zmq.Socket] = {}  # endpoint -> socket
@@ -172,7 +179,8 @@ class Handler:
                 return
             receive_ms = (time.perf_counter() - started) * 1000.0
             frame = Frame(camera=head.camera, seq=head.seq, capture_ns=head.capture_ns,
-                          image=pixels, meta={})
+                          image=pixels, meta={},
+                          allocate=self.result_ring.claim if self.result_ring else None)
             timings = self.run_chain(frame)
             if timings is None:
                 self._drop(head, "stage_error")
@@ -185,11 +193,7 @@ class Handler:
             meta["handler"] = self.name
             meta["timings_ms"] = timings
             meta["hop_ms"] = round((now_ns - head.capture_ns) / 1e6, 3)
-            image = frame.image if self.hc.send_image else None
-            if image is not None and ref is not None and np.may_share_memory(image, pixels):
-                image = image.copy()  # the slot goes back to the decoder with our credit
-            parts = wire.result_parts(image, meta, head.camera, head.stream, head.seq,
-                                      head.capture_ns)
+            parts = self.result(head, frame, pixels, ref is not None, meta)
             if transport.send_nowait(self.results, parts):
                 self.processed += 1
                 self.rate.tick()
@@ -198,6 +202,21 @@ class Handler:
                 self.undelivered += 1
         finally:
             self._credit(sock, head.seq, head.stream)
+
+    def result(self, head: wire.Header, frame: Frame, pixels: np.ndarray, in_slot: bool,
+               meta: Dict[str, Any]) -> List[Any]:
+        """The RESULT message for ``frame``: its image in our shared-memory ring
+        (no copy when a stage wrote it there), or inline."""
+        image = frame.image if self.hc.send_image else None
+        args = (meta, head.camera, head.stream, head.seq, head.capture_ns)
+        if image is not None and self.result_ring is not None:
+            ref = self.result_ring.publish(image)
+            if ref is not None:
+                return wire.result_parts(image, *args, encoding=wire.SHM,
+                                         payload=result_ref(*ref))
+        if image is not None and in_slot and np.may_share_memory(image, pixels):
+            image = image.copy()  # the slot goes back to the decoder with our credit
+        return wire.result_parts(image, *args)
 
     def run_chain(self, frame: Frame) -> Optional[Dict[str, float]]:
         """Run every stage; per-stage milliseconds, or ``None`` if a stage failed."""
@@ -255,5 +274,7 @@ class Handler:
                 sock.setsockopt(zmq.LINGER, 200)  # let the BYE out
         self.results.setsockopt(zmq.LINGER, 500)  # results already queued still go out
         log.info("%s", self.status_text())
-        self.sockets.close()
+        self.sockets.close()  # waits for the queued results to go out
+        if self.result_ring is not None:
+            self.result_ring.close()
 

@@ -58,6 +58,11 @@ def _align(n: int) -> int:
     return (n + 63) // 64 * 64
 
 
+def results_dir(runtime_dir: str) -> str:
+    """Where handlers keep their :class:`ResultRing` files."""
+    return os.path.join(runtime_dir, "results")
+
+
 def ring_name(camera: str, stream: int) -> str:
     return "{}-{:x}.ring".format(camera, stream)
 
@@ -141,6 +146,90 @@ class RingWriter:
             pass
 
 
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """``b`` is ``a`` (OpenCV may hand back a new array object on ``dst``'s memory)."""
+    return a is b or (a.shape == b.shape and a.dtype == b.dtype and b.flags["C_CONTIGUOUS"]
+                      and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
+class ResultRing:
+    """A handler's processed images for a collector on the same host.
+
+    Nobody hands result slots back: the collector reads a result as soon as it
+    arrives (and copies the few it must hold for reordering), so slots are
+    reused oldest first, and the seqlock catches a collector that fell a whole
+    ring behind. Every publication gets a stamp of its own, written last, that
+    the reference carries (frame numbers repeat across cameras). The ring is
+    sized on first use from the result's size within ``budget`` bytes, and
+    made afresh, bigger, if results grow; results too big for at least
+    ``MIN_SLOTS`` slots are not put here (the caller sends them inline).
+    """
+
+    MIN_SLOTS = 4
+    MAX_SLOTS = 16
+
+    def __init__(self, directory: str, owner: str, budget: int) -> None:
+        self.directory = directory
+        self.owner = owner
+        self.budget = budget
+        self.ring: Optional[RingWriter] = None
+        self.cursor = 0
+        self.stamp = 0
+        self.generation = 0
+        self.claimed: Optional[Tuple[int, np.ndarray]] = None
+
+    def _fit(self, nbytes: int) -> bool:
+        if self.ring is not None and self.ring.fits(nbytes):
+            return True
+        slots = min(self.MAX_SLOTS, self.budget // max(1, _align(nbytes) + HEADER_SIZE))
+        if slots < self.MIN_SLOTS:
+            return False
+        if self.ring is not None:
+            self.ring.close()
+        self.generation += 1
+        stream = (os.getpid() << 8) | (self.generation & 0xFF)
+        self.ring = RingWriter(self.directory, self.owner, stream, slots, nbytes)
+        self.cursor = 0
+        return True
+
+    def _take(self, shape: Tuple[int, ...], dtype: str) -> Optional[Tuple[int, np.ndarray]]:
+        count = 1
+        for dim in shape:
+            count *= dim
+        if not self._fit(count * _itemsize(dtype)):
+            return None
+        assert self.ring is not None
+        slot = self.cursor
+        self.cursor = (self.cursor + 1) % self.ring.slots
+        SLOT_HEADER.pack_into(self.ring.map, self.ring._offset(slot), WRITING, 0)
+        return slot, self.ring.array(slot, shape, dtype)
+
+    def claim(self, shape: Tuple[int, ...], dtype: str = "uint8") -> Optional[np.ndarray]:
+        """A writable slot for the result image about to be made, or ``None``."""
+        self.claimed = self._take(shape, dtype)
+        return self.claimed[1] if self.claimed is not None else None
+
+    def publish(self, image: np.ndarray) -> Optional[Tuple[str, int, int]]:
+        """Put ``image`` in the ring: (ring name, slot, stamp) for the reference,
+        or ``None`` when it does not go in shared memory. No copy when ``image``
+        is the array :meth:`claim` gave out."""
+        taken, self.claimed = self.claimed, None
+        if taken is None or not _same_array(taken[1], image):
+            taken = self._take(image.shape, image.dtype.name)
+            if taken is None:
+                return None
+            np.copyto(taken[1], image)
+        assert self.ring is not None
+        self.stamp += 1
+        self.ring.commit(taken[0], self.stamp, image.nbytes)
+        return self.ring.name, taken[0], self.stamp
+
+    def close(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
+
+
 def remove_stale(directory: str, camera: str) -> int:
     """Remove rings a crashed run of this camera's decoder left behind."""
     removed = 0
@@ -167,6 +256,9 @@ class RingReader:
         self.directory = directory
         self.keep = keep
         self.maps: "OrderedDict[str, Tuple[mmap.mmap, int, int, int]]" = OrderedDict()
+        # (ring, slot, shape, dtype) -> (mapping, slot offset, view)
+        self.views: Dict[Tuple[str, int, Tuple[int, ...], str],
+                         Tuple[mmap.mmap, int, np.ndarray]] = {}
 
     def _open(self, name: str) -> Tuple[mmap.mmap, int, int, int]:
         if name in self.maps:
@@ -194,7 +286,9 @@ class RingReader:
         entry = (mapped, slots, slot_size, HEADER_SIZE + slot_size)
         self.maps[name] = entry
         while len(self.maps) > self.keep:
-            _old, (old_map, _s, _z, _t) = self.maps.popitem(last=False)
+            old_name, (old_map, _s, _z, _t) = self.maps.popitem(last=False)
+            for key in [k for k in self.views if k[0] == old_name]:
+                del self.views[key]
             try:
                 old_map.close()
             except BufferError:
@@ -204,6 +298,22 @@ class RingReader:
     def view(self, name: str, slot: int, seq: int, shape: Tuple[int, ...],
              dtype: str) -> np.ndarray:
         """A read-only view of ``slot`` holding frame ``seq`` (no copy)."""
+        key = (name, slot, shape, dtype)
+        cached = self.views.get(key)
+        if cached is not None:  # the same slot and shape again: only the seqlock to check
+            mapped, offset, array = cached
+            have = SLOT_HEADER.unpack_from(mapped, offset)[0]
+            if have == seq:
+                return array
+        array = self._view(name, slot, seq, shape, dtype)
+        if len(self.views) >= 4096:
+            self.views.clear()
+        mapped, _slots, _size, stride = self.maps[name]
+        self.views[key] = (mapped, HEADER_SIZE + slot * stride, array)
+        return array
+
+    def _view(self, name: str, slot: int, seq: int, shape: Tuple[int, ...],
+              dtype: str) -> np.ndarray:
         mapped, slots, slot_size, stride = self._open(name)
         if not 0 <= slot < slots:
             raise RingError("bad_slot", "slot {} of {}".format(slot, slots))

@@ -115,6 +115,23 @@ def send_nowait(sock: zmq.Socket, parts: List[Any], copy: bool = False) -> bool:
         raise
 
 
+def _recv_parts(sock: zmq.Socket) -> List[Any]:
+    """The parts of one message: small ones as bytes, pixels as ``zmq.Frame``.
+
+    A shared-memory frame is all small parts (header and a reference), and
+    bytes cost a fraction of a Frame object on the hot path; a part that may
+    hold pixels is received without a copy. The header, the first part, says
+    which is which. Raises ``zmq.Again`` when no message is waiting."""
+    first = sock.recv(flags=zmq.NOBLOCK)
+    parts: List[Any] = [first]
+    small = len(first) == wire.HEADER_SIZE and (
+        first[wire.KIND_OFFSET] not in (wire.FRAME, wire.RESULT)
+        or first[wire.ENCODING_OFFSET] == wire.SHM)
+    while sock.getsockopt(zmq.RCVMORE):
+        parts.append(sock.recv(copy=small))  # the rest is already here: never blocks
+    return parts
+
+
 def recv_message(sock: zmq.Socket, bad: Tally, max_bytes: int,
                  routed: bool = False) -> Optional[Any]:
     """Receive one message that is ready; malformed ones are counted in ``bad``
@@ -122,7 +139,8 @@ def recv_message(sock: zmq.Socket, bad: Tally, max_bytes: int,
     ROUTER identity and ``(identity, fd, message)`` is returned, ``fd`` being the
     connection it came in on (matched against the monitor's disconnect events)."""
     try:
-        parts = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        parts = _recv_parts(sock) if not routed else \
+            sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
     except zmq.Again:
         return None
     identity = None

@@ -24,7 +24,7 @@ This module imports neither ZeroMQ nor OpenCV.
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -32,6 +32,7 @@ MAGIC = b"VPIP"
 WIRE_VERSION = 1
 HEADER = struct.Struct("<4sBBHQQqIIHBBQ32s")
 HEADER_SIZE = HEADER.size
+KIND_OFFSET, ENCODING_OFFSET = 5, 43  # where a receiver can peek before decoding
 NO_SEQ = 2 ** 64 - 1
 MAX_META_BYTES = 64 * 1024
 MAX_DIMENSION = 16384
@@ -69,8 +70,10 @@ class WireError(ValueError):
         super().__init__("{}{}".format(reason, ": " + detail if detail else ""))
 
 
-@dataclass
-class Header:
+class Header(NamedTuple):
+    """A decoded header (a tuple: cheap to make on every frame; ``_replace`` to
+    change a field)."""
+
     kind: int
     camera: str = ""
     stream: int = 0
@@ -126,8 +129,11 @@ def _buffer(part: Any) -> memoryview:
     return buf
 
 
+_NAMES: Dict[bytes, str] = {}  # camera names as sent -> decoded
+
+
 def parse_header(raw: Any) -> Header:
-    buf = _buffer(raw)
+    buf = raw if isinstance(raw, bytes) else _buffer(raw)
     if len(buf) != HEADER_SIZE:
         raise WireError("bad_header", "header is {} bytes, expected {}".format(len(buf),
                                                                            HEADER_SIZE))
@@ -140,37 +146,43 @@ def parse_header(raw: Any) -> Header:
             version, WIRE_VERSION))
     if kind not in _LAYOUT:
         raise WireError("bad_kind", "kind {}".format(kind))
-    try:
-        name = camera.rstrip(b"\0").decode("utf-8")
-    except UnicodeDecodeError:
-        raise WireError("bad_camera", "camera name is not UTF-8") from None
-    return Header(kind=kind, camera=name, stream=stream, seq=seq, capture_ns=capture_ns,
-                  width=width, height=height, channels=channels, dtype=dtype, encoding=encoding,
-                  payload_len=payload_len, flags=flags, version=version)
+    name = _NAMES.get(camera)
+    if name is None:
+        try:
+            name = camera.rstrip(b"\0").decode("utf-8")
+        except UnicodeDecodeError:
+            raise WireError("bad_camera", "camera name is not UTF-8") from None
+        if len(_NAMES) >= 4096:  # hostile senders cannot grow it without bound
+            _NAMES.clear()
+        _NAMES[camera] = name
+    return Header(kind, name, stream, seq, capture_ns, width, height, channels, dtype,
+                  encoding, payload_len, flags, version)
 
 
 def _check_image(h: Header, payload: memoryview, max_bytes: int) -> None:
-    if h.payload_len != len(payload):
+    (_kind, _camera, _stream, _seq, _capture, width, height, channels, dtype, encoding,
+     payload_len, _flags, _version) = h  # locals: this runs on every frame
+    if payload_len != len(payload):
         raise WireError("bad_length", "header says {} bytes, payload has {}".format(
-            h.payload_len, len(payload)))
-    if h.payload_len > max_bytes:
-        raise WireError("oversized", "{} bytes > limit {}".format(h.payload_len, max_bytes))
-    if not (0 < h.width <= MAX_DIMENSION and 0 < h.height <= MAX_DIMENSION
-            and 0 < h.channels <= MAX_CHANNELS):
-        raise WireError("bad_shape", "{}x{}x{}".format(h.width, h.height, h.channels))
-    if not 0 < h.dtype < len(DTYPES):
-        raise WireError("bad_dtype", "dtype code {}".format(h.dtype))
-    if h.encoding >= len(ENCODINGS):
-        raise WireError("bad_encoding", "encoding code {}".format(h.encoding))
-    expected = h.width * h.height * h.channels * ITEMSIZES[h.dtype]
+            payload_len, len(payload)))
+    if payload_len > max_bytes:
+        raise WireError("oversized", "{} bytes > limit {}".format(payload_len, max_bytes))
+    if not (0 < width <= MAX_DIMENSION and 0 < height <= MAX_DIMENSION
+            and 0 < channels <= MAX_CHANNELS):
+        raise WireError("bad_shape", "{}x{}x{}".format(width, height, channels))
+    if not 0 < dtype < len(DTYPES):
+        raise WireError("bad_dtype", "dtype code {}".format(dtype))
+    if encoding >= len(ENCODINGS):
+        raise WireError("bad_encoding", "encoding code {}".format(encoding))
+    expected = width * height * channels * ITEMSIZES[dtype]
     if expected > max_bytes:
         raise WireError("oversized", "{} bytes of pixels > limit {}".format(expected, max_bytes))
-    if h.encoding == RAW and expected != h.payload_len:
+    if encoding == RAW and expected != payload_len:
         raise WireError("bad_length", "{}x{}x{} {} needs {} bytes, got {}".format(
-            h.width, h.height, h.channels, DTYPES[h.dtype], expected, h.payload_len))
-    if h.encoding == SHM and h.payload_len > MAX_SHM_REF:
+            width, height, channels, DTYPES[dtype], expected, payload_len))
+    if encoding == SHM and payload_len > MAX_SHM_REF:
         raise WireError("bad_length", "shared-memory reference of {} bytes".format(
-            h.payload_len))
+            payload_len))
 
 
 def _parse_meta(raw: Any) -> Dict[str, Any]:
@@ -270,10 +282,17 @@ def _json_default(value: Any) -> Any:
 
 
 def result_parts(image: Optional[np.ndarray], meta: Dict[str, Any], camera: str, stream: int,
-                 seq: int, capture_ns: int) -> List[Buffer]:
+                 seq: int, capture_ns: int, encoding: int = RAW,
+                 payload: Optional[bytes] = None) -> List[Buffer]:
+    """A RESULT message: metadata, and the image's raw pixels or an encoded
+    ``payload`` describing it (a shared-memory reference)."""
     if image is None:
         head = Header(kind=RESULT, camera=camera, stream=stream, seq=seq, capture_ns=capture_ns)
         return [head.pack(), meta_bytes(meta), b""]
+    if payload is not None:
+        head = image_header(RESULT, image, camera, stream, seq, capture_ns, flags=FLAG_IMAGE,
+                            encoding=encoding, payload_len=len(payload))
+        return [head.pack(), meta_bytes(meta), payload]
     image = contiguous(image)
     head = image_header(RESULT, image, camera, stream, seq, capture_ns, flags=FLAG_IMAGE)
     return [head.pack(), meta_bytes(meta), image]

@@ -101,6 +101,8 @@ def test_handler_drops_a_frame_whose_slot_was_rewritten(short_tmp: Any) -> None:
     handler.results.connect(config.collector.connect)
     back = ctx.socket(zmq.DEALER)
     try:
+        # results are sent without waiting (ZMQ_IMMEDIATE): let the connection come up
+        assert handler.results.poll(5000, zmq.POLLOUT), "no connection to the collector socket"
         slot = ring.acquire()
         image = np.full((48, 64, 3), 7, np.uint8)
         ring.array(slot, image.shape)[:] = image

@@ -19,8 +19,10 @@ Writing a plugin::
         OPTIONS = {"low": (Rule(int, 0, 255), 50), "high": (Rule(int, 0, 255), 150)}
 
         def process(self, frame: Frame) -> None:
+            # frame.output(): a new image the handler sends on without a copy
             frame.image = cv2.Canny(frame.image, self.options["low"],
-                                    self.options["high"])
+                                    self.options["high"],
+                                    edges=frame.output(frame.image.shape[:2]))
             frame.meta["edges"] = int((frame.image > 0).sum())
 
 and in pipeline.toml::
@@ -34,11 +36,14 @@ and in pipeline.toml::
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from vidpipe.config import Config, ConfigError, Rule, stage_options
+
+
+Allocator = Callable[[Tuple[int, ...], str], Optional[np.ndarray]]
 
 
 @dataclass
@@ -48,6 +53,20 @@ class Frame:
     capture_ns: int
     image: np.ndarray
     meta: Dict[str, Any] = field(default_factory=dict)
+    #: where :meth:`output` gets memory from (the handler's shared-memory results)
+    allocate: Optional[Allocator] = field(default=None, repr=False)
+
+    def output(self, shape: Tuple[int, ...], dtype: str = "uint8") -> np.ndarray:
+        """A new array for a stage to write its output image into, e.g.
+        ``cv2.cvtColor(src, code, dst=frame.output(shape))``. The first one is
+        in shared memory when results go to the collector that way, so the
+        image the stage makes is sent without being copied again."""
+        if self.allocate is not None:
+            allocate, self.allocate = self.allocate, None
+            out = allocate(tuple(shape), dtype)
+            if out is not None:
+                return out
+        return np.empty(shape, dtype)
 
 
 class Stage:

@@ -10,12 +10,13 @@ from vidpipe.config import Rule
 from vidpipe.stages import Frame, Stage
 
 
-def to_gray(image: np.ndarray) -> np.ndarray:
+def to_gray(image: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     if image.ndim == 2:
         return image
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+    if out is None:
+        return cv2.cvtColor(image, code)
+    return cv2.cvtColor(image, code, dst=out)
 
 
 def boxes(rects: Any) -> List[List[int]]:
@@ -28,7 +29,9 @@ class Gray(Stage):
     name = "gray"
 
     def process(self, frame: Frame) -> None:
-        frame.image = to_gray(frame.image)
+        image = frame.image
+        if image.ndim == 3:
+            frame.image = to_gray(image, frame.output(image.shape[:2]))
 
 
 _INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR,
@@ -59,8 +62,10 @@ class Resize(Stage):
         return w, h
 
     def process(self, frame: Frame) -> None:
-        size = self.size(frame.image.shape)
-        frame.image = cv2.resize(frame.image, size,
+        image = frame.image
+        width, height = self.size(image.shape)
+        out = frame.output((height, width) + tuple(image.shape[2:]), image.dtype.name)
+        frame.image = cv2.resize(image, (width, height), dst=out,
                                  interpolation=_INTERPOLATION[self.options["interpolation"]])
 
 
