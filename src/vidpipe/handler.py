@@ -107,11 +107,15 @@ class Handler:
         call into OpenCV (thread pool, kernels) costs tens of milliseconds."""
         cam = next(iter(self.config.cameras.values()), None)
         width, height = (cam.width, cam.height) if cam else (640, 480)
+        # with a result ring, made here too (sized by the first result)
         frame = Frame(camera=WARMUP, seq=0, capture_ns=0,
-                      image=np.zeros((height, width, 3), np.uint8))
+                      image=np.zeros((height, width, 3), np.uint8),
+                      allocate=self.result_ring.claim if self.result_ring else None)
         try:
             for stage in self.chain:
                 stage.process(frame)
+            if self.result_ring is not None and self.hc.send_image:
+                self.result_ring.claim(frame.image.shape, frame.image.dtype.name)
         except Exception as exc:  # a stage that fails here will be reported per frame
             log.debug("handler %s: warm-up: %s", self.name, exc)
         for stage in self.chain:

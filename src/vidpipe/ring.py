@@ -95,6 +95,13 @@ class RingWriter:
     def _offset(self, slot: int) -> int:
         return HEADER_SIZE + slot * self.stride
 
+    def prefault(self) -> None:
+        """Give every page of the ring its memory now, not on a frame's time
+        (a fresh tmpfs file faults in page by page on first write)."""
+        for slot in range(self.slots):
+            start = self._offset(slot) + HEADER_SIZE
+            np.frombuffer(self.map, np.uint8, self.slot_size, start)[:] = 0
+
     def fits(self, nbytes: int) -> bool:
         return nbytes <= self.slot_size
 
@@ -189,6 +196,7 @@ class ResultRing:
         self.generation += 1
         stream = (os.getpid() << 8) | (self.generation & 0xFF)
         self.ring = RingWriter(self.directory, self.owner, stream, slots, nbytes)
+        self.ring.prefault()
         self.cursor = 0
         return True
 
