@@ -52,6 +52,7 @@ class Result:
     hop_p50: Optional[float] = None
     hop_p99: Optional[float] = None
     receive_p50: Optional[float] = None
+    stage_p50: Optional[float] = None  # the last stage of the chain, ms per frame
     bytes_per_frame: Optional[int] = None
     cpu_ms: Dict[str, float] = field(default_factory=dict)
     rss_mb: Dict[str, float] = field(default_factory=dict)
@@ -141,6 +142,7 @@ def _free_port() -> int:
 
 def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "shm",
                 timeout: float = 120.0, stage_ms: float = 0.0,
+                stages: Optional[Dict[str, Dict[str, Any]]] = None,
                 rss_track: Optional[Dict[str, List[Tuple[float, float]]]] = None) -> Result:
     """One run of vidpipe's pipeline; ``link`` is shm, ipc, or tcp-raw/-lz4/-jpeg."""
     width, height = SIZES[size]
@@ -161,9 +163,10 @@ def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "
                      "max_latency_ms": 2000},
         "cameras": {"cam0": camera},
         # across hosts the results travel in the message too
-        "handlers": {"stages": ["gray"] + (["sleep"] if stage_ms else []),
+        "handlers": {"stages": list(stages) if stages else
+                     ["gray"] + (["sleep"] if stage_ms else []),
                      "result_transport": "shm" if link == "shm" else "inline"},
-        "stage": {"sleep": {"ms": stage_ms}},
+        "stage": dict(stages or {}, sleep={"ms": stage_ms}),
         "collector": {"outputs": ["jsonl"], "jsonl_path": str(root / "results.jsonl"),
                       "exit_on_eos": True, "reorder_window": 64},
     }
@@ -211,6 +214,9 @@ def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "
         result.hop_p50 = percentile([r["meta"]["hop_ms"] for r in ok], 50)
         result.hop_p99 = percentile([r["meta"]["hop_ms"] for r in ok], 99)
         result.receive_p50 = percentile([r["meta"]["timings_ms"]["receive"] for r in ok], 50)
+        last = list(stages)[-1] if stages else "gray"
+        result.stage_p50 = percentile([r["meta"]["timings_ms"][last] for r in ok
+                                       if last in r["meta"]["timings_ms"]], 50)
         if captures:
             result.cpu_ms, result.rss_mb = sampler.per_role(span, min(captures) / 1e9,
                                                             max(captures) / 1e9)
@@ -271,7 +277,8 @@ COLUMNS = [("pipeline", "pipeline"), ("size", "size"), ("handlers", "handlers"),
            ("link", "link"), ("fps_target", "fps in"), ("fps", "fps out"),
            ("received", "frames"), ("dropped", "dropped"), ("e2e_p50", "e2e p50 ms"),
            ("e2e_p99", "e2e p99 ms"), ("hop_p50", "hop p50 ms"),
-           ("receive_p50", "recv ms"), ("bytes_per_frame", "bytes/frame")]
+           ("receive_p50", "recv ms"), ("stage_p50", "stage ms p50"),
+           ("bytes_per_frame", "bytes/frame")]
 
 
 def table(results: List[Result]) -> str:

@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     cams = sub.add_parser("cameras", help="list the V4L2 capture devices found")
     cams.add_argument("--json", action="store_true", help="machine-readable output")
 
+    devs = sub.add_parser("devices", help="list what handlers can run on: CPU cores, "
+                          "CUDA GPUs, Jetson DLA cores")
+    devs.add_argument("--json", action="store_true", help="machine-readable output")
+    devs.add_argument("--root", help="system root to look in (default: $VIDPIPE_SYSROOT or /)")
+
     udev = sub.add_parser("udev-name", help="print the camera name for the device udev is "
                           "adding (used by 60-vidpipe.rules)")
     udev.add_argument("--registry", default=None, help="name registry (default: "
@@ -91,13 +96,15 @@ def _run_role(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from vidpipe.handler import choose_accelerator
     from vidpipe.stages import build_chain
 
     config = load_config(args.file or args.config)
     for name in ["defaults"] + sorted(config.handler_overrides):
-        hc = config.handler("1" if name == "defaults" else name)
+        handler = "1" if name == "defaults" else name
+        hc = config.handler(handler)
         section = "handlers" if name == "defaults" else "handlers." + name
-        build_chain(config, hc.stages, section)
+        build_chain(config, hc.stages, section, choose_accelerator(config, handler))
     from vidpipe.sources import make_source
 
     for cam in config.cameras.values():
@@ -125,6 +132,17 @@ def _cameras(args: argparse.Namespace) -> int:
                              ("serial", cam.serial)):
             if value:
                 print("    {}: {}".format(label, value))
+    return 0
+
+
+def _devices(args: argparse.Namespace) -> int:
+    from vidpipe.accel import detect
+
+    found = detect(args.root)
+    if args.json:
+        print(json.dumps(found.as_dict(), indent=2))
+    else:
+        print("\n".join(found.describe()))
     return 0
 
 
@@ -156,6 +174,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _check_config(args)
         if args.command == "cameras":
             return _cameras(args)
+        if args.command == "devices":
+            return _devices(args)
         if args.command == "udev-name":
             return _udev_name(args)
         if args.command == "demo":

@@ -16,9 +16,9 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import zmq
 
-from vidpipe import transport, wire
+from vidpipe import accel, transport, wire
 from vidpipe.codec import FrameDecoder, result_ref
-from vidpipe.config import Config
+from vidpipe.config import Config, ConfigError
 from vidpipe.ring import ResultRing, results_dir
 from vidpipe.service import Notifier, Reporter, Stopper, pin_cpus
 from vidpipe.stages import Frame, Stage, build_chain
@@ -27,6 +27,20 @@ from vidpipe.stats import LatencyWindow, RateMeter, Tally, fmt_ms
 log = logging.getLogger("vidpipe.handler")
 DISCOVERY_INTERVAL = 1.0
 WARMUP = "\0warm-up"
+
+
+def choose_accelerator(config: Config, name: str) -> str:
+    """The accelerator handler ``name``'s stages get: the configured one when the
+    box has it, else the CPU (``fallback = "cpu"``) or a config error."""
+    hc = config.handler(name)
+    if hc.accelerator == "cpu":
+        return "cpu"
+    own = "accelerator" in config.handler_overrides.get(name, {})
+    key = "handlers.{}.accelerator".format(name) if own else "handlers.accelerator"
+    try:
+        return accel.choose(hc.accelerator, hc.fallback, accel.detect())
+    except accel.AcceleratorMissing as exc:
+        raise ConfigError(config.path, key, str(exc)) from None
 
 
 class Handler:
@@ -39,7 +53,17 @@ class Handler:
         self.stopper = stopper or Stopper()
         section = "handlers.{}".format(name) if "stages" in config.handler_overrides.get(
             name, {}) else "handlers"
-        self.chain: List[Stage] = build_chain(config, self.hc.stages, section)
+        self.accelerator = choose_accelerator(config, name)
+        try:
+            self.chain: List[Stage] = build_chain(config, self.hc.stages, section,
+                                                  self.accelerator)
+        except ConfigError as exc:
+            if self.accelerator == "cpu" or self.hc.fallback != "cpu":
+                raise
+            log.warning("handler %s: cannot run on %s (%s); on the CPU instead "
+                        "(fallback = \"cpu\")", name, self.accelerator, exc.message)
+            self.accelerator = "cpu"
+            self.chain = build_chain(config, self.hc.stages, section, "cpu")
         pipe = config.pipeline
         self.mode = pipe.dispatch
         self.max_latency_ns = pipe.max_latency_ms * 1_000_000
@@ -130,9 +154,9 @@ class Handler:
         for cam in self.config.cameras.values():
             self.connect_decoder(cam.connect)
         self.discover()
-        log.info("handler %s: stages %s, dispatch %s, cpus %s", self.name,
+        log.info("handler %s: stages %s, dispatch %s, cpus %s, accelerator %s", self.name,
                  ",".join(s.name for s in self.chain) or "(none)", self.mode,
-                 ",".join(map(str, self.cpus)))
+                 ",".join(map(str, self.cpus)), self.accelerator)
         self.notifier.ready(self.status_text())
 
     def run(self) -> int:
@@ -262,6 +286,8 @@ class Handler:
             .format(self.name, self.rate.rate(now), self.processed,
                     fmt_ms(self.latency.percentile(50)), fmt_ms(self.latency.percentile(99)),
                     self.dropped.text())
+        if self.accelerator != "cpu":
+            text += ", on {}".format(self.accelerator)
         if self.undelivered:
             text += ", undelivered {}".format(self.undelivered)
         if self.bad:

@@ -128,6 +128,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         for size in sizes:  # links to other hosts
             for link in ("tcp-raw", "tcp-lz4", "tcp-jpeg"):
                 keep(run_vidpipe(size, 2, fps, int(fps * seconds), link)).note = "across hosts"
+        # the dnn stage (tests/data/red_blobs.onnx, OpenCV DNN) on the CPU
+        model = str(ROOT / "tests" / "data" / "red_blobs.onnx")
+        dnn = {"dnn": {"model": model, "output": "heatmap", "input_width": 320,
+                       "input_height": 240}}
+        for size in sizes:
+            keep(run_vidpipe(size, 2, fps, int(fps * seconds), "shm", stages=dnn)).note = \
+                "dnn stage (CPU)"
         if args.soak:
             w, h = SIZES["4K"]
             frames = int(30 * args.soak)

@@ -63,7 +63,8 @@ def test_package_contents(deb: Path) -> None:
     for path in ["./usr/bin/vidpipe", "./etc/vidpipe/pipeline.toml",
                  "./lib/udev/rules.d/60-vidpipe.rules", "./usr/lib/sysusers.d/vidpipe.conf",
                  "./usr/lib/tmpfiles.d/vidpipe.conf", "./usr/share/man/man1/vidpipe.1.gz",
-                 "./usr/lib/python3/dist-packages/vidpipe/decoder.py"] + \
+                 "./usr/lib/python3/dist-packages/vidpipe/decoder.py",
+                 "./lib/systemd/system-generators/vidpipe-generator"] + \
             ["./lib/systemd/system/" + unit for unit in UNITS]:
         assert path in listing, path
     conffiles = run(["dpkg-deb", "-I", str(deb), "conffiles"]).stdout.split()
@@ -96,6 +97,42 @@ def test_units_pass_systemd_analyze_verify(unit_root: Path) -> None:
     units = [INSTANCES.get(u, u) for u in UNITS]
     result = verify(unit_root, *units)
     assert result.returncode == 0 and result.stdout.strip() == "", result.stdout
+
+
+def test_generator_drop_in_for_a_dla_handler_passes_verify(unit_root: Path,
+                                                            tmp_path: Path) -> None:
+    """The installed generator, run as systemd would (with the package's
+    Python modules and a fake Jetson tree), writes a drop-in for handler 2
+    only; the unit with it still verifies."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+    from test_accel import fake_jetson  # the same fake tree as the unit tests
+
+    config = tmp_path / "pipeline.toml"
+    config.write_text('[handlers.2]\naccelerator = "dla1"\n')
+    out = tmp_path / "generated"
+    generator = unit_root / "lib" / "systemd" / "system-generators" / "vidpipe-generator"
+    assert os.access(str(generator), os.X_OK)
+    result = subprocess.run(
+        [sys.executable, str(generator), str(out), str(out), str(out)],
+        env=dict(os.environ, VIDPIPE_CONFIG=str(config),
+                 VIDPIPE_SYSROOT=str(fake_jetson(tmp_path / "jetson")),
+                 PYTHONPATH=str(unit_root / "usr" / "lib" / "python3" / "dist-packages")),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    assert result.returncode == 0 and result.stdout == "", result.stdout
+    dropins = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.conf"))
+    assert dropins == ["vid-handler@2.service.d/50-vidpipe-accelerator.conf"]
+    system = unit_root / "lib" / "systemd" / "system"
+    target = system / "vid-handler@2.service.d"
+    shutil.copytree(str(out / "vid-handler@2.service.d"), str(target))
+    shutil.copy(str(system / "vid-handler@1.service"), str(system / "vid-handler@2.service"))
+    try:
+        result = verify(unit_root, "vid-handler@2.service")
+        assert result.returncode == 0 and result.stdout.strip() == "", result.stdout
+    finally:
+        shutil.rmtree(str(target))
+        (system / "vid-handler@2.service").unlink()
 
 
 def test_verify_would_catch_a_broken_unit(unit_root: Path) -> None:

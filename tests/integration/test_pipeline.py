@@ -273,3 +273,44 @@ def test_dispatch_modes_run_without_a_collector(pipeline: Any, dispatch: str) ->
         time.sleep(0.2)
     assert "collector unreachable" in status, status
     assert decoder.proc.poll() is None and handler.proc.poll() is None
+
+
+def test_dnn_stage_finds_the_object_in_every_frame_of_a_clip(pipeline: Any,
+                                                            tmp_path: Any) -> None:
+    """The dnn stage with the test model (tests/data/red_blobs.onnx) on the
+    CPU, inside the pipeline: a red square moving over the test pattern is
+    found in every frame, where it was drawn."""
+    from vidpipe.sources import render_testsrc
+
+    model = os.path.join(os.path.dirname(__file__), "..", "data", "red_blobs.onnx")
+    clip = str(tmp_path / "red.avi")
+    writer = cv2.VideoWriter(clip, cv2.VideoWriter_fourcc(*"MJPG"), 25, (320, 240))
+    for i in range(40):
+        frame = cv2.cvtColor(cv2.cvtColor(render_testsrc(i, 320, 240), cv2.COLOR_BGR2GRAY),
+                             cv2.COLOR_GRAY2BGR)  # no red anywhere else
+        frame[60:100, 20 + 4 * i:60 + 4 * i] = (0, 0, 255)
+        writer.write(frame)
+    writer.release()
+    pipeline.write_config({
+        "cameras": {"cam0": {"source": clip, "width": 320, "height": 240, "fps": 20,
+                             "wait_for_handlers": 1}},
+        "handlers": {"stages": ["dnn"], "send_image": False},
+        "stage": {"dnn": {"model": os.path.abspath(model), "output": "heatmap",
+                          "input_width": 320, "input_height": 240, "labels": ["red"]}},
+        "collector": {"exit_on_eos": True},
+    })
+    collector = pipeline.start("collector", "main")
+    pipeline.start("handler", "1")
+    pipeline.start("decoder", "cam0")
+    assert wait_exit(collector, 60, pipeline) == 0
+    acc = accounted(pipeline.results(), "cam0")
+    assert sorted(acc) == list(range(40)), pipeline.logs()
+    for seq, rec in sorted(acc.items()):
+        assert rec["status"] == "ok", rec
+        (found,) = rec["meta"]["detections"]
+        x, y, w, h = found["box"]
+        assert found["label"] == "red"
+        # JPEG blurs the edges by a pixel or two
+        assert abs(x - (20 + 4 * seq)) <= 2 and abs(y - 60) <= 2, (seq, found)
+        assert abs(w - 40) <= 3 and abs(h - 40) <= 3, (seq, found)
+        assert rec["meta"]["timings_ms"]["dnn"] > 0

@@ -77,6 +77,8 @@ class Stage:
     stateful = False
     #: option name -> (Rule, default)
     OPTIONS: Mapping[str, Tuple[Rule, Any]] = {}
+    #: what the handler runs on ("cpu", "cuda0", "dla1"), set before ``setup()``
+    accelerator = "cpu"
 
     def __init__(self, options: Dict[str, Any]) -> None:
         self.options = options
@@ -115,8 +117,10 @@ def resolve(name: str, config: Config, key: str) -> type:
     return cls
 
 
-def build_chain(config: Config, names: List[str], section: str) -> List[Stage]:
-    """Instantiate the stage chain ``names`` with their validated options."""
+def build_chain(config: Config, names: List[str], section: str,
+                accelerator: str = "cpu") -> List[Stage]:
+    """Instantiate the stage chain ``names`` with their validated options, for a
+    handler on ``accelerator`` (stages that can use it read ``self.accelerator``)."""
     chain = []
     for index, name in enumerate(names):
         key = "{}.stages[{}]".format(section, index)
@@ -124,6 +128,7 @@ def build_chain(config: Config, names: List[str], section: str) -> List[Stage]:
         rules = getattr(cls, "OPTIONS", {}) or {}
         options = stage_options(config, name, rules)
         stage = cls(options)
+        stage.accelerator = accelerator
         try:
             if hasattr(stage, "setup"):
                 stage.setup()

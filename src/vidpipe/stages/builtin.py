@@ -200,4 +200,6 @@ class Sleep(Stage):
         time.sleep(self.options["ms"] / 1000.0)
 
 
-BUILTIN = (Gray, Resize, Motion, Faces, OpticalFlow, Sleep)
+from vidpipe.stages.dnn import Dnn  # noqa: E402 (it imports Stage from the package too)
+
+BUILTIN = (Gray, Resize, Motion, Faces, OpticalFlow, Sleep, Dnn)

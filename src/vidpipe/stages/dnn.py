@@ -1,0 +1,244 @@
+"""The ``dnn`` stage: an ONNX model on the handler's accelerator.
+
+Runtimes:
+
+* OpenCV's DNN module (``python3-opencv``): ``cpu`` runs on the OpenCV
+  backend; ``cudaN`` on the CUDA backend, which needs an OpenCV built with
+  CUDA (JetPack's; Debian's is not).
+* ONNX Runtime (optional, ``python3-onnxruntime`` or NVIDIA's Jetson wheel):
+  ``dlaN`` runs through its TensorRT execution provider with DLA core N
+  enabled (FP16; the layers the DLA cannot run fall back to the GPU, as
+  TensorRT decides), ``cudaN`` through TensorRT then CUDA.
+
+``runtime = "auto"`` takes ONNX Runtime for a DLA and OpenCV otherwise. The
+provider options are built by :func:`ort_providers`, the one place that
+decides what runs where.
+
+Outputs (``output``):
+
+* ``"ssd"``: the usual detection output, N x 7 rows of
+  ``[image, class, confidence, x1, y1, x2, y2]`` in 0..1 (OpenCV's face
+  detector and most SSD exports).
+* ``"heatmap"``: one score per pixel (1 x 1 x H x W, 0..1); every connected
+  region above ``confidence`` becomes a box.
+
+Boxes go to ``frame.meta["detections"]`` as
+``{"box": [x, y, w, h], "confidence": c, "label": ...}`` in frame pixels.
+"""
+
+import logging
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from vidpipe.config import Rule
+from vidpipe.stages import Frame, Stage
+
+log = logging.getLogger("vidpipe.stages.dnn")
+MODEL_DIR = "/usr/share/vidpipe/models"
+
+
+def engine_cache() -> str:
+    """Where TensorRT keeps the engines it builds (minutes to build on a Jetson):
+    the unit's CacheDirectory (/var/cache/vidpipe), else the user's cache."""
+    base = os.environ.get("CACHE_DIRECTORY") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vidpipe")
+    return os.path.join(base.split(":")[0], "trt")
+
+
+def ort_providers(accelerator: str, cache_dir: Optional[str] = None
+                  ) -> List[Tuple[str, Dict[str, Any]]]:
+    """ONNX Runtime execution providers, best first, with their options."""
+    cache_dir = cache_dir or engine_cache()
+    cpu = [("CPUExecutionProvider", {})]
+    if accelerator.startswith("dla"):
+        core = int(accelerator[3:])
+        return [("TensorrtExecutionProvider", {
+            "device_id": 0, "trt_dla_enable": True, "trt_dla_core": core,
+            "trt_fp16_enable": True,  # the DLA runs FP16 or INT8 only
+            "trt_engine_cache_enable": True, "trt_engine_cache_path": cache_dir}),
+            ("CUDAExecutionProvider", {"device_id": 0})] + cpu
+    if accelerator.startswith("cuda"):
+        gpu = int(accelerator[4:])
+        return [("TensorrtExecutionProvider", {
+            "device_id": gpu, "trt_fp16_enable": True,
+            "trt_engine_cache_enable": True, "trt_engine_cache_path": cache_dir}),
+            ("CUDAExecutionProvider", {"device_id": gpu})] + cpu
+    return cpu
+
+
+def opencv_target(accelerator: str) -> Tuple[int, int]:
+    """OpenCV DNN (backend, target) for ``accelerator``."""
+    if accelerator.startswith("cuda"):
+        return cv2.dnn.DNN_BACKEND_CUDA, cv2.dnn.DNN_TARGET_CUDA
+    return cv2.dnn.DNN_BACKEND_OPENCV, cv2.dnn.DNN_TARGET_CPU
+
+
+def opencv_has_cuda() -> bool:
+    try:
+        return cv2.cuda.getCudaEnabledDeviceCount() > 0
+    except (AttributeError, cv2.error):
+        return False
+
+
+class Dnn(Stage):
+    """Run an ONNX model on each frame; boxes into ``meta["detections"]``."""
+
+    name = "dnn"
+    OPTIONS = {
+        "model": (Rule(str), ""),
+        "runtime": (Rule(str, choices=("auto", "opencv", "onnxruntime")), "auto"),
+        "output": (Rule(str, choices=("ssd", "heatmap")), "ssd"),
+        "input_width": (Rule(int, 16, 4096), 300),
+        "input_height": (Rule(int, 16, 4096), 300),
+        "scale": (Rule(float, 0.0, 1000.0), 1.0 / 255.0),
+        "mean": (Rule(list, item=float), [0.0, 0.0, 0.0]),
+        "swap_rb": (Rule(bool), False),
+        "confidence": (Rule(float, 0.0, 1.0), 0.5),
+        "min_area": (Rule(int, 0, 1 << 30), 4),
+        "labels": (Rule(list, item=str), []),
+        "max_detections": (Rule(int, 1, 10000), 100),
+    }
+
+    def __init__(self, options: Dict[str, Any]) -> None:
+        super().__init__(options)
+        self.net: Any = None
+        self.session: Any = None
+        self.runtime = ""
+        self.running_on = ""
+
+    def model_path(self) -> str:
+        model = self.options["model"]
+        if not model:
+            raise ValueError("model: the path of an .onnx file is required")
+        path = model if os.path.isabs(model) else os.path.join(MODEL_DIR, model)
+        if not os.path.isfile(path):
+            raise ValueError("model: {} does not exist".format(path))
+        return path
+
+    def setup(self) -> None:
+        path = self.model_path()
+        if len(self.options["mean"]) not in (1, 3):
+            raise ValueError("mean: one value or three (B, G, R)")
+        runtime = self.options["runtime"]
+        if runtime == "auto":
+            runtime = "onnxruntime" if self.accelerator.startswith("dla") else "opencv"
+        if runtime == "onnxruntime":
+            self._setup_ort(path)
+        else:
+            self._setup_opencv(path)
+        log.info("dnn: %s on %s via %s", os.path.basename(path), self.running_on, self.runtime)
+
+    def _setup_opencv(self, path: str) -> None:
+        if self.accelerator.startswith("dla"):
+            raise ValueError("runtime: OpenCV cannot run on a DLA; use runtime = "
+                             "\"onnxruntime\" (with TensorRT) or \"auto\"")
+        if self.accelerator.startswith("cuda") and not opencv_has_cuda():
+            raise ValueError("this OpenCV ({}) has no CUDA support, so it cannot run on {}; "
+                             "on a Jetson install JetPack's OpenCV, or set accelerator = "
+                             "\"cpu\"".format(cv2.__version__, self.accelerator))
+        try:
+            self.net = cv2.dnn.readNetFromONNX(path)
+        except cv2.error as exc:
+            raise ValueError("model: OpenCV cannot read {}: {}".format(
+                path, str(exc).strip().splitlines()[-1])) from None
+        backend, target = opencv_target(self.accelerator)
+        if self.accelerator.startswith("cuda"):
+            cv2.cuda.setDevice(int(self.accelerator[4:]))
+        self.net.setPreferableBackend(backend)
+        self.net.setPreferableTarget(target)
+        self.runtime = "opencv"
+        self.running_on = self.accelerator
+
+    def _setup_ort(self, path: str) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ValueError("runtime: onnxruntime is not installed (the DLA path needs "
+                             "ONNX Runtime with TensorRT: NVIDIA's onnxruntime-gpu wheel "
+                             "for JetPack)") from None
+        cache = engine_cache()
+        wanted = ort_providers(self.accelerator, cache)
+        available = set(ort.get_available_providers())
+        providers = [(name, opts) for name, opts in wanted if name in available]
+        if wanted[0][0] not in available:
+            log.warning("dnn: %s is not in this onnxruntime (it has %s); %s will not run "
+                        "on %s", wanted[0][0], ", ".join(sorted(available)),
+                        os.path.basename(path), self.accelerator)
+        if wanted[0][0] == "TensorrtExecutionProvider" and wanted[0][0] in available:
+            os.makedirs(cache, exist_ok=True)
+        self.session = ort.InferenceSession(path, providers=[p[0] for p in providers],
+                                            provider_options=[p[1] for p in providers])
+        active = self.session.get_providers()[0]
+        self.runtime = "onnxruntime " + active
+        self.running_on = self.accelerator if active != "CPUExecutionProvider" else "cpu"
+
+    # ------------------------------------------------------------------ per frame
+
+    def blob(self, image: np.ndarray) -> np.ndarray:
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        mean = self.options["mean"]
+        mean = tuple(mean * 3 if len(mean) == 1 else mean)
+        return cv2.dnn.blobFromImage(
+            image, self.options["scale"],
+            (self.options["input_width"], self.options["input_height"]),
+            mean, swapRB=self.options["swap_rb"], crop=False)
+
+    def infer(self, blob: np.ndarray) -> np.ndarray:
+        if self.session is not None:
+            name = self.session.get_inputs()[0].name
+            return np.asarray(self.session.run(None, {name: blob})[0])
+        self.net.setInput(blob)
+        return np.asarray(self.net.forward())
+
+    def process(self, frame: Frame) -> None:
+        out = self.infer(self.blob(frame.image))
+        height, width = frame.image.shape[:2]
+        if self.options["output"] == "heatmap":
+            found = self.from_heatmap(out, width, height)
+        else:
+            found = self.from_ssd(out, width, height)
+        frame.meta["detections"] = found[:self.options["max_detections"]]
+
+    def label(self, index: int) -> Optional[str]:
+        labels = self.options["labels"]
+        return labels[index] if 0 <= index < len(labels) else None
+
+    def from_ssd(self, out: np.ndarray, width: int, height: int) -> List[Dict[str, Any]]:
+        rows = out.reshape(-1, 7) if out.size % 7 == 0 else np.zeros((0, 7))
+        found = []
+        for _img, cls, conf, x1, y1, x2, y2 in rows:
+            if conf < self.options["confidence"]:
+                continue
+            left, top = int(round(x1 * width)), int(round(y1 * height))
+            right, bottom = int(round(x2 * width)), int(round(y2 * height))
+            left, top = max(0, left), max(0, top)
+            right, bottom = min(width, right), min(height, bottom)
+            if right <= left or bottom <= top:
+                continue
+            found.append({"box": [left, top, right - left, bottom - top],
+                          "confidence": round(float(conf), 4),
+                          "label": self.label(int(cls)) or int(cls)})
+        found.sort(key=lambda d: -d["confidence"])
+        return found
+
+    def from_heatmap(self, out: np.ndarray, width: int, height: int) -> List[Dict[str, Any]]:
+        scores = out.reshape(out.shape[-2], out.shape[-1]).astype(np.float32)
+        mask = (scores >= self.options["confidence"]).astype(np.uint8)
+        count, _labels, stats, _centroids = cv2.connectedComponentsWithStats(mask, 8)
+        sx, sy = width / scores.shape[1], height / scores.shape[0]
+        found = []
+        for index in range(1, count):
+            x, y, w, h, area = (int(v) for v in stats[index])
+            if area < self.options["min_area"]:
+                continue
+            region = scores[y:y + h, x:x + w]
+            found.append({"box": [int(round(x * sx)), int(round(y * sy)),
+                                  int(round(w * sx)), int(round(h * sy))],
+                          "confidence": round(float(region.max()), 4),
+                          "label": self.label(0) or 0})
+        found.sort(key=lambda d: -d["confidence"])
+        return found

@@ -1,0 +1,176 @@
+"""Accelerator detection, choice and unit drop-ins, against fake system trees
+(no Jetson is lent to this project: the fake is the OS boundary: device-tree
+files and /dev nodes, laid out as JetPack 5 has them on an AGX Xavier)."""
+
+import sys
+import types
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+import pytest
+
+from vidpipe import accel, generator
+from vidpipe.config import ConfigError, config_from_dict
+from vidpipe.handler import choose_accelerator
+from vidpipe.stages import build_chain
+from vidpipe.stages.dnn import Dnn, ort_providers
+
+MODEL = str(Path(__file__).resolve().parents[1] / "data" / "red_blobs.onnx")
+
+
+def fake_jetson(root: Path, dlas: int = 2) -> Path:
+    (root / "proc/device-tree").mkdir(parents=True)
+    (root / "proc/device-tree/model").write_bytes(b"NVIDIA Jetson AGX Xavier Developer Kit\0")
+    (root / "proc/device-tree/compatible").write_bytes(b"nvidia,p2972-0000\0nvidia,tegra194\0")
+    (root / "sys/devices/system/cpu").mkdir(parents=True)
+    (root / "sys/devices/system/cpu/online").write_text("0-7\n")
+    (root / "dev").mkdir()
+    nodes = ["nvmap", "nvhost-ctrl", "nvhost-ctrl-gpu", "nvhost-gpu", "nvhost-as-gpu"]
+    for n in range(dlas):
+        nodes += ["nvhost-nvdla{}".format(n), "nvhost-ctrl-nvdla{}".format(n)]
+    for node in nodes:
+        (root / "dev" / node).write_text("")
+    (root / "etc").mkdir()
+    (root / "etc/group").write_text("root:x:0:\nvideo:x:44:\nrender:x:105:\n")
+    return root
+
+
+def test_a_jetson_is_detected_with_its_gpu_and_both_dla_cores(tmp_path: Path) -> None:
+    found = accel.detect(str(fake_jetson(tmp_path)))
+    assert found.jetson_model == "NVIDIA Jetson AGX Xavier Developer Kit"
+    assert found.cpus == list(range(8))
+    assert found.accelerators == ["cpu", "cuda0", "dla0", "dla1"]
+    assert "/dev/nvhost-nvdla1" in found.nodes["dla1"]
+    assert "/dev/nvhost-nvdla0" not in found.nodes["dla1"]
+    assert "/dev/nvmap" in found.nodes["dla1"] and "/dev/nvmap" in found.nodes["cuda0"]
+
+
+def test_a_pc_has_the_cpu_and_its_nvidia_gpus_only(tmp_path: Path) -> None:
+    assert accel.detect(str(tmp_path)).accelerators == ["cpu"]
+    (tmp_path / "dev").mkdir()
+    for node in ("nvidia0", "nvidiactl", "nvidia-uvm"):
+        (tmp_path / "dev" / node).write_text("")
+    found = accel.detect(str(tmp_path))
+    assert found.accelerators == ["cpu", "cuda0"]
+    assert found.nodes["cuda0"] == ["/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm"]
+
+
+def _config(handlers: Dict[str, Any]) -> Any:
+    return config_from_dict({"handlers": handlers})
+
+
+def test_the_configured_accelerator_is_chosen_when_present(tmp_path: Path,
+                                                           monkeypatch: Any) -> None:
+    monkeypatch.setenv("VIDPIPE_SYSROOT", str(fake_jetson(tmp_path)))
+    config = _config({"2": {"accelerator": "dla1", "fallback": "fail"}})
+    assert choose_accelerator(config, "2") == "dla1"
+    assert choose_accelerator(config, "1") == "cpu"
+
+
+def test_a_missing_dla_fails_naming_the_key_or_falls_back_as_told(tmp_path: Path,
+                                                                 monkeypatch: Any) -> None:
+    monkeypatch.setenv("VIDPIPE_SYSROOT", str(fake_jetson(tmp_path, dlas=1)))
+    config = _config({"2": {"accelerator": "dla1", "fallback": "fail"},
+                      "3": {"accelerator": "dla1", "fallback": "cpu"}})
+    with pytest.raises(ConfigError) as err:
+        choose_accelerator(config, "2")
+    assert err.value.key == "handlers.2.accelerator"
+    assert "dla1" in str(err.value) and "cpu, cuda0, dla0" in str(err.value)
+    assert err.value.exit_code == 78
+    assert choose_accelerator(config, "3") == "cpu"
+
+
+def test_dla1_builds_tensorrt_options_for_dla_core_1() -> None:
+    providers = ort_providers("dla1", "/var/cache/vidpipe/trt")
+    names = [name for name, _ in providers]
+    assert names == ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                     "CPUExecutionProvider"]
+    trt = providers[0][1]
+    assert trt["trt_dla_enable"] is True and trt["trt_dla_core"] == 1
+    assert trt["trt_fp16_enable"] is True  # the DLA has no FP32
+    assert ort_providers("cpu") == [("CPUExecutionProvider", {})]
+    assert ort_providers("cuda0")[0][1].get("trt_dla_enable") is None
+
+
+class FakeSession:
+    """Stands in for onnxruntime.InferenceSession (the Jetson build with
+    TensorRT cannot exist here); records what the stage asked for."""
+
+    created: List[Dict[str, Any]] = []
+
+    def __init__(self, path: str, providers: List[str],
+                 provider_options: List[Dict[str, Any]]) -> None:
+        FakeSession.created.append({"path": path, "providers": providers,
+                                    "options": provider_options})
+        self.providers = providers
+
+    def get_providers(self) -> List[str]:
+        return self.providers
+
+
+def test_the_dnn_stage_on_dla1_opens_onnxruntime_with_dla_core_1(tmp_path: Path,
+                                                                  monkeypatch: Any) -> None:
+    fake = types.ModuleType("onnxruntime")
+    fake.get_available_providers = lambda: [  # type: ignore[attr-defined]
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    fake.InferenceSession = FakeSession  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+    monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path / "cache"))
+    FakeSession.created.clear()
+    config = config_from_dict({"handlers": {"stages": ["dnn"]},
+                               "stage": {"dnn": {"model": MODEL, "output": "heatmap"}}})
+    (stage,) = build_chain(config, ["dnn"], "handlers", "dla1")
+    (session,) = FakeSession.created
+    assert session["providers"][0] == "TensorrtExecutionProvider"
+    assert session["options"][0]["trt_dla_core"] == 1
+    assert session["options"][0]["trt_engine_cache_path"] == str(tmp_path / "cache" / "trt")
+    assert stage.running_on == "dla1" and "Tensorrt" in stage.runtime
+
+
+def test_cuda_on_an_opencv_without_cuda_is_a_clear_error_naming_the_stage() -> None:
+    config = config_from_dict({"stage": {"dnn": {"model": MODEL}}})
+    with pytest.raises(ConfigError) as err:
+        build_chain(config, ["dnn"], "handlers", "cuda0")
+    assert err.value.key == "stage.dnn" and "no CUDA support" in str(err.value)
+
+
+def test_the_dnn_stage_finds_a_known_object_on_the_cpu() -> None:
+    config = config_from_dict({"stage": {"dnn": {
+        "model": MODEL, "output": "heatmap", "input_width": 320, "input_height": 240,
+        "labels": ["red"]}}})
+    (stage,) = build_chain(config, ["dnn"], "handlers", "cpu")
+    from vidpipe.stages import Frame
+
+    image = np.full((480, 640, 3), 128, np.uint8)
+    image[100:200, 300:420] = (0, 0, 255)  # BGR red, 120 x 100 at (300, 100)
+    image[300:340, 40:80] = (255, 255, 255)  # white is not red
+    frame = Frame(camera="cam0", seq=0, capture_ns=0, image=image)
+    stage.process(frame)
+    (found,) = frame.meta["detections"]
+    assert found["label"] == "red" and found["confidence"] > 0.99
+    assert found["box"] == [300, 100, 120, 100]
+
+
+def test_generator_gives_each_accelerated_handler_its_nodes_only(tmp_path: Path) -> None:
+    devices = accel.detect(str(fake_jetson(tmp_path / "root")))
+    config = _config({"2": {"accelerator": "dla1"}, "3": {"accelerator": "cuda0"},
+                      "4": {"accelerator": "dla7", "fallback": "cpu"}})
+    written = generator.write(str(tmp_path / "out"), generator.plan(config, devices))
+    names = sorted(Path(p).parent.name for p in written)
+    assert names == ["vid-handler@2.service.d", "vid-handler@3.service.d"]
+    dla = (tmp_path / "out/vid-handler@2.service.d" / generator.DROPIN).read_text()
+    assert "PrivateDevices=no" in dla and "DevicePolicy=closed" in dla
+    assert "DeviceAllow=/dev/nvhost-nvdla1 rw" in dla
+    assert "nvdla0" not in dla
+    assert "SupplementaryGroups=video render" in dla
+    gpu = (tmp_path / "out/vid-handler@3.service.d" / generator.DROPIN).read_text()
+    assert "DeviceAllow=/dev/nvhost-ctrl-gpu rw" in gpu and "nvdla" not in gpu
+
+
+def test_the_generator_never_fails_on_a_broken_config(tmp_path: Path, monkeypatch: Any) -> None:
+    bad = tmp_path / "pipeline.toml"
+    bad.write_text("[handlers\n")
+    monkeypatch.setenv("VIDPIPE_CONFIG", str(bad))
+    assert generator.main([str(tmp_path / "out")]) == 0
+    assert not (tmp_path / "out").exists()
