@@ -248,3 +248,23 @@ def write_clip(path: Path, frames: int, width: int, height: int, fps: float = 25
         writer.write(render_testsrc(i, width, height))
     writer.release()
     return path
+
+
+def fake_jetson(root: Path, dlas: int = 2) -> Path:
+    """A Jetson as vidpipe sees it: device-tree files and /dev nodes laid out as
+    JetPack 5 has them on an AGX Xavier (the nodes are plain files: detection
+    only looks for them)."""
+    (root / "proc/device-tree").mkdir(parents=True)
+    (root / "proc/device-tree/model").write_bytes(b"NVIDIA Jetson AGX Xavier Developer Kit\0")
+    (root / "proc/device-tree/compatible").write_bytes(b"nvidia,p2972-0000\0nvidia,tegra194\0")
+    (root / "sys/devices/system/cpu").mkdir(parents=True)
+    (root / "sys/devices/system/cpu/online").write_text("0-7\n")
+    (root / "dev").mkdir()
+    nodes = ["nvmap", "nvhost-ctrl", "nvhost-ctrl-gpu", "nvhost-gpu", "nvhost-as-gpu"]
+    for n in range(dlas):
+        nodes += ["nvhost-nvdla{}".format(n), "nvhost-ctrl-nvdla{}".format(n)]
+    for node in nodes:
+        (root / "dev" / node).write_text("")
+    (root / "etc").mkdir()
+    (root / "etc/group").write_text("root:x:0:\nvideo:x:44:\nrender:x:105:\n")
+    return root

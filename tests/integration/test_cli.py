@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, fake_jetson, run_cli
 
 SHIPPED = ROOT / "etc" / "vidpipe" / "pipeline.toml"
 
@@ -97,3 +97,27 @@ def test_demo_runs_the_whole_pipeline_and_ends_by_itself(short_tmp: Path) -> Non
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["seq"] for r in lines if r["status"] == "ok"] == list(range(60))
     assert "every camera ended" in result.stderr
+
+
+def test_devices_lists_a_jetson_s_gpu_and_dla_cores(short_tmp: Path) -> None:
+    root = fake_jetson(short_tmp / "jetson", 2)
+    result = run_cli("devices", "--root", str(root))
+    assert result.returncode == 0, result.stderr
+    assert "jetson: NVIDIA Jetson AGX Xavier Developer Kit" in result.stdout
+    assert "cuda0: integrated GPU" in result.stdout
+    assert "dla0:" in result.stdout and "dla1:" in result.stdout
+    listed = json.loads(run_cli("devices", "--json", env={"VIDPIPE_SYSROOT": str(root)})
+                        .stdout)
+    assert listed["accelerators"] == ["cpu", "cuda0", "dla0", "dla1"]
+
+
+@pytest.mark.parametrize("command", [["check-config"], ["run", "handler", "2"]])
+def test_a_missing_dla_exits_78_naming_the_key(short_tmp: Path, command: Any) -> None:
+    root = fake_jetson(short_tmp / "jetson", 1)  # dla0 only
+    path = short_tmp / "p.toml"
+    path.write_text('[pipeline]\nruntime_dir = "{}"\n\n[handlers.2]\naccelerator = "dla1"\n'
+                    'fallback = "fail"\n'.format(short_tmp / "run"))
+    result = run_cli("--config", str(path), *command, env={"VIDPIPE_SYSROOT": str(root)})
+    assert result.returncode == 78, result.stderr
+    assert "handlers.2.accelerator" in result.stderr and "dla1" in result.stderr
+    assert "cpu, cuda0, dla0" in result.stderr  # what the box does have

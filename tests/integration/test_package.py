@@ -106,8 +106,7 @@ def test_generator_drop_in_for_a_dla_handler_passes_verify(unit_root: Path,
     only; the unit with it still verifies."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-    from test_accel import fake_jetson  # the same fake tree as the unit tests
+    from conftest import fake_jetson
 
     config = tmp_path / "pipeline.toml"
     config.write_text('[handlers.2]\naccelerator = "dla1"\n')

@@ -1,6 +1,6 @@
 """Accelerator detection, choice and unit drop-ins, against fake system trees
-(no Jetson is lent to this project: the fake is the OS boundary: device-tree
-files and /dev nodes, laid out as JetPack 5 has them on an AGX Xavier)."""
+(no Jetson is lent to this project: the fake is the OS boundary, see
+``conftest.fake_jetson``)."""
 
 import sys
 import types
@@ -10,6 +10,7 @@ from typing import Any, Dict, List
 import numpy as np
 import pytest
 
+from conftest import fake_jetson
 from vidpipe import accel, generator
 from vidpipe.config import ConfigError, config_from_dict
 from vidpipe.handler import choose_accelerator
@@ -17,23 +18,6 @@ from vidpipe.stages import build_chain
 from vidpipe.stages.dnn import Dnn, ort_providers
 
 MODEL = str(Path(__file__).resolve().parents[1] / "data" / "red_blobs.onnx")
-
-
-def fake_jetson(root: Path, dlas: int = 2) -> Path:
-    (root / "proc/device-tree").mkdir(parents=True)
-    (root / "proc/device-tree/model").write_bytes(b"NVIDIA Jetson AGX Xavier Developer Kit\0")
-    (root / "proc/device-tree/compatible").write_bytes(b"nvidia,p2972-0000\0nvidia,tegra194\0")
-    (root / "sys/devices/system/cpu").mkdir(parents=True)
-    (root / "sys/devices/system/cpu/online").write_text("0-7\n")
-    (root / "dev").mkdir()
-    nodes = ["nvmap", "nvhost-ctrl", "nvhost-ctrl-gpu", "nvhost-gpu", "nvhost-as-gpu"]
-    for n in range(dlas):
-        nodes += ["nvhost-nvdla{}".format(n), "nvhost-ctrl-nvdla{}".format(n)]
-    for node in nodes:
-        (root / "dev" / node).write_text("")
-    (root / "etc").mkdir()
-    (root / "etc/group").write_text("root:x:0:\nvideo:x:44:\nrender:x:105:\n")
-    return root
 
 
 def test_a_jetson_is_detected_with_its_gpu_and_both_dla_cores(tmp_path: Path) -> None:
