@@ -106,7 +106,8 @@ class Role:
     started = 0
 
     def __init__(self, root: Path, config: Path, role: str, name: str,
-                 env: Optional[Dict[str, str]] = None) -> None:
+                 env: Optional[Dict[str, str]] = None,
+                 prefix: Optional[List[str]] = None) -> None:
         self.role, self.name = role, name
         Role.started += 1  # a restarted role gets its own socket and log
         tag = "{}-{}-{}".format(role, name, Role.started)
@@ -114,6 +115,7 @@ class Role:
         self.log_path = root / "{}.log".format(tag)
         self.log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
+            list(prefix or []) +  # e.g. ip netns exec NS
             [sys.executable, "-m", "vidpipe", "--config", str(config), "run", role, name],
             env=child_env(NOTIFY_SOCKET=self.notify.path, **(env or {})),
             stdout=self.log_file, stderr=subprocess.STDOUT)
@@ -169,8 +171,9 @@ class Pipeline:
         return self.config_path
 
     def start(self, role: str, name: str, ready: bool = True,
-              env: Optional[Dict[str, str]] = None) -> Role:
-        proc = Role(self.root, self.config_path, role, name, env)
+              env: Optional[Dict[str, str]] = None,
+              prefix: Optional[List[str]] = None) -> Role:
+        proc = Role(self.root, self.config_path, role, name, env, prefix)
         self.roles.append(proc)
         if ready:
             try:

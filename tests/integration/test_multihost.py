@@ -1,0 +1,82 @@
+"""Handlers on another host: two network namespaces joined by a veth pair.
+
+Host A runs the decoder and the collector, host B a handler; they know each
+other only by the addresses in pipeline.toml. The link is taken down and up
+again; the pipeline recovers without any process being restarted. Needs root
+(CI runs as root); the addresses exist only inside the namespaces made here.
+"""
+
+import os
+import subprocess
+import time
+import uuid
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+from test_pipeline import camera, wait_exit
+
+A_IP, B_IP = "10.231.77.1", "10.231.77.2"
+
+
+def sh(*cmd: str) -> None:
+    result = subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            universal_newlines=True)
+    assert result.returncode == 0, "{}: {}".format(" ".join(cmd), result.stdout)
+
+
+@pytest.fixture
+def hosts() -> Iterator[Dict[str, List[str]]]:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the multi-host test needs root (ip netns); CI runs as root")
+        pytest.skip("needs root for network namespaces")
+    tag = uuid.uuid4().hex[:6]
+    a, b = "vpa-" + tag, "vpb-" + tag
+    va, vb = "vpa" + tag, "vpb" + tag
+    sh("ip", "netns", "add", a)
+    sh("ip", "netns", "add", b)
+    try:
+        sh("ip", "link", "add", va, "netns", a, "type", "veth", "peer", "name", vb, "netns", b)
+        for ns, dev, ip in ((a, va, A_IP), (b, vb, B_IP)):
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "-n", ns, "addr", "add", ip + "/24", "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+        yield {"A": ["ip", "netns", "exec", a], "B": ["ip", "netns", "exec", b],
+               "link_b": ["ip", "-n", b, "link", "set", vb]}
+    finally:
+        subprocess.run(["ip", "netns", "del", a])
+        subprocess.run(["ip", "netns", "del", b])
+
+
+def test_a_handler_on_another_host_survives_its_link_going_down(pipeline: Any,
+                                                                hosts: Any) -> None:
+    frames = 400  # 20 s at 20 fps
+    pipeline.write_config({
+        "pipeline": {"heartbeat_ms": 200, "handler_timeout_ms": 1000, "max_latency_ms": 1000},
+        "cameras": {"cam0": camera(frames, width=320, height=240, fps=20, wait=1,
+                                   bind="tcp://{}:5701".format(A_IP))},
+        "handlers": {"stages": ["gray"]},
+        "collector": {"bind": "tcp://{}:5702".format(A_IP), "exit_on_eos": True},
+    })
+    collector = pipeline.start("collector", "main", prefix=hosts["A"])
+    handler = pipeline.start("handler", "1", prefix=hosts["B"])
+    decoder = pipeline.start("decoder", "cam0", prefix=hosts["A"])
+    time.sleep(6)
+    sh(*hosts["link_b"], "down")
+    time.sleep(4)
+    sh(*hosts["link_b"], "up")
+    assert wait_exit(decoder, 60, pipeline) == 0
+    assert wait_exit(collector, 30, pipeline) == 0
+    assert handler.proc.poll() is None, pipeline.logs()  # never restarted
+
+    records = [r for r in pipeline.results() if r["camera"] == "cam0"]
+    ok = sorted(r["seq"] for r in records if r["status"] == "ok" and not r.get("late"))
+    assert ok and ok[0] < 60, pipeline.logs()  # frames crossed from the start
+    assert len([s for s in ok if s >= frames - 100]) >= 90, pipeline.logs()  # and again after
+    assert ok[-1] >= frames - 5
+    # the outage cost frames, each of them accounted for by a record
+    total = sum(r.get("count", 1) if r["status"] == "missing" else 1 for r in records
+                if not r.get("late"))
+    assert total == frames, pipeline.logs()
+    assert len(ok) < frames - 40  # the link really was down for ~4 s
