@@ -154,10 +154,10 @@ def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "
         camera["transport"] = "shm"
     elif link == "ipc":
         camera["transport"] = "inline"
-    else:
+    else:  # tcp-ENCODING, or tcp-ENCODING-curve
         camera["transport"] = "inline"
         camera["bind"] = "tcp://127.0.0.1:{}".format(_free_port())
-        camera["encoding"] = link.split("-", 1)[1]
+        camera["encoding"] = link.split("-")[1]
     config = {
         "pipeline": {"runtime_dir": str(root / "run"), "stats_interval_s": 0,
                      "max_latency_ms": 2000},
@@ -172,6 +172,13 @@ def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "
     }
     if stage_ms:
         config["pipeline"]["max_latency_ms"] = 250
+    if link.endswith("-curve"):  # every tcp link encrypted, the collector's too
+        from vidpipe.security import keygen
+
+        keygen(str(root / "keys"), "server")
+        keygen(str(root / "keys"), "client", allow=True)
+        config["security"] = {"curve": True, "keys_dir": str(root / "keys")}
+        config["collector"]["bind"] = "tcp://127.0.0.1:{}".format(_free_port())
     path = root / "pipeline.toml"
     path.write_text(dump_toml(config))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -266,9 +273,9 @@ def bytes_per_frame(link: str, width: int, height: int) -> int:
 
     if link == "shm":
         return wire.HEADER_SIZE + len(codec.shm_ref("cam0-0123456789abcdef.ring", 0))
-    if link in ("ipc", "tcp-raw"):
-        return wire.HEADER_SIZE + width * height * 3
-    encoding = codec.ENCODING_CODES[link.split("-", 1)[1]]
+    if link in ("ipc", "tcp-raw", "tcp-raw-curve"):
+        return wire.HEADER_SIZE + width * height * 3  # (+ 16 bytes of Curve MAC per part)
+    encoding = codec.ENCODING_CODES[link.split("-")[1]]
     sizes = [len(codec.encode(render_testsrc(i, width, height), encoding)) for i in range(4)]
     return wire.HEADER_SIZE + int(statistics.mean(sizes))
 

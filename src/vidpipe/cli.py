@@ -46,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     devs.add_argument("--json", action="store_true", help="machine-readable output")
     devs.add_argument("--root", help="system root to look in (default: $VIDPIPE_SYSROOT or /)")
 
+    keygen = sub.add_parser("keygen", help="make a CurveZMQ key pair for [security] "
+                            "curve = true")
+    keygen.add_argument("name", help="key name, e.g. server, client, or a host's name")
+    keygen.add_argument("--dir", default=None, help="where (default: [security] keys_dir, "
+                        "/etc/vidpipe/keys)")
+    keygen.add_argument("--allow", action="store_true", help="also admit its public key "
+                        "(copy it into the allowed directory)")
+
     udev = sub.add_parser("udev-name", help="print the camera name for the device udev is "
                           "adding (used by 60-vidpipe.rules)")
     udev.add_argument("--registry", default=None, help="name registry (default: "
@@ -146,6 +154,27 @@ def _devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keygen(args: argparse.Namespace) -> int:
+    import re
+
+    from vidpipe.security import keygen
+
+    if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", args.name):
+        raise ConfigError("", "keygen", "key names are letters, digits, _ . - (got {!r})"
+                          .format(args.name))
+    directory = args.dir
+    if directory is None:
+        try:
+            directory = load_config(args.config).security.keys_dir
+        except ConfigError:
+            directory = "/etc/vidpipe/keys"
+    public, secret = keygen(directory, args.name, args.allow)
+    print("{}\n{}".format(public, secret))
+    if args.allow:
+        print("admitted: {}".format(os.path.join(directory, "allowed", args.name + ".key")))
+    return 0
+
+
 def _udev_name(args: argparse.Namespace) -> int:
     from vidpipe import naming
 
@@ -176,6 +205,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _cameras(args)
         if args.command == "devices":
             return _devices(args)
+        if args.command == "keygen":
+            return _keygen(args)
         if args.command == "udev-name":
             return _udev_name(args)
         if args.command == "demo":

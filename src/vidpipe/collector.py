@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import zmq
 
-from vidpipe import transport, wire
+from vidpipe import security, transport, wire
 from vidpipe.codec import parse_result_ref
 from vidpipe.config import Config
 from vidpipe.ordering import DROPPED, OK, CameraOrder, Entry
@@ -54,7 +54,8 @@ class Collector:
         self.cameras: Dict[str, CameraStats] = {}
         self.bad = Tally()
         self.outputs = outputs if outputs is not None else make_outputs(self.cc)
-        self.sockets = transport.Sockets(config.pipeline.max_frame_bytes)
+        self.sockets = transport.Sockets(
+            config.pipeline.max_frame_bytes, security.make(config.security, config.path, "collector " + name))
         self.results = self.sockets.make(zmq.PULL, rcvhwm=256)
         self.poller = zmq.Poller()
         self.poller.register(self.results, zmq.POLLIN)

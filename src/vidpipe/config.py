@@ -239,7 +239,26 @@ COLLECTOR_RULES = {
     "exit_on_eos": Rule(bool),
 }
 
-TOP_LEVEL = ("pipeline", "cameras", "handlers", "collector", "stage")
+@dataclass
+class SecurityConfig:
+    curve: bool = False
+    keys_dir: str = "/etc/vidpipe/keys"
+    server_key: str = "server"
+    client_key: str = "client"
+    allowed_dir: str = ""  # default: keys_dir/allowed
+
+
+_KEY_NAME = Rule(str, pattern=re.compile(r"^[A-Za-z0-9_.-]{1,64}$"),
+                 allowed="a key name such as 'server' (letters, digits, _ . -)")
+SECURITY_RULES = {
+    "curve": Rule(bool),
+    "keys_dir": Rule(str),
+    "server_key": _KEY_NAME,
+    "client_key": _KEY_NAME,
+    "allowed_dir": Rule(str),
+}
+
+TOP_LEVEL = ("pipeline", "cameras", "handlers", "collector", "stage", "security")
 
 
 def _defaults(cls: Any) -> Dict[str, Any]:
@@ -266,6 +285,7 @@ class Config:
     handler_defaults: Dict[str, Any]
     handler_overrides: Dict[str, Dict[str, Any]]
     stage_options: Dict[str, Dict[str, Any]]
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     def camera(self, name: str) -> CameraConfig:
         if name not in self.cameras:
@@ -390,9 +410,21 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<built-in>") -> Confi
     if not isinstance(stage_options, Mapping) or not all(
             isinstance(v, Mapping) for v in stage_options.values()):
         raise ConfigError(path, "stage", "must hold [stage.NAME] tables of stage options")
+    security = SecurityConfig(**fill_section(path, "security", data.get("security", {}),
+                                             SECURITY_RULES, _defaults(SecurityConfig)))
+    if not security.allowed_dir:
+        security.allowed_dir = os.path.join(security.keys_dir, "allowed")
+    if security.curve:
+        for key in ("server_key", "client_key"):
+            public = os.path.join(security.keys_dir, getattr(security, key) + ".key")
+            if not os.path.exists(public):
+                raise ConfigError(path, "security." + key, "{} does not exist; make the key "
+                                  "pair with: vidpipe keygen {}".format(
+                                      public, getattr(security, key)))
     return Config(path=path, pipeline=pipeline, cameras=cameras, collector=collector,
                   handler_defaults=handler_defaults, handler_overrides=overrides,
-                  stage_options={k: dict(v) for k, v in stage_options.items()})
+                  stage_options={k: dict(v) for k, v in stage_options.items()},
+                  security=security)
 
 
 def default_path() -> str:

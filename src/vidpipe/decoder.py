@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 import zmq
 
-from vidpipe import naming, transport, wire
+from vidpipe import naming, security, transport, wire
 from vidpipe.config import CameraConfig, Config, ConfigError
 from vidpipe.dispatch import Balancer, Peer
 from vidpipe.framing import Framer
@@ -72,7 +72,8 @@ class Decoder:
         self.reporter = Reporter(self.notifier, pipe.stats_interval_s,
                                  lambda now: self.status_text())
 
-        self.sockets = transport.Sockets(pipe.max_frame_bytes)
+        self.sockets = transport.Sockets(
+            pipe.max_frame_bytes, security.make(config.security, config.path, "decoder " + name))
         if self.mode == "round-robin":
             self.out = self.sockets.make(zmq.PUSH, sndhwm=1, receives=False)
         else:
@@ -95,7 +96,7 @@ class Decoder:
 
     def start(self) -> None:
         self.sockets.bind(self.out, self.cam.bind)
-        self.notices.connect(self.config.collector.connect)
+        self.sockets.connect(self.notices, self.config.collector.connect)
         log.info("%s: %s, dispatch %s, frames on %s, %s", self.name, self.source.describe(),
                  self.mode, self.cam.bind, self.framer.describe())
         self._try_open(time.monotonic())

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import zmq
 
-from vidpipe import accel, transport, wire
+from vidpipe import accel, security, transport, wire
 from vidpipe.codec import FrameDecoder, result_ref
 from vidpipe.config import Config, ConfigError
 from vidpipe.ring import ResultRing, results_dir
@@ -87,7 +87,8 @@ class Handler:
                 and config.collector.connect.startswith("ipc://"))):
             self.result_ring = ResultRing(results_dir(pipe.runtime_dir), name,
                                           self.hc.result_ring_mb * 1024 * 1024)
-        self.sockets = transport.Sockets(pipe.max_frame_bytes)
+        self.sockets = transport.Sockets(
+            pipe.max_frame_bytes, security.make(config.security, config.path, "handler " + name))
         self.results = self.sockets.make(zmq.PUSH, sndhwm=16, receives=False, immediate=True)
         self.inputs: Dict[str, zmq.Socket] = {}  # endpoint -> socket
         self.poller = zmq.Poller()
@@ -105,7 +106,7 @@ class Handler:
             sock = self.sockets.make(zmq.PULL, rcvhwm=1)
         else:
             sock = self.sockets.make(zmq.DEALER, sndhwm=1000, rcvhwm=self.hc.prefetch + 1)
-        sock.connect(endpoint)
+        self.sockets.connect(sock, endpoint)
         self.inputs[endpoint] = sock
         self.poller.register(sock, zmq.POLLIN)
         self._credit(sock, wire.NO_SEQ, 0)  # announce ourselves at once
@@ -150,7 +151,7 @@ class Handler:
     def start(self) -> None:
         self.cpus = pin_cpus(self.hc.cpus)
         self.warm_up()
-        self.results.connect(self.config.collector.connect)
+        self.sockets.connect(self.results, self.config.collector.connect)
         for cam in self.config.cameras.values():
             self.connect_decoder(cam.connect)
         self.discover()

@@ -55,9 +55,11 @@ def cleanup_bind(endpoint: str) -> None:
 class Sockets:
     """A context plus the sockets made from it; ``close()`` closes them all."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, curve: Optional[Any] = None) -> None:
         self.context = zmq.Context()
         self.max_bytes = max_bytes
+        #: a :class:`vidpipe.security.Curve` securing tcp:// links, or None
+        self.curve = curve
         self._sockets: List[zmq.Socket] = []
         self._bound: List[str] = []
 
@@ -77,7 +79,14 @@ class Sockets:
         self._sockets.append(sock)
         return sock
 
+    def connect(self, sock: zmq.Socket, endpoint: str) -> None:
+        if self.curve is not None and endpoint.startswith("tcp://"):
+            self.curve.client(sock)
+        sock.connect(endpoint)
+
     def bind(self, sock: zmq.Socket, endpoint: str) -> None:
+        if self.curve is not None and endpoint.startswith("tcp://"):
+            self.curve.serve(self.context, sock)
         prepare_bind(endpoint)
         try:
             sock.bind(endpoint)
@@ -99,6 +108,8 @@ class Sockets:
         for endpoint in self._bound:
             cleanup_bind(endpoint)
         self._bound.clear()
+        if self.curve is not None:
+            self.curve.stop()
         self.context.term()
 
 

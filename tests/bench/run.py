@@ -128,6 +128,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         for size in sizes:  # links to other hosts
             for link in ("tcp-raw", "tcp-lz4", "tcp-jpeg"):
                 keep(run_vidpipe(size, 2, fps, int(fps * seconds), link)).note = "across hosts"
+        for size in ("640x480", "1080p"):  # what CurveZMQ costs on those links
+            if size in sizes:
+                keep(run_vidpipe(size, 2, fps, int(fps * seconds), "tcp-raw-curve")).note = \
+                    "across hosts, CurveZMQ"
         # the dnn stage (tests/data/red_blobs.onnx, OpenCV DNN) on the CPU
         model = str(ROOT / "tests" / "data" / "red_blobs.onnx")
         dnn = {"dnn": {"model": model, "output": "heatmap", "input_width": 320,

@@ -76,7 +76,7 @@ def test_shipped_config_is_valid_and_documents_every_key() -> None:
     from vidpipe import config
 
     for rules in (config.PIPELINE_RULES, config.CAMERA_RULES, config.HANDLER_RULES,
-                  config.COLLECTOR_RULES):
+                  config.COLLECTOR_RULES, config.SECURITY_RULES):
         for key in rules:
             if key.startswith("match_"):
                 continue  # documented with udev naming

@@ -80,3 +80,41 @@ def test_a_handler_on_another_host_survives_its_link_going_down(pipeline: Any,
                 if not r.get("late"))
     assert total == frames, pipeline.logs()
     assert len(ok) < frames - 40  # the link really was down for ~4 s
+
+
+def test_with_curve_only_the_host_with_an_admitted_key_gets_frames(pipeline: Any,
+                                                                   hosts: Any) -> None:
+    from conftest import Role
+    from test_curve import keys
+    from vidpipe.config import dump_toml
+
+    keydir = keys(pipeline.root / "keys")  # server, client (admitted), rogue
+    site: Dict[str, Any] = {
+        "pipeline": {"heartbeat_ms": 200},
+        "cameras": {"cam0": camera(100, width=320, height=240, fps=20, wait=1,
+                                   bind="tcp://{}:5711".format(A_IP))},
+        "handlers": {"stages": ["gray"]},
+        "collector": {"bind": "tcp://{}:5712".format(A_IP), "exit_on_eos": True},
+        "security": {"curve": True, "keys_dir": str(keydir)},
+    }
+    pipeline.write_config(site)
+    rogue_site = dict(site, security=dict(site["security"], client_key="rogue"),
+                      pipeline=dict(site["pipeline"],
+                                    runtime_dir=str(pipeline.root / "rogue-run")),
+                      collector=dict(site["collector"], outputs=["log"]))
+    rogue_config = pipeline.root / "rogue.toml"
+    rogue_config.write_text(dump_toml(rogue_site))
+
+    collector = pipeline.start("collector", "main", prefix=hosts["A"])
+    rogue = Role(pipeline.root, rogue_config, "handler", "9", prefix=hosts["B"])
+    pipeline.roles.append(rogue)
+    rogue.ready()
+    pipeline.start("handler", "1", prefix=hosts["B"])
+    decoder = pipeline.start("decoder", "cam0", prefix=hosts["A"])
+    assert wait_exit(decoder, 60, pipeline) == 0
+    assert wait_exit(collector, 30, pipeline) == 0
+
+    ok = [r for r in pipeline.results() if r["status"] == "ok" and not r.get("late")]
+    assert len(ok) >= 95 and {r["meta"]["handler"] for r in ok} == {"1"}, pipeline.logs()
+    log = decoder.output()
+    assert "handler 9 joined" not in log and "refused a Curve client" in log, log
