@@ -54,8 +54,8 @@ class Collector:
         self.cameras: Dict[str, CameraStats] = {}
         self.bad = Tally()
         self.outputs = outputs if outputs is not None else make_outputs(self.cc)
-        self.sockets = transport.Sockets(
-            config.pipeline.max_frame_bytes, security.make(config.security, config.path, "collector " + name))
+        curve = security.make(config.security, config.path, "collector " + name)
+        self.sockets = transport.Sockets(config.pipeline.max_frame_bytes, curve)
         self.results = self.sockets.make(zmq.PULL, rcvhwm=256)
         self.poller = zmq.Poller()
         self.poller.register(self.results, zmq.POLLIN)
@@ -180,7 +180,7 @@ class Collector:
                         "was overwritten while in use" if after_use else "lost", reason, count)
         if not after_use:
             msg.header = msg.header._replace(flags=msg.header.flags & ~wire.FLAG_IMAGE,
-                                 payload_len=0)
+                                             payload_len=0)
             msg.payload = None
             msg.meta["image_lost"] = reason
 

@@ -72,8 +72,8 @@ class Decoder:
         self.reporter = Reporter(self.notifier, pipe.stats_interval_s,
                                  lambda now: self.status_text())
 
-        self.sockets = transport.Sockets(
-            pipe.max_frame_bytes, security.make(config.security, config.path, "decoder " + name))
+        curve = security.make(config.security, config.path, "decoder " + name)
+        self.sockets = transport.Sockets(pipe.max_frame_bytes, curve)
         if self.mode == "round-robin":
             self.out = self.sockets.make(zmq.PUSH, sndhwm=1, receives=False)
         else:

@@ -87,8 +87,8 @@ class Handler:
                 and config.collector.connect.startswith("ipc://"))):
             self.result_ring = ResultRing(results_dir(pipe.runtime_dir), name,
                                           self.hc.result_ring_mb * 1024 * 1024)
-        self.sockets = transport.Sockets(
-            pipe.max_frame_bytes, security.make(config.security, config.path, "handler " + name))
+        curve = security.make(config.security, config.path, "handler " + name)
+        self.sockets = transport.Sockets(pipe.max_frame_bytes, curve)
         self.results = self.sockets.make(zmq.PUSH, sndhwm=16, receives=False, immediate=True)
         self.inputs: Dict[str, zmq.Socket] = {}  # endpoint -> socket
         self.poller = zmq.Poller()
@@ -139,7 +139,7 @@ class Handler:
         try:
             for stage in self.chain:
                 stage.process(frame)
-            if self.result_ring is not None and self.hc.send_image:
+            if self.result_ring is not None:  # (only made when images are sent)
                 self.result_ring.claim(frame.image.shape, frame.image.dtype.name)
         except Exception as exc:  # a stage that fails here will be reported per frame
             log.debug("handler %s: warm-up: %s", self.name, exc)

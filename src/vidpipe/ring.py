@@ -54,6 +54,14 @@ def _itemsize(dtype: str) -> int:
     return size
 
 
+def _count(shape: Tuple[int, ...]) -> int:
+    """Elements in an array of ``shape`` (without NumPy's overhead per frame)."""
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
 def _align(n: int) -> int:
     return (n + 63) // 64 * 64
 
@@ -115,9 +123,7 @@ class RingWriter:
 
     def array(self, slot: int, shape: Tuple[int, ...], dtype: str = "uint8") -> np.ndarray:
         """A writable view of ``slot`` to capture into."""
-        count = 1
-        for dim in shape:
-            count *= dim
+        count = _count(shape)
         start = self._offset(slot) + HEADER_SIZE
         return np.frombuffer(self.map, dtype=dtype, count=count, offset=start).reshape(shape)
 
@@ -201,10 +207,7 @@ class ResultRing:
         return True
 
     def _take(self, shape: Tuple[int, ...], dtype: str) -> Optional[Tuple[int, np.ndarray]]:
-        count = 1
-        for dim in shape:
-            count *= dim
-        if not self._fit(count * _itemsize(dtype)):
+        if not self._fit(_count(shape) * _itemsize(dtype)):
             return None
         assert self.ring is not None
         slot = self.cursor
@@ -330,9 +333,7 @@ class RingReader:
         if have != seq:
             raise RingError("stale", "slot {} holds frame {}, not {}".format(
                 slot, have if have != WRITING else "(being written)", seq))
-        count = 1
-        for dim in shape:
-            count *= dim
+        count = _count(shape)
         expected = count * _itemsize(dtype)
         if nbytes != expected or expected > slot_size:
             raise RingError("bad_slot", "slot has {} bytes, frame needs {}".format(

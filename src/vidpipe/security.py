@@ -99,7 +99,6 @@ class Curve:
         keys = sec.keys_dir
         self.server_public, _ = _load(os.path.join(keys, sec.server_key + ".key"),
                                       config_path, "security.server_key", False)
-        self._server_secret: Optional[bytes] = None
         self._client: Optional["tuple[bytes, bytes]"] = None
         self.auth: Optional[object] = None
 
