@@ -271,3 +271,29 @@ def fake_jetson(root: Path, dlas: int = 2) -> Path:
     (root / "etc").mkdir()
     (root / "etc/group").write_text("root:x:0:\nvideo:x:44:\nrender:x:105:\n")
     return root
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for the collector's HTTP server)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 5.0) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll ``predicate`` until it returns something true; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after {}s waiting for {}".format(timeout, what))
+        time.sleep(interval)

@@ -46,6 +46,34 @@ def _parser() -> argparse.ArgumentParser:
     devs.add_argument("--json", action="store_true", help="machine-readable output")
     devs.add_argument("--root", help="system root to look in (default: $VIDPIPE_SYSROOT or /)")
 
+    status = sub.add_parser("status", help="every vidpipe role on this host: state, fps, "
+                            "latency, drops, restarts, cores; and the accelerators")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--prometheus", action="store_true",
+                        help="print the metrics page (Prometheus text format)")
+    status.add_argument("--no-units", action="store_true",
+                        help="do not ask systemd about the units")
+
+    tap = sub.add_parser("tap", help="subscribe to a camera's frames: per-frame stats, "
+                         "a summary, an HDF5 copy, and the frames this tap missed")
+    tap.add_argument("camera", help="camera name, e.g. cam0")
+    tap.add_argument("--from", dest="source", choices=("decoder", "collector"),
+                     default="decoder", help="camera frames (decoder, the default) or "
+                     "processed results (collector)")
+    tap.add_argument("--endpoint", default="", help="connect here instead of the "
+                     "configured tap address (e.g. tcp://host:5601)")
+    tap.add_argument("--stats", action="store_true",
+                     help="print min/max/mean and the gap count per frame")
+    tap.add_argument("--summary", metavar="OUT.npy", default="",
+                     help="on exit, save seq, capture_ns, min, max, mean per frame")
+    tap.add_argument("--save", metavar="OUT.h5", default="",
+                     help="record what arrives to HDF5 (needs python3-h5py)")
+    tap.add_argument("--frames", type=int, default=0, help="stop after N frames")
+    tap.add_argument("--duration", type=float, default=0, help="stop after N seconds")
+    tap.add_argument("--slow-ms", type=float, default=0,
+                     help="spend N ms per frame (to see what a slow consumer misses)")
+    tap.add_argument("--json", action="store_true", help="print the final report as JSON")
+
     keygen = sub.add_parser("keygen", help="make a CurveZMQ key pair for [security] "
                             "curve = true")
     keygen.add_argument("name", help="key name, e.g. server, client, or a host's name")
@@ -154,6 +182,40 @@ def _devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from vidpipe import metrics, status
+
+    config = load_config(args.config)
+    report = status.gather(config.pipeline.runtime_dir, with_units=not args.no_units)
+    if args.prometheus:
+        sys.stdout.write(metrics.render(report["roles"]))
+    elif args.json:
+        print(status.as_json(report))
+    else:
+        sys.stdout.write(status.table(report))
+    return 0
+
+
+def _tap(args: argparse.Namespace) -> int:
+    from vidpipe.service import Stopper, setup_logging
+    from vidpipe.tapclient import Tap, print_report
+
+    config = load_config(args.config)
+    setup_logging("warning")
+    if args.save:
+        from vidpipe.h5store import require_h5py
+
+        try:
+            require_h5py()
+        except RuntimeError as exc:
+            raise ConfigError("", "tap --save", str(exc)) from None
+    tap = Tap(config, args.camera, args.source, args.endpoint,
+              sys.stdout if args.stats else None, args.summary, args.save, args.slow_ms)
+    report = tap.run(Stopper().install(), args.frames, args.duration)
+    print_report(report, args.json, sys.stdout if args.json else sys.stderr)
+    return 0
+
+
 def _keygen(args: argparse.Namespace) -> int:
     import re
 
@@ -205,6 +267,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _cameras(args)
         if args.command == "devices":
             return _devices(args)
+        if args.command == "status":
+            return _status(args)
+        if args.command == "tap":
+            return _tap(args)
         if args.command == "keygen":
             return _keygen(args)
         if args.command == "udev-name":

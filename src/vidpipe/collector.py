@@ -6,20 +6,26 @@ measures end-to-end latency (capture to release), counts gaps and feeds the
 outputs. The pipeline runs without it; nothing upstream blocks on it.
 """
 
+import json
 import logging
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import zmq
 
-from vidpipe import security, transport, wire
+from vidpipe import metrics, security, transport, wire
 from vidpipe.codec import parse_result_ref
 from vidpipe.config import Config
 from vidpipe.ordering import DROPPED, OK, CameraOrder, Entry
 from vidpipe.outputs import Output, make_outputs
+from vidpipe.preview import PreviewOutput
+from vidpipe.recording import RecordOutput
 from vidpipe.ring import RingError, RingReader, results_dir
+from vidpipe.board import Board, read_board
 from vidpipe.service import Notifier, Reporter, Stopper
-from vidpipe.stats import LatencyWindow, RateMeter, Tally, fmt_ms
+from vidpipe.tap import TapPublisher
+from vidpipe.web import WebServer
+from vidpipe.stats import Histogram, LatencyWindow, RateMeter, Tally, fmt_ms
 
 log = logging.getLogger("vidpipe.collector")
 POLL_SLICE = 0.05
@@ -29,8 +35,18 @@ class CameraStats:
     def __init__(self, order: CameraOrder) -> None:
         self.order = order
         self.latency = LatencyWindow()
+        self.histogram = Histogram()
         self.rate = RateMeter()
         self.reported = False
+
+    def snapshot(self) -> Dict[str, Any]:
+        o = self.order
+        return {"frames": o.processed, "dropped": o.dropped.as_dict(), "missing": o.missing,
+                "late": o.late, "fps": round(self.rate.rate(), 2),
+                "latency_p50_ms": self.latency.percentile(50),
+                "latency_p99_ms": self.latency.percentile(99),
+                "latency_hist": self.histogram.as_dict(), "held": len(o.pending),
+                "ended": o.finished}
 
     def line(self) -> str:
         o = self.order
@@ -53,23 +69,77 @@ class Collector:
         self.timeout = config.pipeline.max_latency_ms / 1000.0
         self.cameras: Dict[str, CameraStats] = {}
         self.bad = Tally()
-        self.outputs = outputs if outputs is not None else make_outputs(self.cc)
+        self.preview: Optional[PreviewOutput] = None
+        self.recording: Optional[RecordOutput] = None
+        self.outputs = outputs if outputs is not None else self.make_outputs()
         curve = security.make(config.security, config.path, "collector " + name)
         self.sockets = transport.Sockets(config.pipeline.max_frame_bytes, curve)
+        self.tap = TapPublisher(self.sockets, self.cc.tap, config.pipeline.tap_hwm) \
+            if config.pipeline.taps else None
+        self.web: Optional[WebServer] = None
         self.results = self.sockets.make(zmq.PULL, rcvhwm=256)
         self.poller = zmq.Poller()
         self.poller.register(self.results, zmq.POLLIN)
         self.reporter = Reporter(self.notifier, config.pipeline.stats_interval_s,
-                                 self.status_text, self.stats_lines)
+                                 self.status_text, self.stats_lines,
+                                 board=Board(config.pipeline.runtime_dir, "collector", name),
+                                 snapshot=self.snapshot)
         self.last_message = 0.0
         self.result_rings = RingReader(results_dir(config.pipeline.runtime_dir), keep=256)
         self.images_lost = Tally()
 
+    def make_outputs(self) -> List[Output]:
+        cc, cameras = self.cc, self.config.cameras
+        outputs = make_outputs(cc)
+        if "preview" in cc.outputs:
+            self.preview = PreviewOutput(cc.preview_fps, cc.preview_width, cc.preview_quality,
+                                         cc.preview_boxes, sorted(cameras))
+            outputs.append(self.preview)
+        if "record" in cc.outputs:
+            try:
+                self.recording = RecordOutput(
+                    cc.record_dir, cc.record_formats, cc.record_segment_s, cc.record_max_bytes,
+                    cc.record_max_age_s, cc.record_min_free_mb * 2 ** 20,
+                    lambda cam: cameras[cam].fps if cam in cameras and cameras[cam].fps
+                    else 30.0)
+                outputs.append(self.recording)
+            except (OSError, RuntimeError) as exc:
+                log.error("collector %s: recording is off: %s (collector.record_dir = %s)",
+                          self.name, exc, cc.record_dir)
+        return outputs
+
+    def start_web(self) -> None:
+        routes: Dict[str, Any] = {}
+        if self.preview is not None:
+            routes.update(self.preview.routes())
+        if self.cc.metrics:
+            runtime = self.config.pipeline.runtime_dir
+            routes[r"/metrics"] = lambda req, _m: req.send_text(
+                200, metrics.render(read_board(runtime)),
+                "text/plain; version=0.0.4; charset=utf-8")
+            routes[r"/status\.json"] = lambda req, _m: req.send_text(
+                200, json.dumps(read_board(runtime)), "application/json")
+        if not routes:
+            return
+        self.web = WebServer(self.cc.http_listen, routes)
+        if self.web.start():
+            log.info("collector %s: http://%s/ (%s)", self.name, self.cc.http_listen,
+                     ", ".join(n for n, on in (("preview", self.preview is not None),
+                                               ("metrics", self.cc.metrics)) if on))
+        else:
+            log.error("collector %s: %s; preview and metrics are off (collector.http_listen)",
+                      self.name, self.web.error)
+            self.web = None
+
     def start(self) -> None:
         self.sockets.bind(self.results, self.cc.bind)
+        if self.tap is not None:
+            self.tap.bind()
+        self.start_web()
         log.info("collector %s: results on %s, outputs %s", self.name, self.cc.bind,
                  ",".join(self.cc.outputs) or "(none)")
         self.notifier.ready(self.status_text())
+        self.reporter.publish(time.monotonic())
 
     def run(self) -> int:
         self.start()
@@ -100,6 +170,8 @@ class Collector:
         for cam in self.cameras.values():
             self.deliver(cam, cam.order.expire(now))
         self.reporter.tick(now)
+        if self.tap is not None:
+            self.tap.tick()
 
     def camera(self, name: str) -> CameraStats:
         cam = self.cameras.get(name)
@@ -193,13 +265,35 @@ class Collector:
             if entry.status == OK and not entry.late:
                 latency = (now_ns - entry.message.header.capture_ns) / 1e6
                 cam.latency.add(latency)
+                cam.histogram.add(latency / 1000.0)
                 cam.rate.tick()
             for output in self.outputs:
                 output.emit(cam.order.camera, entry, latency)
+            if self.tap is not None:
+                self._tap(cam.order, entry)
         if cam.order.finished and not cam.reported:
             cam.reported = True
+            for output in self.outputs:
+                output.end_of_stream(cam.order.camera)
+            if self.tap is not None:
+                o = cam.order
+                self.tap.publish_end(o.camera, wire.control_parts(
+                    wire.EOS, {}, o.camera, o.stream or 0, o.eos_total or 0), wait=False)
             log.info("collector %s: %s ended: %s", self.name, cam.order.camera,
                      cam.order.summary())
+
+    def _tap(self, order: CameraOrder, entry: Entry) -> None:
+        camera = order.camera
+        if entry.late or entry.status not in (OK, DROPPED) or not self.tap.wanted(camera):
+            return
+        if entry.status == OK:
+            msg = entry.message
+            payload = msg.payload if msg.payload is not None else b""
+            parts = [msg.header.pack(), wire.meta_bytes(msg.meta), payload]
+        else:
+            parts = wire.control_parts(wire.DROP, {"reason": entry.reason}, camera,
+                                       order.stream or 0, entry.seq)
+        self.tap.publish(camera, parts)
 
     def all_ended(self) -> bool:
         expected = set(self.config.cameras) or set(self.cameras)
@@ -241,10 +335,22 @@ class Collector:
                            latency_p99_ms=cam.latency.percentile(99))
                 for name, cam in self.cameras.items()}
 
+    def snapshot(self, now: float) -> Dict[str, Any]:
+        return {"cameras": {name: cam.snapshot() for name, cam in self.cameras.items()},
+                "queue_depth": sum(len(cam.order.pending) for cam in self.cameras.values()),
+                "malformed": self.bad.as_dict(), "images_lost": self.images_lost.as_dict(),
+                "outputs": list(self.cc.outputs), "why_idle": self.why_idle(now),
+                "recording": self.recording.status() if self.recording else None,
+                "preview_encoded": self.preview.encoded if self.preview else None,
+                "http": "http://{}/".format(self.cc.http_listen) if self.web else None}
+
     def close(self) -> None:
+        self.reporter.publish(time.monotonic(), "stopped")
         self.notifier.stopping()
         for line in self.stats_lines(time.monotonic()):
             log.info("%s", line)
+        if self.web is not None:
+            self.web.close()
         for output in self.outputs:
             output.close()
         self.sockets.close()

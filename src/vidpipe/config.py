@@ -21,7 +21,8 @@ DEFAULT_PATH = "/etc/vidpipe/pipeline.toml"
 DEFAULT_RUNTIME_DIR = "/run/vidpipe"
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,31}$")
 DISPATCH_MODES = ("balanced", "round-robin", "by-camera")
-OUTPUTS = ("log", "jsonl", "display")
+OUTPUTS = ("log", "jsonl", "display", "preview", "record")
+RECORD_FORMATS = ("mp4", "hdf5")
 ACCELERATOR_RE = re.compile(r"^(cpu|cuda[0-9]+|dla[0-9]+)$")
 
 
@@ -129,6 +130,8 @@ class PipelineConfig:
     max_frame_bytes: int = 256 * 1024 * 1024
     stats_interval_s: float = 10.0
     log_level: str = "info"
+    taps: bool = True
+    tap_hwm: int = 8
 
 
 PIPELINE_RULES = {
@@ -140,6 +143,8 @@ PIPELINE_RULES = {
     "max_frame_bytes": Rule(int, 1024, 4 * 1024 ** 3),
     "stats_interval_s": Rule(float, 0, 86400),
     "log_level": Rule(str, choices=("debug", "info", "warning", "error")),
+    "taps": Rule(bool),
+    "tap_hwm": Rule(int, 1, 10000),
 }
 
 
@@ -165,6 +170,7 @@ class CameraConfig:
     match_serial: str = ""
     match_by_id: str = ""
     match_by_path: str = ""
+    tap: str = ""
 
 
 _ENDPOINT = Rule(str, pattern=re.compile(r"^(ipc://.+|tcp://.+:[0-9]+)?$"),
@@ -190,6 +196,7 @@ CAMERA_RULES = {
     "match_serial": Rule(str),
     "match_by_id": Rule(str),
     "match_by_path": Rule(str),
+    "tap": _ENDPOINT,
 }
 
 
@@ -227,6 +234,19 @@ class CollectorConfig:
     jsonl_path: str = ""
     jsonl_checksum: bool = False
     exit_on_eos: bool = False
+    http_listen: str = "127.0.0.1:8090"
+    metrics: bool = False
+    preview_fps: float = 5.0
+    preview_width: int = 960
+    preview_quality: int = 80
+    preview_boxes: bool = True
+    record_dir: str = "/var/lib/vidpipe/recordings"
+    record_formats: List[str] = field(default_factory=lambda: ["mp4"])
+    record_segment_s: float = 300.0
+    record_max_bytes: int = 1024 ** 3
+    record_max_age_s: float = 0.0
+    record_min_free_mb: int = 256
+    tap: str = ""
 
 
 COLLECTOR_RULES = {
@@ -237,6 +257,19 @@ COLLECTOR_RULES = {
     "jsonl_path": Rule(str),
     "jsonl_checksum": Rule(bool),
     "exit_on_eos": Rule(bool),
+    "http_listen": Rule(str),
+    "metrics": Rule(bool),
+    "preview_fps": Rule(float, 0.1, 60),
+    "preview_width": Rule(int, 16, 16384),
+    "preview_quality": Rule(int, 1, 100),
+    "preview_boxes": Rule(bool),
+    "record_dir": Rule(str, pattern=re.compile(r"^/"), allowed="an absolute path"),
+    "record_formats": Rule(list, item=str, choices=RECORD_FORMATS),
+    "record_segment_s": Rule(float, 1, 86400),
+    "record_max_bytes": Rule(int, 1024 * 1024),
+    "record_max_age_s": Rule(float, 0),
+    "record_min_free_mb": Rule(int, 0),
+    "tap": _ENDPOINT,
 }
 
 @dataclass
@@ -328,6 +361,35 @@ def _check_cpus(path: str, key: str, cpus: List[int]) -> None:
                               .format(cpu, count - 1))
 
 
+LISTEN_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):([0-9]{1,5})$")
+
+
+def split_listen(text: str) -> Tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``) into a bind address; raises ValueError."""
+    match = LISTEN_RE.match(text)
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise ValueError("must be HOST:PORT such as 127.0.0.1:8090, got {!r}".format(text))
+    return match.group(1).strip("[]"), int(match.group(2))
+
+
+def _check_collector_outputs(path: str, cc: "CollectorConfig") -> None:
+    if "preview" in cc.outputs or cc.metrics:
+        try:
+            split_listen(cc.http_listen)
+        except ValueError as exc:
+            raise ConfigError(path, "collector.http_listen", str(exc)) from None
+    if "record" in cc.outputs:
+        if not cc.record_formats:
+            raise ConfigError(path, "collector.record_formats",
+                              "must name at least one of {}".format(", ".join(RECORD_FORMATS)))
+        if "hdf5" in cc.record_formats:
+            try:
+                import h5py  # noqa: F401
+            except ImportError:
+                raise ConfigError(path, "collector.record_formats", "'hdf5' needs the h5py "
+                                  "module (Debian: apt install python3-h5py)") from None
+
+
 def make_camera(path: str, runtime: str, name: str, raw: Mapping[str, Any]) -> CameraConfig:
     """A validated camera section, endpoints filled in."""
     section = "cameras.{}".format(name)
@@ -339,7 +401,10 @@ def make_camera(path: str, runtime: str, name: str, raw: Mapping[str, Any]) -> C
         camera.bind = "ipc://{}/decoder-{}.sock".format(runtime, name)
     if not camera.connect:
         camera.connect = connect_from_bind(camera.bind)
+    if not camera.tap:
+        camera.tap = "ipc://{}/tap-{}.sock".format(runtime, name)
     _check_endpoint(path, section + ".bind", camera.bind)
+    _check_endpoint(path, section + ".tap", camera.tap)
     if camera.encoding == "lz4":
         try:
             import lz4.block  # noqa: F401
@@ -402,6 +467,10 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<built-in>") -> Confi
                                   "'shm' needs the collector on this host (collector.connect "
                                   "is {}); use \"auto\" or \"inline\"".format(
                                       collector.connect))
+    if not collector.tap:
+        collector.tap = "ipc://{}/tap-collector.sock".format(runtime)
+    _check_endpoint(path, "collector.tap", collector.tap)
+    _check_collector_outputs(path, collector)
     if "jsonl" in collector.outputs and not collector.jsonl_path:
         raise ConfigError(path, "collector.jsonl_path",
                           "must be set when outputs contains 'jsonl'")

@@ -18,6 +18,8 @@ from vidpipe import naming, security, transport, wire
 from vidpipe.config import CameraConfig, Config, ConfigError
 from vidpipe.dispatch import Balancer, Peer
 from vidpipe.framing import Framer
+from vidpipe.board import Board
+from vidpipe.tap import TapPublisher
 from vidpipe.service import Notifier, Reporter, Stopper
 from vidpipe.sources import Source, SourceError, make_source
 from vidpipe.stats import RateMeter, Tally
@@ -70,7 +72,9 @@ class Decoder:
         self.started = False
         self.ended = False
         self.reporter = Reporter(self.notifier, pipe.stats_interval_s,
-                                 lambda now: self.status_text())
+                                 lambda now: self.status_text(),
+                                 board=Board(pipe.runtime_dir, "decoder", name),
+                                 snapshot=self.snapshot)
 
         curve = security.make(config.security, config.path, "decoder " + name)
         self.sockets = transport.Sockets(pipe.max_frame_bytes, curve)
@@ -83,6 +87,8 @@ class Decoder:
             # stage still answers, a dead host's connection is dropped
             self.out.setsockopt(zmq.HEARTBEAT_IVL, pipe.heartbeat_ms)
             self.out.setsockopt(zmq.HEARTBEAT_TIMEOUT, pipe.handler_timeout_ms)
+        self.tap = TapPublisher(self.sockets, self.cam.tap, pipe.tap_hwm) if pipe.taps \
+            else None
         self.notices = self.sockets.make(zmq.PUSH, sndhwm=10000, receives=False,
                                          immediate=True)
         self.poller = zmq.Poller()
@@ -97,6 +103,8 @@ class Decoder:
     def start(self) -> None:
         self.sockets.bind(self.out, self.cam.bind)
         self.sockets.connect(self.notices, self.config.collector.connect)
+        if self.tap is not None:
+            self.tap.bind()
         log.info("%s: %s, dispatch %s, frames on %s, %s", self.name, self.source.describe(),
                  self.mode, self.cam.bind, self.framer.describe())
         self._try_open(time.monotonic())
@@ -123,6 +131,7 @@ class Decoder:
             # is not there yet is a state to report, not a failed start.
             self.ready_sent = True
             self.notifier.ready(self.status_text())
+            self.reporter.publish(time.monotonic())
 
     # ------------------------------------------------------------------ main loop
 
@@ -193,13 +202,21 @@ class Decoder:
         self.service(0)
         if self.framer.shm and slot is None:
             self.drop(seq, capture_ns, "no_slot")  # every slot still held by handlers
+            self._tap(image, seq, capture_ns)
             return True
         parts = self.framer.parts(image, slot, seq, capture_ns, self.name)
         if self.dispatch(seq, capture_ns, parts):
             self.framer.sent(seq, slot)
         else:
             self.framer.unsent(slot)
+        self._tap(image, seq, capture_ns)
         return True
+
+    def _tap(self, image: Any, seq: int, capture_ns: int) -> None:
+        """Every frame read goes to the taps (after dispatch: no latency added)."""
+        if self.tap is not None and self.tap.wanted(self.name):
+            self.tap.publish(self.name, wire.frame_parts(image, self.name, self.stream, seq,
+                                                         capture_ns))
 
     # ------------------------------------------------------------------ dispatch
 
@@ -360,6 +377,17 @@ class Decoder:
         why = self.why_idle()
         return text + (" - " + why if why else "")
 
+    def snapshot(self, now: float) -> Dict[str, Any]:
+        """The numbers ``vidpipe status`` and ``/metrics`` show for this camera."""
+        return {"cameras": {self.name: {"frames": self.read, "sent": self.sent,
+                                        "dropped": self.dropped.as_dict(),
+                                        "fps": round(self.rate.rate(), 2)}},
+                "source": self.source.describe(), "source_open": self.source_open,
+                "handlers": len(self.balancer) if self.mode != "round-robin" else None,
+                "queue_depth": self.balancer.in_flight(), "resent": self.redispatched,
+                "malformed": self.bad.as_dict(), "why_idle": self.why_idle(),
+                "tapped": bool(self.tap is not None and self.tap.wanted(self.name))}
+
     def finish(self) -> int:
         """Drain frames in flight, then tell the collector the totals."""
         self.notifier.stopping()
@@ -374,6 +402,8 @@ class Decoder:
         totals: Dict[str, Any] = {"read": self.read, "sent": self.sent,
                                   "dropped": self.dropped.as_dict(), "ended": self.ended}
         eos = wire.control_parts(wire.EOS, totals, self.name, self.stream, self.read)
+        if self.tap is not None:
+            self.tap.publish_end(self.name, eos)
         # the notices still queued, EOS last, get a second to reach the collector
         self.notices.setsockopt(zmq.LINGER, 1000)
         self.notices.setsockopt(zmq.SNDTIMEO, 1000)
@@ -384,6 +414,7 @@ class Decoder:
         return 0
 
     def close(self) -> None:
+        self.reporter.publish(time.monotonic(), "stopped")
         self.source.close()
         if self.monitor is not None:
             self.out.disable_monitor()

@@ -20,6 +20,7 @@ from vidpipe import accel, security, transport, wire
 from vidpipe.codec import FrameDecoder, result_ref
 from vidpipe.config import Config, ConfigError
 from vidpipe.ring import ResultRing, results_dir
+from vidpipe.board import Board
 from vidpipe.service import Notifier, Reporter, Stopper, pin_cpus
 from vidpipe.stages import Frame, Stage, build_chain
 from vidpipe.stats import LatencyWindow, RateMeter, Tally, fmt_ms
@@ -94,7 +95,10 @@ class Handler:
         self.poller = zmq.Poller()
         self.last_beat = 0.0
         self.last_discovery = 0.0
-        self.reporter = Reporter(self.notifier, pipe.stats_interval_s, self.status_text)
+        self.per_camera = Tally()
+        self.reporter = Reporter(self.notifier, pipe.stats_interval_s, self.status_text,
+                                 board=Board(pipe.runtime_dir, "handler", name),
+                                 snapshot=self.snapshot)
         self.last_frame_at = 0.0
 
     # ------------------------------------------------------------------ sockets
@@ -159,6 +163,7 @@ class Handler:
                  ",".join(s.name for s in self.chain) or "(none)", self.mode,
                  ",".join(map(str, self.cpus)), self.accelerator)
         self.notifier.ready(self.status_text())
+        self.reporter.publish(time.monotonic())
 
     def run(self) -> int:
         self.start()
@@ -225,6 +230,7 @@ class Handler:
             parts = self.result(head, frame, pixels, ref is not None, meta)
             if transport.send_nowait(self.results, parts):
                 self.processed += 1
+                self.per_camera[head.camera] += 1
                 self.rate.tick()
                 self.latency.add((time.time_ns() - head.capture_ns) / 1e6)
             else:
@@ -296,7 +302,19 @@ class Handler:
         why = self.why_idle(now)
         return text + (" - " + why if why else "")
 
+    def snapshot(self, now: float) -> Dict[str, Any]:
+        return {"cameras": {cam: {"frames": n} for cam, n in self.per_camera.items()},
+                "frames": self.processed, "dropped": self.dropped.as_dict(),
+                "fps": round(self.rate.rate(now), 2),
+                "latency_p50_ms": self.latency.percentile(50),
+                "latency_p99_ms": self.latency.percentile(99),
+                "stages": list(self.hc.stages), "accelerator": self.accelerator,
+                "decoders": len(self.inputs), "undelivered": self.undelivered,
+                "queue_depth": 0, "malformed": self.bad.as_dict(),
+                "why_idle": self.why_idle(now)}
+
     def close(self) -> None:
+        self.reporter.publish(time.monotonic(), "stopped")
         self.notifier.stopping()
         for sock in self.inputs.values():
             if self.mode != "round-robin":

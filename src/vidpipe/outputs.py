@@ -22,6 +22,9 @@ class Output:
     def emit(self, camera: str, entry: Entry, latency_ms: Optional[float]) -> None:
         pass
 
+    def end_of_stream(self, camera: str) -> None:
+        """Every frame of ``camera``'s stream has been emitted."""
+
     def close(self) -> None:
         pass
 

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 log = logging.getLogger("vidpipe")
 
@@ -92,21 +92,34 @@ class Notifier:
 
 
 class Reporter:
-    """A role's voice: ``STATUS=`` to systemd twice a second (when it changed) and
-    its stats lines to the log every ``interval`` seconds (0: never)."""
+    """A role's voice: ``STATUS=`` to systemd and its numbers to the status board
+    twice a second, and its stats lines to the log every ``interval`` seconds
+    (0: never)."""
 
     def __init__(self, notifier: Notifier, interval: float, status: Callable[[float], str],
-                 lines: Optional[Callable[[float], List[str]]] = None) -> None:
+                 lines: Optional[Callable[[float], List[str]]] = None,
+                 board: Any = None,
+                 snapshot: Optional[Callable[[float], Dict[str, Any]]] = None) -> None:
         self.notifier = notifier
         self.interval = interval
         self.status = status
         self.lines = lines or (lambda now: [status(now)])
+        self.board = board
+        self.snapshot = snapshot
         self.last_status = self.last_log = time.monotonic()
+
+    def publish(self, now: float, state: str = "running") -> None:
+        """Put the role's numbers on the board now (at start, each tick, at exit)."""
+        if self.board is not None and self.snapshot is not None:
+            doc = self.snapshot(now)
+            doc["status"] = self.status(now)
+            self.board.publish(doc, state)
 
     def tick(self, now: float) -> None:
         if now - self.last_status >= 0.5:
             self.last_status = now
             self.notifier.status(self.status(now))
+            self.publish(now)
         if self.interval and now - self.last_log >= self.interval:
             self.last_log = now
             for line in self.lines(now):

@@ -2,7 +2,7 @@
 
 import time
 from collections import Counter, deque
-from typing import Deque, Dict, Optional
+from typing import Deque, Dict, Optional, Tuple
 
 
 class LatencyWindow:
@@ -62,3 +62,28 @@ class Tally(Counter):  # type: ignore[type-arg]
 
 def fmt_ms(value: Optional[float]) -> str:
     return "-" if value is None else "{:.1f}".format(value)
+
+
+LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Histogram:
+    """Cumulative counts of samples at or under each bound (seconds), the way a
+    Prometheus histogram counts them; never reset while the process runs."""
+
+    def __init__(self, bounds: Tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.count = 0
+        self.sum = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.sum += seconds
+        for i, bound in enumerate(self.bounds):
+            if seconds <= bound:
+                self.counts[i] += 1
+
+    def as_dict(self) -> Dict[str, object]:
+        return {"bounds": list(self.bounds), "counts": list(self.counts), "count": self.count,
+                "sum": round(self.sum, 6)}

@@ -1,0 +1,113 @@
+"""The status board: every role's live numbers as a small JSON file.
+
+Each running role rewrites ``RUNTIME_DIR/status/ROLE-NAME.json`` (atomically:
+write, then rename) about twice a second. ``vidpipe status`` and the
+collector's ``/metrics`` read these files; nothing polls the journal and no
+role waits on a reader. The runtime directory is a tmpfs, so ``restarts``
+counts the starts of that role since boot, less one.
+"""
+
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+log = logging.getLogger("vidpipe.board")
+
+UNITS = {"decoder": "vid-decoder@{}.service", "handler": "vid-handler@{}.service",
+         "collector": "vid-collector.service"}
+
+
+def board_dir(runtime_dir: str) -> str:
+    return os.path.join(runtime_dir, "status")
+
+
+def unit_name(role: str, name: str) -> str:
+    return UNITS.get(role, "{}").format(name)
+
+
+class Board:
+    """One role's entry on the board."""
+
+    def __init__(self, runtime_dir: str, role: str, name: str) -> None:
+        self.role, self.name = role, name
+        self.dir = board_dir(runtime_dir)
+        self.path = os.path.join(self.dir, "{}-{}.json".format(role, name))
+        self.started = time.time()
+        self.failed = False
+        previous = read_entry(self.path)
+        self.restarts = int(previous.get("restarts", -1)) + 1 if previous else 0
+
+    def publish(self, snapshot: Dict[str, Any], state: str = "running") -> None:
+        doc = {"role": self.role, "name": self.name, "unit": unit_name(self.role, self.name),
+               "pid": os.getpid(), "state": state, "started": round(self.started, 3),
+               "updated": round(time.time(), 3), "restarts": self.restarts,
+               "cpus": sorted(os.sched_getaffinity(0))}
+        doc.update(snapshot)
+        tmp = "{}.{}.tmp".format(self.path, os.getpid())
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(doc, handle, separators=(",", ":"), default=str)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            if not self.failed:  # the video goes on; say it once
+                self.failed = True
+                log.error("cannot write status to %s: %s (vidpipe status will not show "
+                          "this %s)", self.path, exc, self.role)
+
+
+def read_entry(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            doc = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_board(runtime_dir: str) -> List[Dict[str, Any]]:
+    """Every entry, with ``alive`` set from its pid; ordered decoder, handler, collector."""
+    directory = board_dir(runtime_dir)
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(".json"))
+    except OSError:
+        return []
+    entries = []
+    for name in names:
+        doc = read_entry(os.path.join(directory, name))
+        if not doc.get("role"):
+            continue
+        doc["alive"] = doc.get("state") == "running" and pid_alive(doc.get("pid"))
+        if doc.get("state") == "running" and not doc["alive"]:
+            doc["state"] = "dead"  # killed without a chance to say so
+        entries.append(doc)
+    order = {"decoder": 0, "handler": 1, "collector": 2}
+    entries.sort(key=lambda d: (order.get(d["role"], 3), _natural(str(d.get("name", "")))))
+    return entries
+
+
+def _natural(text: str) -> List[Any]:
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"([0-9]+)", text)]
+
+
+def find_entry(entries: List[Dict[str, Any]], role: str, name: str) -> Optional[Dict[str, Any]]:
+    for doc in entries:
+        if doc.get("role") == role and doc.get("name") == name:
+            return doc
+    return None

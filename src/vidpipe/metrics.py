@@ -1,0 +1,102 @@
+"""Prometheus text exposition (format 0.0.4) of the status board.
+
+Counters are the roles' own totals since they started; a restarted role
+starts again from zero, which Prometheus' ``rate()`` handles as a counter
+reset. A role that died keeps ``vidpipe_up 0`` until its entry is replaced.
+"""
+
+from typing import Any, Dict, Iterable, List, Tuple
+
+Labels = Tuple[Tuple[str, str], ...]
+
+HELP = {
+    "vidpipe_up": ("gauge", "1 if the role's process is running"),
+    "vidpipe_frames_total": ("counter", "Frames read (decoder), processed (handler) or "
+                             "delivered in order (collector)"),
+    "vidpipe_frames_dropped_total": ("counter", "Frames given up, by reason"),
+    "vidpipe_frames_missing_total": ("counter", "Sequence numbers the collector never "
+                                     "heard of (gaps)"),
+    "vidpipe_fps": ("gauge", "Frames per second over the last few seconds"),
+    "vidpipe_latency_seconds": ("histogram", "Capture to in-order delivery at the "
+                                "collector"),
+    "vidpipe_restarts_total": ("counter", "Starts of this role since boot, less one"),
+    "vidpipe_queue_depth": ("gauge", "Frames in flight (decoder) or held for reordering "
+                            "(collector)"),
+    "vidpipe_malformed_messages_total": ("counter", "Messages dropped as malformed, by "
+                                         "reason"),
+}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _fmt(value: float) -> str:
+    if value == float("inf"):
+        return "+Inf"
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+class Exposition:
+    def __init__(self) -> None:
+        self.samples: Dict[str, List[Tuple[str, Labels, float]]] = {}
+
+    def add(self, family: str, value: Any, suffix: str = "", **labels: str) -> None:
+        if value is None:
+            return
+        key = tuple(sorted(labels.items()))
+        self.samples.setdefault(family, []).append((family + suffix, key, value))
+
+    def text(self) -> str:
+        lines: List[str] = []
+        for family, (kind, help_text) in HELP.items():
+            rows = self.samples.get(family)
+            if not rows:
+                continue
+            lines.append("# HELP {} {}".format(family, help_text))
+            lines.append("# TYPE {} {}".format(family, kind))
+            for name, labels, value in rows:
+                body = ",".join('{}="{}"'.format(k, _escape(str(v))) for k, v in labels)
+                lines.append("{}{} {}".format(name, "{" + body + "}" if body else "",
+                                              _fmt(value)))
+        return "\n".join(lines) + "\n"
+
+
+def render(entries: Iterable[Dict[str, Any]]) -> str:
+    """The ``/metrics`` page for the board ``entries`` (see ``board.read_board``)."""
+    out = Exposition()
+    for doc in entries:
+        role, name = str(doc.get("role")), str(doc.get("name"))
+        out.add("vidpipe_up", 1 if doc.get("alive") else 0, role=role, name=name)
+        out.add("vidpipe_restarts_total", doc.get("restarts", 0), role=role, name=name)
+        out.add("vidpipe_queue_depth", doc.get("queue_depth"), role=role, name=name)
+        for reason, count in (doc.get("malformed") or {}).items():
+            out.add("vidpipe_malformed_messages_total", count, role=role, name=name,
+                    reason=reason)
+        if role == "handler":
+            for reason, count in (doc.get("dropped") or {}).items():
+                out.add("vidpipe_frames_dropped_total", count, role=role, name=name,
+                        camera="", reason=reason)
+        for camera, cam in sorted((doc.get("cameras") or {}).items()):
+            labels = {"camera": camera, "role": role, "name": name}
+            out.add("vidpipe_frames_total", cam.get("frames"), **labels)
+            out.add("vidpipe_fps", cam.get("fps"), **labels)
+            if role != "handler":
+                for reason, count in (cam.get("dropped") or {}).items():
+                    out.add("vidpipe_frames_dropped_total", count, reason=reason, **labels)
+            if role == "collector":
+                out.add("vidpipe_frames_missing_total", cam.get("missing"), **labels)
+                _histogram(out, cam.get("latency_hist"), labels)
+    return out.text()
+
+
+def _histogram(out: Exposition, hist: Any, labels: Dict[str, str]) -> None:
+    if not isinstance(hist, dict) or "counts" not in hist:
+        return
+    for bound, count in zip(hist["bounds"], hist["counts"]):
+        out.add("vidpipe_latency_seconds", count, "_bucket", le=_fmt(bound), **labels)
+    out.add("vidpipe_latency_seconds", hist["count"], "_bucket", le="+Inf", **labels)
+    out.add("vidpipe_latency_seconds", hist["sum"], "_sum", **labels)
+    out.add("vidpipe_latency_seconds", hist["count"], "_count", **labels)

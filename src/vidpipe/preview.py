@@ -1,0 +1,226 @@
+"""Live preview: an index page and one MJPEG stream per camera, in a browser.
+
+The collector's loop only shrinks a processed frame to the preview width, at
+most ``preview_fps`` times a second and only while somebody watches; JPEG
+encoding and box drawing happen in a thread of their own, and each browser is
+served from its own thread. So a viewer never slows the pipeline, and nobody
+watching costs nothing.
+"""
+
+import html
+import logging
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from vidpipe.ordering import OK, Entry
+from vidpipe.outputs import Output
+from vidpipe.web import Request
+
+log = logging.getLogger("vidpipe.preview")
+BOUNDARY = "vidpipeframe"
+MAX_CAMERAS = 1024
+
+
+class Feed:
+    """The newest JPEG of one camera, and who is waiting for the next."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.jpeg: Optional[bytes] = None
+        self.number = 0
+        self.viewers = 0
+        self.wanted_until = 0.0
+        self.last_take = 0.0
+
+    def put(self, jpeg: bytes) -> None:
+        with self.cond:
+            self.jpeg = jpeg
+            self.number += 1
+            self.cond.notify_all()
+
+    def wait_newer(self, number: int, timeout: float) -> Tuple[Optional[bytes], int]:
+        with self.cond:
+            self.cond.wait_for(lambda: self.number > number, timeout)
+            if self.number > number:
+                return self.jpeg, self.number
+            return None, number
+
+    def watched(self, now: float) -> bool:
+        return self.viewers > 0 or now < self.wanted_until
+
+
+def box_list(meta: Dict[str, Any]) -> List[Tuple[List[float], str]]:
+    """Boxes ``[x, y, w, h]`` (with a label) found by the stages: faces,
+    motion, dnn detections."""
+    found: List[Tuple[List[float], str]] = []
+    for box in meta.get("faces") or []:
+        found.append((box, "face"))
+    motion = meta.get("motion")
+    if isinstance(motion, dict):
+        for box in motion.get("boxes") or []:
+            found.append((box, ""))
+    for det in meta.get("detections") or []:
+        if isinstance(det, dict) and "box" in det:
+            label = str(det.get("label", ""))
+            if "confidence" in det:
+                label += " {:.2f}".format(float(det["confidence"]))
+            found.append((det["box"], label.strip()))
+    return [(b, lab) for b, lab in found if isinstance(b, (list, tuple)) and len(b) == 4]
+
+
+class PreviewOutput(Output):
+    def __init__(self, fps: float, width: int, quality: int, boxes: bool,
+                 cameras: List[str]) -> None:
+        self.interval = 1.0 / fps
+        self.width = width
+        self.quality = quality
+        self.boxes = boxes
+        self.configured = list(cameras)
+        self.feeds: Dict[str, Feed] = {name: Feed() for name in cameras}
+        self.pending: Dict[str, Tuple[np.ndarray, Dict[str, Any], float, int]] = {}
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.closed = False
+        self.encoded = 0
+        self.thread = threading.Thread(target=self._encoder, name="preview", daemon=True)
+        self.thread.start()
+
+    # ------------------------------------------------------------------ collector side
+
+    def feed(self, camera: str) -> Optional[Feed]:
+        feed = self.feeds.get(camera)
+        if feed is None and len(self.feeds) < MAX_CAMERAS:
+            feed = self.feeds[camera] = Feed()
+        return feed
+
+    def emit(self, camera: str, entry: Entry, latency_ms: Optional[float]) -> None:
+        if entry.status != OK or entry.late:
+            return
+        feed = self.feed(camera)
+        now = time.monotonic()
+        if feed is None or not feed.watched(now) or now - feed.last_take < self.interval:
+            return
+        msg = entry.message
+        if msg.payload is None or not len(msg.payload):
+            return
+        feed.last_take = now
+        image = msg.image()
+        scale = min(1.0, self.width / float(image.shape[1]))
+        if scale < 1.0:  # the small copy is all that leaves the loop
+            size = (self.width, max(1, int(round(image.shape[0] * scale))))
+            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        else:
+            small = np.array(image)
+        with self.lock:
+            self.pending[camera] = (small, msg.meta, scale, msg.header.seq)
+        self.wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()
+        for feed in self.feeds.values():
+            with feed.cond:
+                feed.cond.notify_all()
+        self.thread.join(2)
+
+    # ------------------------------------------------------------------ encoder thread
+
+    def _encoder(self) -> None:
+        while not self.closed:
+            self.wake.wait(0.5)
+            self.wake.clear()
+            with self.lock:
+                work, self.pending = self.pending, {}
+            for camera, (image, meta, scale, seq) in work.items():
+                try:
+                    jpeg = self.render(camera, image, meta, scale, seq)
+                except Exception as exc:  # a preview problem never stops the collector
+                    log.warning("preview of %s: %s", camera, exc)
+                    continue
+                self.encoded += 1
+                self.feeds[camera].put(jpeg)
+
+    def render(self, camera: str, image: np.ndarray, meta: Dict[str, Any], scale: float,
+               seq: int) -> bytes:
+        if image.dtype != np.uint8:
+            image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        if image.ndim == 2 or image.shape[2] == 1:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        elif image.shape[2] == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        if self.boxes:
+            for (x, y, w, h), label in box_list(meta):
+                p1 = (int(x * scale), int(y * scale))
+                p2 = (int((x + w) * scale), int((y + h) * scale))
+                cv2.rectangle(image, p1, p2, (0, 255, 0), 2)
+                if label:
+                    cv2.putText(image, label, (p1[0], max(12, p1[1] - 4)),
+                                cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 0), 1)
+        cv2.putText(image, "{} #{}".format(camera, seq), (6, 18), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.5, (0, 255, 255), 1)
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        return data.tobytes()
+
+    # ------------------------------------------------------------------ HTTP side
+
+    def routes(self) -> Dict[str, Any]:
+        return {r"/": self.page_index, r"/stream/([A-Za-z0-9_-]{1,31})\.mjpg": self.page_stream,
+                r"/snapshot/([A-Za-z0-9_-]{1,31})\.jpg": self.page_snapshot}
+
+    def cameras(self) -> List[str]:
+        return sorted(set(self.configured) | set(self.feeds))
+
+    def page_index(self, req: Request, _match: Any) -> None:
+        items = "\n".join(
+            '<figure><figcaption>{0}</figcaption><img id="cam-{0}" alt="{0}" '
+            'src="/stream/{0}.mjpg"></figure>'.format(html.escape(c)) for c in self.cameras())
+        body = ("<!doctype html><html><head><meta charset=utf-8><title>vidpipe preview</title>"
+                "<style>body{{font-family:sans-serif;background:#111;color:#ddd;margin:1em}}"
+                "figure{{display:inline-block;margin:0 1em 1em 0}}img{{max-width:100%;"
+                "background:#222;min-width:160px;min-height:120px}}</style></head><body>"
+                "<h1>vidpipe preview</h1>{}<p><a href=/metrics>metrics</a> "
+                "<a href=/status.json>status</a></p></body></html>").format(
+                    items or "<p>No camera has sent a frame yet.</p>")
+        req.send_text(200, body, "text/html; charset=utf-8")
+
+    def page_stream(self, req: Request, match: Any) -> None:
+        feed = self.feeds.get(match.group(1))
+        if feed is None:
+            req.send_text(404, "no camera {}\n".format(match.group(1)))
+            return
+        req.send_response(200)
+        req.send_header("Content-Type", "multipart/x-mixed-replace; boundary=" + BOUNDARY)
+        req.send_header("Cache-Control", "no-store")
+        req.end_headers()
+        with feed.cond:
+            feed.viewers += 1
+        try:
+            number = 0
+            while not self.closed:
+                jpeg, number = feed.wait_newer(number, 1.0)
+                if jpeg is None:
+                    continue
+                req.wfile.write("--{}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n"
+                                .format(BOUNDARY, len(jpeg)).encode("ascii") + jpeg + b"\r\n")
+                req.wfile.flush()
+        finally:
+            with feed.cond:
+                feed.viewers -= 1
+
+    def page_snapshot(self, req: Request, match: Any) -> None:
+        feed = self.feeds.get(match.group(1))
+        if feed is None:
+            req.send_text(404, "no camera {}\n".format(match.group(1)))
+            return
+        feed.wanted_until = time.monotonic() + 3.0
+        jpeg, _ = feed.wait_newer(feed.number, 3.0)
+        if jpeg is None:
+            req.send_text(503, "no frame from {} in 3 s\n".format(match.group(1)))
+            return
+        req.send_body(200, jpeg, "image/jpeg")

@@ -1,0 +1,406 @@
+"""Recording: each camera's processed frames to segmented MP4 and/or HDF5
+files, under a retention limit so the disk never fills.
+
+Layout: ``record_dir/CAMERA/CAMERA-20261123T161500Z-000042.mp4`` (the time and
+sequence number of the first frame). A segment being written ends in
+``.part.mp4`` / ``.part.h5`` and is renamed when closed.
+
+The collector's loop only copies a frame into a small queue; a writer thread
+encodes and writes. When the writer falls behind, frames are left out of the
+recording and counted (``skipped``), never queued without bound.
+
+Retention, checked before every frame is written:
+
+* the files under ``record_dir`` (closed and open, what open ones will be
+  once closed) never exceed ``record_max_bytes``: the oldest closed segments
+  are deleted first, and a segment is closed once it reaches its share of
+  the limit, so there is always something old to delete;
+* closed segments older than ``record_max_age_s`` are deleted;
+* the file system keeps ``record_min_free_mb`` free for everybody else.
+  When that cannot be had by deleting our own old segments (the disk is
+  full of other things), recording pauses, says why, and tries again later.
+"""
+
+import datetime
+import errno
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from vidpipe.h5store import H5Writer, require_h5py
+from vidpipe.ordering import OK, Entry
+from vidpipe.outputs import Output
+from vidpipe.stats import Tally
+
+log = logging.getLogger("vidpipe.recording")
+EXTENSIONS = {"mp4": ".mp4", "hdf5": ".h5"}
+MP4_SLACK = 64 * 1024  # what the muxer may still hold in its buffer
+PAUSE_S = 5.0
+RETRY_S = 30.0  # after a writer error
+
+
+class Segment:
+    """One file being written."""
+
+    def __init__(self, path: str, camera: str, image: np.ndarray, fps: float) -> None:
+        self.final = path
+        stem, ext = os.path.splitext(path)
+        self.path = stem + ".part" + ext  # the muxer goes by the extension
+        self.camera = camera
+        self.opened = time.monotonic()
+        self.frames = 0
+        self.shape = image.shape
+        self.dtype = image.dtype
+
+    def matches(self, image: np.ndarray) -> bool:
+        return image.shape == self.shape and image.dtype == self.dtype
+
+    def write(self, image: np.ndarray, seq: int, capture_ns: int) -> None:
+        raise NotImplementedError
+
+    def size_estimate(self) -> int:
+        raise NotImplementedError
+
+    def frame_bytes(self, image: np.ndarray) -> int:
+        """A bound on what one more frame adds."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> Optional[str]:
+        """Close and rename; the final path, or None when it could not be kept."""
+        try:
+            self.close()
+        except Exception as exc:  # a broken file is still removed below
+            log.error("recording %s: closing %s failed: %s", self.camera, self.path, exc)
+        if self.frames == 0:
+            _remove(self.path)
+            return None
+        try:
+            os.replace(self.path, self.final)
+        except OSError as exc:
+            log.error("recording %s: cannot rename %s: %s", self.camera, self.path, exc)
+            return self.path if os.path.exists(self.path) else None
+        return self.final
+
+
+class Mp4Segment(Segment):
+    def __init__(self, path: str, camera: str, image: np.ndarray, fps: float) -> None:
+        super().__init__(path, camera, image, fps)
+        import cv2
+
+        self.cv2 = cv2
+        height, width = image.shape[:2]
+        self.color = image.ndim == 3 and image.shape[2] >= 3
+        self.writer = cv2.VideoWriter(self.path, cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mp4v"),
+                                      fps, (width, height), True)
+        if not self.writer.isOpened():
+            raise OSError(errno.EIO, "OpenCV cannot write MP4 (mp4v) to {}".format(self.path))
+
+    def write(self, image: np.ndarray, seq: int, capture_ns: int) -> None:
+        if image.dtype != np.uint8:
+            image = self.cv2.normalize(image, None, 0, 255, self.cv2.NORM_MINMAX).astype(
+                np.uint8)
+        if image.ndim == 2 or image.shape[2] == 1:
+            image = self.cv2.cvtColor(image, self.cv2.COLOR_GRAY2BGR)
+        elif image.shape[2] == 4:
+            image = self.cv2.cvtColor(image, self.cv2.COLOR_BGRA2BGR)
+        self.writer.write(image)
+        self.frames += 1
+
+    def size_estimate(self) -> int:
+        try:
+            size = os.stat(self.path).st_size
+        except OSError:
+            size = 0
+        return size + MP4_SLACK + 32 * self.frames  # + the index written at close
+
+    def frame_bytes(self, image: np.ndarray) -> int:
+        # an MPEG-4 frame is far smaller than the raw one; a key frame can be
+        # large, so count a quarter of the raw size (bounded by the slack above)
+        return max(4096, int(image.size) // 4)
+
+    def close(self) -> None:
+        self.writer.release()
+
+
+class H5Segment(Segment):
+    def __init__(self, path: str, camera: str, image: np.ndarray, fps: float) -> None:
+        super().__init__(path, camera, image, fps)
+        self.writer = H5Writer(self.path, image.shape, image.dtype, camera)
+        self.writer.file.attrs["fps"] = fps
+
+    def write(self, image: np.ndarray, seq: int, capture_ns: int) -> None:
+        self.writer.append(image, seq, capture_ns)
+        self.frames += 1
+
+    def size_estimate(self) -> int:
+        try:
+            size = os.stat(self.path).st_size
+        except OSError:
+            size = 0
+        return max(size, self.writer.size_estimate())
+
+    def frame_bytes(self, image: np.ndarray) -> int:
+        return int(image.nbytes) + 16
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+SEGMENT_TYPES = {"mp4": Mp4Segment, "hdf5": H5Segment}
+
+
+def _remove(path: str) -> int:
+    try:
+        size = os.stat(path).st_size
+        os.unlink(path)
+        return size
+    except OSError:
+        return 0
+
+
+class Retention:
+    """What is on disk under ``root`` and what may be deleted to make room."""
+
+    def __init__(self, root: str, max_bytes: int, max_age_s: float, min_free_bytes: int,
+                 open_bytes: Callable[[], int]) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self.min_free_bytes = min_free_bytes
+        self.open_bytes = open_bytes
+        self.closed: List[Tuple[float, str, int]] = []  # (mtime, path, size), oldest first
+        self.deleted = 0
+        self.last_expiry = 0.0
+        self.scan()
+
+    def scan(self) -> None:
+        """Everything already there counts (segments of an earlier run too)."""
+        found = []
+        for folder, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.endswith((".mp4", ".h5")):
+                    path = os.path.join(folder, name)
+                    try:
+                        st = os.stat(path)
+                    except OSError:
+                        continue
+                    found.append((st.st_mtime, path, st.st_size))
+        self.closed = sorted(found)
+
+    def add(self, path: str) -> None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        self.closed.append((st.st_mtime, path, st.st_size))
+
+    def closed_bytes(self) -> int:
+        return sum(size for _m, _p, size in self.closed)
+
+    def free_bytes(self) -> int:
+        try:
+            st = os.statvfs(self.root)
+        except OSError:
+            return 0
+        return st.f_bavail * st.f_frsize
+
+    def fits(self, extra: int) -> bool:
+        within = self.closed_bytes() + self.open_bytes() + extra <= self.max_bytes
+        return within and self.free_bytes() - extra >= self.min_free_bytes
+
+    def delete_oldest(self) -> bool:
+        if not self.closed:
+            return False
+        _mtime, path, _size = self.closed.pop(0)
+        _remove(path)
+        self.deleted += 1
+        log.debug("retention: deleted %s", path)
+        return True
+
+    def make_room(self, extra: int) -> bool:
+        while not self.fits(extra):
+            if not self.delete_oldest():
+                return False
+        return True
+
+    def expire(self, now_wall: float) -> None:
+        if not self.max_age_s:
+            return
+        while self.closed and self.closed[0][0] < now_wall - self.max_age_s:
+            self.delete_oldest()
+
+
+class RecordOutput(Output):
+    def __init__(self, root: str, formats: List[str], segment_s: float, max_bytes: int,
+                 max_age_s: float, min_free_bytes: int, fps: Callable[[str], float],
+                 queue_frames: int = 8) -> None:
+        if "hdf5" in formats:
+            require_h5py()
+        os.makedirs(root, exist_ok=True)
+        self.root = root
+        self.formats = list(formats)
+        self.segment_s = segment_s
+        self.fps = fps
+        self.open: Dict[Tuple[str, str], Segment] = {}
+        self.lock = threading.Lock()
+        self.retention = Retention(root, max_bytes, max_age_s, min_free_bytes, self.open_bytes)
+        self.segment_cap = max(1, max_bytes // (2 * len(self.formats)))
+        self.queue: "queue.Queue[Optional[Tuple[str, Optional[np.ndarray], int, int]]]" = \
+            queue.Queue(queue_frames)
+        self.skipped = Tally()
+        self.written = 0
+        self.paused_until = 0.0
+        self.pause_reason = ""
+        self.broken_until: Dict[Tuple[str, str], float] = {}
+        self.thread = threading.Thread(target=self._writer, name="recording", daemon=True)
+        self.thread.start()
+
+    # ------------------------------------------------------------------ collector side
+
+    def emit(self, camera: str, entry: Entry, latency_ms: Optional[float]) -> None:
+        if entry.status != OK or entry.late:
+            return
+        msg = entry.message
+        if msg.payload is None or not len(msg.payload):
+            self.skipped["no_image"] += 1
+            return
+        if time.monotonic() < self.paused_until:
+            self.skipped["paused"] += 1
+            return
+        try:  # copy: the image may live in a handler's ring that is reused
+            self.queue.put_nowait((camera, np.array(msg.image()), msg.header.seq,
+                                   msg.header.capture_ns))
+        except queue.Full:
+            self.skipped["writer_behind"] += 1
+
+    def end_of_stream(self, camera: str) -> None:
+        try:  # close its segments once its frames are written
+            self.queue.put((camera, None, 0, 0), timeout=2)
+        except queue.Full:
+            pass  # closed at exit, or when the next segment starts
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(30)
+        with self.lock:
+            for key in list(self.open):
+                self._finish(key)
+
+    def open_bytes(self) -> int:
+        return sum(seg.size_estimate() for seg in list(self.open.values()))
+
+    def status(self) -> Dict[str, Any]:
+        return {"written": self.written, "skipped": self.skipped.as_dict(),
+                "deleted": self.retention.deleted, "paused": self.pause_reason
+                if time.monotonic() < self.paused_until else ""}
+
+    # ------------------------------------------------------------------ writer thread
+
+    def _writer(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            camera, image, seq, capture_ns = item
+            if image is None:
+                with self.lock:
+                    for key in [k for k in self.open if k[0] == camera]:
+                        self._finish(key)
+                continue
+            with self.lock:
+                for fmt in self.formats:
+                    if time.monotonic() < self.broken_until.get((camera, fmt), 0.0):
+                        continue
+                    try:
+                        self._write(fmt, camera, image, seq, capture_ns)
+                    except Exception as exc:  # recording trouble never stops the collector
+                        self._trouble(fmt, camera, exc)
+            self.written += 1
+
+    def _write(self, fmt: str, camera: str, image: np.ndarray, seq: int,
+               capture_ns: int) -> None:
+        key = (camera, fmt)
+        seg = self.open.get(key)
+        now = time.monotonic()
+        self.retention.expire(time.time())
+        if seg is not None and (not seg.matches(image) or now - seg.opened >= self.segment_s
+                                or seg.size_estimate() + seg.frame_bytes(image)
+                                > self.segment_cap):
+            self._finish(key)
+            seg = None
+        if seg is None:
+            seg = self._start(fmt, camera, image, seq, capture_ns)
+            if seg is None:
+                return
+        extra = seg.frame_bytes(image)
+        if not self.retention.make_room(extra):
+            # nothing old left to delete: close the biggest open segment so that
+            # it can go, and try once more
+            if self.open:
+                biggest = max(self.open, key=lambda k: self.open[k].size_estimate())
+                self._finish(biggest)
+                if not self.retention.make_room(extra + MP4_SLACK):
+                    return self._pause(camera)
+                if biggest == key:
+                    return  # this frame is not recorded; the next one starts anew
+            else:
+                return self._pause(camera)
+        seg.write(image, seq, capture_ns)
+
+    def _start(self, fmt: str, camera: str, image: np.ndarray, seq: int,
+               capture_ns: int) -> Optional[Segment]:
+        folder = os.path.join(self.root, camera)
+        os.makedirs(folder, exist_ok=True)
+        when = datetime.datetime.fromtimestamp(capture_ns / 1e9, datetime.timezone.utc)
+        stamp = when.strftime("%Y%m%dT%H%M%SZ")
+        path = os.path.join(folder, "{}-{}-{:06d}{}".format(camera, stamp, seq,
+                                                            EXTENSIONS[fmt]))
+        # room for the new file's headers first
+        if not self.retention.make_room(MP4_SLACK):
+            self._pause(camera)
+            return None
+        seg = SEGMENT_TYPES[fmt](path, camera, image, self.fps(camera))
+        self.open[(camera, fmt)] = seg
+        return seg
+
+    def _finish(self, key: Tuple[str, str]) -> None:
+        seg = self.open.pop(key)
+        path = seg.finish()
+        if path is not None:
+            self.retention.add(path)
+            log.info("recording %s: %s, %d frames", seg.camera, path, seg.frames)
+
+    def _pause(self, camera: str) -> None:
+        free = self.retention.free_bytes()
+        self.pause_reason = (
+            "{} MB free on {}, below record_min_free_mb, and no old recording left to delete"
+            .format(free // 2 ** 20, self.root)
+            if free < self.retention.min_free_bytes else
+            "a frame does not fit in record_max_bytes")
+        if time.monotonic() >= self.paused_until:
+            log.error("recording paused for %.0f s: %s", PAUSE_S, self.pause_reason)
+        self.paused_until = time.monotonic() + PAUSE_S
+        for key in [k for k in self.open if k[0] == camera]:
+            self._finish(key)
+
+    def _trouble(self, fmt: str, camera: str, exc: Exception) -> None:
+        key = (camera, fmt)
+        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        if not full:  # a full disk is handled by the pause below
+            log.error("recording %s (%s): %s; trying again in %.0f s", camera, fmt, exc,
+                      RETRY_S)
+            self.broken_until[key] = time.monotonic() + RETRY_S
+        if key in self.open:
+            self._finish(key)
+        if full:
+            self.retention.delete_oldest()
+            self._pause(camera)
+        self.skipped["error"] += 1
