@@ -6,9 +6,11 @@ one line; ``DEBUG=1`` adds the traceback.
 """
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
 from typing import List, Optional
@@ -114,6 +116,10 @@ def _run_role(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     setup_logging(config.pipeline.log_level)
+    # a crash in a C library leaves its Python stack in the journal, and
+    # `systemctl kill -s USR1 UNIT` writes every thread's stack there on demand
+    faulthandler.enable()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     notifier = Notifier()
     stopper = Stopper().install()
     if args.role == "decoder":

@@ -257,7 +257,7 @@ class Collector:
             msg.meta["image_lost"] = reason
 
     def deliver(self, cam: CameraStats, entries: List[Entry]) -> None:
-        if not entries:
+        if not entries and (cam.reported or not cam.order.finished):
             return
         now_ns = time.time_ns()
         for entry in entries:

@@ -9,7 +9,8 @@ from typing import Any, Tuple
 
 import numpy as np
 
-HEADER_BYTES = 64 * 1024  # superblock, object headers, B-trees: a generous bound
+HEADER_BYTES = 64 * 1024  # superblock, object headers, the small datasets
+ROW_OVERHEAD = 64  # chunk index entries and the seq/capture_ns rows, per frame
 
 
 def require_h5py() -> Any:
@@ -51,7 +52,7 @@ class H5Writer:
     def size_estimate(self) -> int:
         """Bytes on disk once closed: data plus index rows plus headers (chunks of
         unused rows are never allocated)."""
-        return self.count * (self.frame_bytes + 16) + HEADER_BYTES
+        return self.count * (self.frame_bytes + ROW_OVERHEAD) + HEADER_BYTES
 
     def append(self, image: np.ndarray, seq: int, capture_ns: int) -> None:
         if image.shape != self.shape or image.dtype != self.dtype:

@@ -5,7 +5,8 @@ Layout: ``record_dir/CAMERA/CAMERA-20261123T161500Z-000042.mp4`` (the time and
 sequence number of the first frame). A segment being written ends in
 ``.part.mp4`` / ``.part.h5`` and is renamed when closed.
 
-The collector's loop only copies a frame into a small queue; a writer thread
+The collector's loop only copies a frame into a queue (``queue_bytes``, 128 MiB,
+at most); a writer thread
 encodes and writes. When the writer falls behind, frames are left out of the
 recording and counted (``skipped``), never queued without bound.
 
@@ -32,7 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from vidpipe.h5store import H5Writer, require_h5py
+from vidpipe.h5store import HEADER_BYTES, ROW_OVERHEAD, H5Writer, require_h5py
 from vidpipe.ordering import OK, Entry
 from vidpipe.outputs import Output
 from vidpipe.stats import Tally
@@ -131,12 +132,33 @@ class Mp4Segment(Segment):
 
 
 class H5Segment(Segment):
+    """An HDF5 segment whose disk space is reserved (``posix_fallocate``) before
+    HDF5 writes into it. A disk that fills up under us then shows as an
+    ordinary ENOSPC from the reservation. HDF5 itself does not survive a write
+    that fails half-way: we saw the next file it opened crash the process."""
+
     def __init__(self, path: str, camera: str, image: np.ndarray, fps: float) -> None:
         super().__init__(path, camera, image, fps)
         self.writer = H5Writer(self.path, image.shape, image.dtype, camera)
         self.writer.file.attrs["fps"] = fps
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        self.reserved = 0
+        try:
+            self._reserve(image)
+        except OSError:
+            self.close()
+            _remove(self.path)
+            raise
+
+    def _reserve(self, image: np.ndarray) -> None:
+        """Room for one more frame, and for what closing the file writes."""
+        want = self.writer.size_estimate() + self.frame_bytes(image) + HEADER_BYTES
+        if want > self.reserved:
+            os.posix_fallocate(self.fd, 0, want)  # OSError(ENOSPC) when the disk is full
+            self.reserved = want
 
     def write(self, image: np.ndarray, seq: int, capture_ns: int) -> None:
+        self._reserve(image)
         self.writer.append(image, seq, capture_ns)
         self.frames += 1
 
@@ -145,13 +167,18 @@ class H5Segment(Segment):
             size = os.stat(self.path).st_size
         except OSError:
             size = 0
-        return max(size, self.writer.size_estimate())
+        return max(size, self.reserved, self.writer.size_estimate() + HEADER_BYTES)
 
     def frame_bytes(self, image: np.ndarray) -> int:
-        return int(image.nbytes) + 16
+        return int(image.nbytes) + ROW_OVERHEAD
 
     def close(self) -> None:
-        self.writer.close()
+        try:
+            self.writer.close()  # HDF5 trims the file to what it used
+        finally:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
 
 
 SEGMENT_TYPES = {"mp4": Mp4Segment, "hdf5": H5Segment}
@@ -212,9 +239,18 @@ class Retention:
             return 0
         return st.f_bavail * st.f_frsize
 
+    def shortfall(self, extra: int) -> str:
+        """Why ``extra`` more bytes do not fit now, in words ('' when they do)."""
+        if self.closed_bytes() + self.open_bytes() + extra > self.max_bytes:
+            return "a frame does not fit in record_max_bytes ({} bytes)".format(self.max_bytes)
+        free = self.free_bytes()
+        if free - extra < self.min_free_bytes:
+            return ("{} MB free on {}, below record_min_free_mb, and no old recording left "
+                    "to delete".format(free // 2 ** 20, self.root))
+        return ""
+
     def fits(self, extra: int) -> bool:
-        within = self.closed_bytes() + self.open_bytes() + extra <= self.max_bytes
-        return within and self.free_bytes() - extra >= self.min_free_bytes
+        return not self.shortfall(extra)
 
     def delete_oldest(self) -> bool:
         if not self.closed:
@@ -225,11 +261,12 @@ class Retention:
         log.debug("retention: deleted %s", path)
         return True
 
-    def make_room(self, extra: int) -> bool:
-        while not self.fits(extra):
-            if not self.delete_oldest():
-                return False
-        return True
+    def make_room(self, extra: int) -> str:
+        """Delete old segments until ``extra`` bytes fit: '' or why they cannot."""
+        while True:
+            why = self.shortfall(extra)
+            if not why or not self.delete_oldest():
+                return why
 
     def expire(self, now_wall: float) -> None:
         if not self.max_age_s:
@@ -241,7 +278,7 @@ class Retention:
 class RecordOutput(Output):
     def __init__(self, root: str, formats: List[str], segment_s: float, max_bytes: int,
                  max_age_s: float, min_free_bytes: int, fps: Callable[[str], float],
-                 queue_frames: int = 8) -> None:
+                 queue_bytes: int = 128 * 2 ** 20) -> None:
         if "hdf5" in formats:
             require_h5py()
         os.makedirs(root, exist_ok=True)
@@ -253,8 +290,12 @@ class RecordOutput(Output):
         self.lock = threading.Lock()
         self.retention = Retention(root, max_bytes, max_age_s, min_free_bytes, self.open_bytes)
         self.segment_cap = max(1, max_bytes // (2 * len(self.formats)))
+        # frames waiting for the writer, bounded in bytes (at least one frame fits)
         self.queue: "queue.Queue[Optional[Tuple[str, Optional[np.ndarray], int, int]]]" = \
-            queue.Queue(queue_frames)
+            queue.Queue()
+        self.queue_bytes = queue_bytes
+        self.queued_bytes = 0
+        self.lock_queue = threading.Lock()
         self.skipped = Tally()
         self.written = 0
         self.paused_until = 0.0
@@ -275,17 +316,17 @@ class RecordOutput(Output):
         if time.monotonic() < self.paused_until:
             self.skipped["paused"] += 1
             return
-        try:  # copy: the image may live in a handler's ring that is reused
-            self.queue.put_nowait((camera, np.array(msg.image()), msg.header.seq,
-                                   msg.header.capture_ns))
-        except queue.Full:
-            self.skipped["writer_behind"] += 1
+        image = msg.image()
+        if self.queued_bytes + image.nbytes > self.queue_bytes:
+            self.skipped["writer_behind"] += 1  # the disk or the encoder is too slow
+            return
+        with self.lock_queue:
+            self.queued_bytes += image.nbytes
+        # a copy: the image may live in a handler's ring that is reused
+        self.queue.put((camera, np.array(image), msg.header.seq, msg.header.capture_ns))
 
     def end_of_stream(self, camera: str) -> None:
-        try:  # close its segments once its frames are written
-            self.queue.put((camera, None, 0, 0), timeout=2)
-        except queue.Full:
-            pass  # closed at exit, or when the next segment starts
+        self.queue.put((camera, None, 0, 0))  # close its segments once its frames are written
 
     def close(self) -> None:
         self.queue.put(None)
@@ -310,6 +351,9 @@ class RecordOutput(Output):
             if item is None:
                 return
             camera, image, seq, capture_ns = item
+            if image is not None:
+                with self.lock_queue:
+                    self.queued_bytes -= image.nbytes
             if image is None:
                 with self.lock:
                     for key in [k for k in self.open if k[0] == camera]:
@@ -341,18 +385,16 @@ class RecordOutput(Output):
             if seg is None:
                 return
         extra = seg.frame_bytes(image)
-        if not self.retention.make_room(extra):
+        if self.retention.make_room(extra):
             # nothing old left to delete: close the biggest open segment so that
             # it can go, and try once more
-            if self.open:
-                biggest = max(self.open, key=lambda k: self.open[k].size_estimate())
-                self._finish(biggest)
-                if not self.retention.make_room(extra + MP4_SLACK):
-                    return self._pause(camera)
-                if biggest == key:
-                    return  # this frame is not recorded; the next one starts anew
-            else:
-                return self._pause(camera)
+            biggest = max(self.open, key=lambda k: self.open[k].size_estimate())
+            self._finish(biggest)
+            why = self.retention.make_room(extra + MP4_SLACK)
+            if why:
+                return self._pause(camera, why)
+            if biggest == key:
+                return  # this frame is not recorded; the next one starts anew
         seg.write(image, seq, capture_ns)
 
     def _start(self, fmt: str, camera: str, image: np.ndarray, seq: int,
@@ -363,9 +405,9 @@ class RecordOutput(Output):
         stamp = when.strftime("%Y%m%dT%H%M%SZ")
         path = os.path.join(folder, "{}-{}-{:06d}{}".format(camera, stamp, seq,
                                                             EXTENSIONS[fmt]))
-        # room for the new file's headers first
-        if not self.retention.make_room(MP4_SLACK):
-            self._pause(camera)
+        why = self.retention.make_room(2 * HEADER_BYTES)  # room for its headers first
+        if why:
+            self._pause(camera, why)
             return None
         seg = SEGMENT_TYPES[fmt](path, camera, image, self.fps(camera))
         self.open[(camera, fmt)] = seg
@@ -378,13 +420,8 @@ class RecordOutput(Output):
             self.retention.add(path)
             log.info("recording %s: %s, %d frames", seg.camera, path, seg.frames)
 
-    def _pause(self, camera: str) -> None:
-        free = self.retention.free_bytes()
-        self.pause_reason = (
-            "{} MB free on {}, below record_min_free_mb, and no old recording left to delete"
-            .format(free // 2 ** 20, self.root)
-            if free < self.retention.min_free_bytes else
-            "a frame does not fit in record_max_bytes")
+    def _pause(self, camera: str, reason: str) -> None:
+        self.pause_reason = reason
         if time.monotonic() >= self.paused_until:
             log.error("recording paused for %.0f s: %s", PAUSE_S, self.pause_reason)
         self.paused_until = time.monotonic() + PAUSE_S
@@ -402,5 +439,6 @@ class RecordOutput(Output):
             self._finish(key)
         if full:
             self.retention.delete_oldest()
-            self._pause(camera)
+            self._pause(camera, "the disk is full ({}), {} MB free on {}".format(
+                os.strerror(exc.errno), self.retention.free_bytes() // 2 ** 20, self.root))
         self.skipped["error"] += 1

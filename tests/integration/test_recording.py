@@ -1,0 +1,214 @@
+"""Recording: segmented MP4 and HDF5 files that reopen, a retention limit that
+is never exceeded, and a full disk that pauses recording without losing a
+single result."""
+
+import json
+from collections import Counter
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import wait_until
+
+h5py = pytest.importorskip("h5py") if not os.environ.get("CI") else __import__("h5py")
+
+
+def config(pipeline: Any, record_dir: Path, frames: int, fps: float = 100,
+           **collector: Any) -> None:
+    cc: Dict[str, Any] = {"outputs": ["jsonl", "record"], "record_dir": str(record_dir),
+                          "record_formats": ["mp4", "hdf5"]}
+    cc.update(collector)
+    pipeline.write_config({
+        "cameras": {"cam0": {"source": "testsrc", "width": 320, "height": 240, "fps": fps,
+                             "frames": frames, "wait_for_handlers": 1}},
+        "handlers": {"stages": ["gray"]},
+        "collector": cc,
+    })
+
+
+def run(pipeline: Any) -> Any:
+    collector = pipeline.start("collector", "main")
+    pipeline.start("handler", "1")
+    pipeline.start("decoder", "cam0")
+    return collector
+
+
+def board(pipeline: Any) -> Dict[str, Any]:
+    path = pipeline.runtime / "status" / "collector-main.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def files(root: Path, pattern: str = "*") -> List[Path]:
+    return sorted(p for p in root.rglob(pattern) if p.is_file())
+
+
+def mp4_frames(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), path
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    cap.release()
+    return count
+
+
+def test_recorded_mp4_reopens_and_hdf5_has_the_expected_shape(pipeline: Any) -> None:
+    record_dir = pipeline.root / "rec"
+    config(pipeline, record_dir, frames=60, fps=60)
+    run(pipeline)
+    wait_until(lambda: files(record_dir, "cam0-*[0-9].mp4") and files(record_dir,
+                                                                    "cam0-*[0-9].h5"),
+               20, "closed segments after the end of the stream")
+    mp4 = files(record_dir, "*.mp4")
+    h5 = files(record_dir, "*.h5")
+    assert len(mp4) == 1 and len(h5) == 1, files(record_dir)
+    assert ".part" not in mp4[0].name and mp4[0].parent.name == "cam0"
+    assert mp4_frames(mp4[0]) == 60
+    with h5py.File(h5[0], "r") as f:
+        assert f["frames"].shape == (60, 240, 320)
+        assert f["frames"].dtype == np.uint8
+        assert list(f["seq"][:]) == list(range(60))
+        assert f.attrs["camera"] == "cam0"
+        # the pixels are the processed (gray) frames, not something else
+        from vidpipe.sources import render_testsrc
+
+        want = cv2.cvtColor(render_testsrc(17, 320, 240), cv2.COLOR_BGR2GRAY)
+        assert np.array_equal(f["frames"][17], want)
+
+
+def test_recording_never_exceeds_its_retention_limit(pipeline: Any) -> None:
+    record_dir = pipeline.root / "rec"
+    limit = 2 * 1024 * 1024
+    config(pipeline, record_dir, frames=300, record_max_bytes=limit)
+    biggest = [0]
+    done = threading.Event()
+
+    def sample() -> None:  # what is on disk, every few milliseconds, all run long
+        while not done.is_set():
+            total = 0
+            for path in files(record_dir) if record_dir.exists() else []:
+                try:
+                    total += path.stat().st_size
+                except OSError:
+                    pass  # deleted between the listing and the stat
+            biggest[0] = max(biggest[0], total)
+            time.sleep(0.003)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        run(pipeline)
+        wait_until(lambda: len(pipeline.results()) >= 300, 30, "300 results")
+        processed = sum(1 for r in pipeline.results() if r["status"] == "ok")
+        wait_until(lambda: (board(pipeline).get("recording") or {}).get("written", 0)
+                   + sum((board(pipeline).get("recording") or {}).get("skipped", {}).values())
+                   >= processed, 20, "the recorder to take every processed frame")
+        time.sleep(0.5)
+    finally:
+        done.set()
+        sampler.join()
+    raw = 300 * 320 * 240
+    rec = board(pipeline)["recording"]
+    assert rec["deleted"] > 0, rec  # old segments had to go
+    assert rec["written"] == processed, rec
+    assert biggest[0] <= limit, "recordings reached {} bytes, limit {}".format(biggest[0], limit)
+    assert biggest[0] > limit // 4  # it did record (the limit was the bound, not idleness)
+    assert raw > 5 * limit
+    kept = files(record_dir, "*[0-9].h5")
+    assert kept, files(record_dir)
+    with h5py.File(kept[-1], "r") as f:
+        seq = f["seq"][:]
+        assert len(seq) and list(seq) == list(range(int(seq[0]), int(seq[0]) + len(seq)))
+
+
+@pytest.fixture
+def small_disk(short_tmp: Path) -> Any:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root; this test mounts a tmpfs")
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = short_tmp / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+class Filler:
+    """Another program that keeps the disk full: whatever gets freed, it takes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._fill, daemon=True)
+        self.thread.start()
+
+    def _fill(self) -> None:
+        chunk = b"\0" * 4096
+        while True:
+            try:
+                handle = open(self.path, "wb")
+                break
+            except OSError:  # not even room for a new file yet
+                time.sleep(0.002)
+        while not self.stop.is_set():
+            try:
+                handle.write(chunk)
+                handle.flush()
+            except OSError:
+                time.sleep(0.002)
+        try:
+            handle.close()
+        except OSError:
+            pass  # what did not fit is not flushed
+
+    def release(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.path.unlink()
+
+
+def test_a_full_disk_pauses_recording_and_loses_no_result(pipeline: Any,
+                                                          small_disk: Path) -> None:
+    record_dir = small_disk / "rec"
+    config(pipeline, record_dir, frames=900, record_formats=["hdf5"],
+           record_min_free_mb=1, record_max_bytes=3 * 1024 ** 2)
+    collector = run(pipeline)
+    wait_until(lambda: len(pipeline.results()) >= 150, 20, "150 results")
+    assert not (board(pipeline).get("recording") or {}).get("paused")
+    filler = Filler(small_disk / "somebody-else.bin")
+    wait_until(lambda: (board(pipeline).get("recording") or {}).get("paused"), 10,
+               "the recorder to pause")
+    time.sleep(1.0)
+    filler.release()
+    at_release = len(pipeline.results())
+    wait_until(lambda: len(pipeline.results()) >= 900, 30, "all 900 results")
+    assert collector.proc.poll() is None, pipeline.logs()
+    records = pipeline.results()
+    # every frame is accounted for; any the pipeline could not process (the
+    # filler above eats a core) is a counted drop with its reason, none is lost
+    assert sorted(r["seq"] for r in records if r["status"] in ("ok", "dropped")) == \
+        list(range(900)), Counter(r.get("reason", r["status"]) for r in records)
+    assert not [r for r in records if r["status"] == "missing"]
+    assert sum(1 for r in records if r["status"] == "ok") > 800
+    log = collector.output()
+    if "recording paused" not in log:
+        os.kill(collector.pid, 10)
+        time.sleep(1)
+        log = collector.output()
+        print("BOARD", board(pipeline))
+    assert "recording paused" in log and " MB free on " in log, log[-3000:]
+    assert "Traceback" not in log
+    rec = board(pipeline)["recording"]
+    assert rec["skipped"].get("paused", 0) > 0, rec
+    # recording came back once there was room again
+    wait_until(lambda: any(
+        int(h5py.File(p, "r")["seq"][-1]) > at_release + 100
+        for p in files(record_dir, "*[0-9].h5")), 20, "recording to resume")
