@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import wait_until
+from conftest import need_module, wait_until
 
-h5py = pytest.importorskip("h5py") if not os.environ.get("CI") else __import__("h5py")
+h5py = need_module("h5py")
 
 
 def config(pipeline: Any, record_dir: Path, frames: int, fps: float = 100,
