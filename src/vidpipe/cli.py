@@ -108,6 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--stats-interval", type=float, default=2.0)
     demo.add_argument("--display", action="store_true", help="show frames in a window")
     demo.add_argument("--jsonl", metavar="FILE", help="also write every result to FILE")
+    demo.add_argument("--http", metavar="HOST:PORT", default="127.0.0.1:8090",
+                      help="live preview and metrics here (127.0.0.1:8090; '' for none)")
     return parser
 
 

@@ -56,6 +56,9 @@ def demo_config(runtime_dir: str, source: str, args: Any) -> Dict[str, Any]:
     collector: Dict[str, Any] = {"outputs": ["log"], "exit_on_eos": True}
     if args.display:
         collector["outputs"].append("display")
+    if args.http:
+        collector["outputs"].append("preview")
+        collector.update(http_listen=args.http, metrics=True)
     if args.jsonl:
         collector["outputs"].append("jsonl")
         collector["jsonl_path"] = os.path.abspath(args.jsonl)
@@ -82,6 +85,9 @@ def run_demo(args: Any) -> int:
         cmd = [sys.executable, "-m", "vidpipe", "--config", path, "run"]
         print("vidpipe demo: {} -> {} handler(s) [{}] -> collector; Ctrl-C stops".format(
             source, args.handlers, args.stages or "no stages"), flush=True)
+        if args.http:
+            print("vidpipe demo: live preview at http://{0}/ (metrics: http://{0}/metrics)"
+                  .format(args.http), flush=True)
         collector = subprocess.Popen(cmd + ["collector", "main"], preexec_fn=_die_with_parent)
         procs.append(collector)
         time.sleep(0.3)

@@ -1,0 +1,218 @@
+"""The parts behind status, metrics, preview, recording and taps, one at a time."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from vidpipe import metrics
+from vidpipe.board import Board, read_board
+from vidpipe.config import ConfigError, config_from_dict
+from vidpipe.preview import box_list
+from vidpipe.recording import Retention
+from vidpipe.stats import Histogram
+from vidpipe.tapclient import GapCounter
+
+
+# ---------------------------------------------------------------- taps
+
+def test_gap_counter_counts_each_missing_number_once() -> None:
+    gaps = GapCounter()
+    for seq in (0, 1, 4, 5, 9):
+        assert gaps.frame(7, seq)
+    assert not gaps.frame(7, 5)  # a repeat is not a frame
+    assert (gaps.received, gaps.missed, gaps.gaps) == (5, 5, 2)
+    gaps.end(7, 12)  # frames 10 and 11 never came
+    gaps.end(7, 12)  # end-of-stream notices are repeated
+    assert (gaps.missed, gaps.gaps, gaps.ended) == (7, 3, True)
+
+
+def test_gap_counter_tells_pipeline_drops_from_its_own_misses() -> None:
+    gaps = GapCounter()
+    gaps.frame(1, 0)
+    gaps.dropped(1, 1)
+    gaps.frame(1, 2)
+    assert (gaps.missed, gaps.upstream_dropped) == (0, 1)
+
+
+def test_gap_counter_starts_afresh_on_a_new_stream() -> None:
+    gaps = GapCounter()
+    gaps.frame(1, 50)
+    gaps.frame(2, 0)  # the decoder restarted: numbers begin again
+    gaps.frame(2, 1)
+    assert (gaps.received, gaps.missed, gaps.streams) == (3, 0, 2)
+
+
+# ---------------------------------------------------------------- metrics
+
+def test_histogram_is_cumulative() -> None:
+    hist = Histogram((0.01, 0.1, 1.0))
+    for seconds in (0.005, 0.05, 0.05, 2.0):
+        hist.add(seconds)
+    assert hist.counts == [1, 3, 3] and hist.count == 4
+    assert hist.sum == pytest.approx(2.105)
+
+
+def test_metrics_text_format_and_escaping() -> None:
+    hist = Histogram((0.01, 0.1))
+    hist.add(0.02)
+    entries = [
+        {"role": "decoder", "name": "cam0", "alive": True, "restarts": 2, "queue_depth": 3,
+         "cameras": {"cam0": {"frames": 10, "fps": 29.5, "dropped": {"no_capacity": 4}}}},
+        {"role": "handler", "name": "1", "alive": False, "restarts": 0, "dropped": {"stale": 1},
+         "malformed": {"bad_magic": 2}, "cameras": {"cam0": {"frames": 6}}},
+        {"role": "collector", "name": "main", "alive": True, "cameras": {
+            'we"ird\\cam': {"frames": 1, "missing": 0, "latency_hist": hist.as_dict()}}},
+    ]
+    text = metrics.render(entries)
+    lines = text.splitlines()
+    assert '# TYPE vidpipe_frames_total counter' in lines
+    assert 'vidpipe_frames_total{camera="cam0",name="cam0",role="decoder"} 10' in lines
+    assert ('vidpipe_frames_dropped_total{camera="cam0",name="cam0",reason="no_capacity",'
+            'role="decoder"} 4') in lines
+    assert 'vidpipe_up{name="1",role="handler"} 0' in lines
+    assert 'vidpipe_restarts_total{name="cam0",role="decoder"} 2' in lines
+    assert ('vidpipe_malformed_messages_total{name="1",reason="bad_magic",role="handler"} 2'
+            in lines)
+    assert 'vidpipe_fps{camera="cam0",name="cam0",role="decoder"} 29.5' in lines
+    cam = 'camera="we\\"ird\\\\cam"'
+    assert 'vidpipe_latency_seconds_bucket{' + cam + ',le="0.01",name="main",role="collector"} 0' \
+        in lines
+    assert 'vidpipe_latency_seconds_bucket{' + cam + ',le="+Inf",name="main",role="collector"} 1' \
+        in lines
+    assert 'vidpipe_latency_seconds_count{' + cam + ',name="main",role="collector"} 1' in lines
+    # each family's TYPE line comes once, before its samples
+    assert sum(1 for line in lines if line.startswith("# TYPE vidpipe_frames_total ")) == 1
+
+
+# ---------------------------------------------------------------- status board
+
+def test_board_counts_restarts_and_spots_dead_processes(tmp_path: Path) -> None:
+    Board(str(tmp_path), "handler", "1").publish({"frames": 1})
+    again = Board(str(tmp_path), "handler", "1")
+    assert again.restarts == 1
+    again.publish({"frames": 2})
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        doc = (tmp_path / "status" / "handler-1.json").read_text()
+        (tmp_path / "status" / "handler-2.json").write_text(
+            doc.replace('"name":"1"', '"name":"2"').replace(
+                '"pid":{}'.format(os.getpid()), '"pid":{}'.format(child.pid)))
+        assert {d["name"]: d["state"] for d in read_board(str(tmp_path))} == \
+            {"1": "running", "2": "running"}
+        child.kill()
+        child.wait()
+        entries = {d["name"]: d for d in read_board(str(tmp_path))}
+        assert entries["2"]["state"] == "dead" and not entries["2"]["alive"]
+        assert entries["1"]["frames"] == 2 and entries["1"]["restarts"] == 1
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_board_survives_an_unwritable_directory(tmp_path: Path, caplog: Any) -> None:
+    (tmp_path / "status").write_text("a file where the directory should be")
+    board = Board(str(tmp_path), "decoder", "cam0")
+    board.publish({})
+    board.publish({})
+    assert sum("cannot write status" in r.message for r in caplog.records) == 1
+
+
+# ---------------------------------------------------------------- recording retention
+
+def _segment(folder: Path, name: str, size: int, age: float = 0) -> Path:
+    path = folder / name
+    path.write_bytes(b"\0" * size)
+    when = time.time() - age
+    os.utime(path, (when, when))
+    return path
+
+
+def test_retention_deletes_the_oldest_first_until_it_fits(tmp_path: Path) -> None:
+    cam = tmp_path / "cam0"
+    cam.mkdir()
+    old = _segment(cam, "a.h5", 400, age=30)
+    mid = _segment(cam, "b.mp4", 400, age=20)
+    new = _segment(cam, "c.h5", 400, age=10)
+    other = _segment(cam, "notes.txt", 5000)  # not ours: never counted or deleted
+    open_bytes = [100]
+    ret = Retention(str(tmp_path), 1000, 0, 0, lambda: open_bytes[0])
+    assert ret.closed_bytes() == 1200
+    assert ret.make_room(50) == ""  # 1200 + 100 + 50 > 1000: one segment must go
+    assert not old.exists() and mid.exists() and new.exists() and other.exists()
+    assert ret.make_room(350) == ""  # 800 + 100 + 350: the next oldest
+    assert not mid.exists() and new.exists()
+    open_bytes[0] = 2000  # an open file alone is over the limit
+    assert "record_max_bytes" in ret.make_room(10)
+    assert not new.exists()
+
+
+def test_retention_expires_by_age_and_keeps_free_space(tmp_path: Path) -> None:
+    cam = tmp_path / "cam0"
+    cam.mkdir()
+    old = _segment(cam, "a.h5", 10, age=3600)
+    young = _segment(cam, "b.h5", 10, age=5)
+    ret = Retention(str(tmp_path), 10 ** 9, 60, 0, lambda: 0)
+    ret.expire(time.time())
+    assert not old.exists() and young.exists()
+    st = os.statvfs(str(tmp_path))
+    greedy = Retention(str(tmp_path), 10 ** 15, 0, st.f_bavail * st.f_frsize * 4, lambda: 0)
+    why = greedy.make_room(1)
+    assert "below record_min_free_mb" in why and not young.exists()
+
+
+# ---------------------------------------------------------------- preview
+
+def test_box_list_reads_every_stage_that_finds_boxes() -> None:
+    meta = {"faces": [[1, 2, 3, 4]], "motion": {"boxes": [[5, 6, 7, 8]]},
+            "detections": [{"box": [9, 10, 11, 12], "label": "red", "confidence": 0.9},
+                           {"nobox": 1}], "gray": True}
+    assert box_list(meta) == [([1, 2, 3, 4], "face"), ([5, 6, 7, 8], ""),
+                              ([9, 10, 11, 12], "red 0.90")]
+    assert box_list({"faces": "garbage", "detections": [{"box": [1, 2]}]}) == []
+
+
+def test_preview_render_draws_boxes_scaled_to_the_preview() -> None:
+    import cv2
+
+    from vidpipe.preview import PreviewOutput
+
+    out = PreviewOutput(5, 320, 95, True, ["cam0"])
+    try:
+        small = np.zeros((240, 320), np.uint8)  # a 640x480 frame shrunk by half
+        jpeg = out.render("cam0", small, {"faces": [[200, 200, 200, 100]]}, 0.5, 7)
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape == (240, 320, 3)
+        green = image[:, :, 1].astype(int) - image[:, :, 2].astype(int)
+        assert green[100, 150] > 100 and green[150, 100] > 100  # the box edges at half scale
+        assert green[125, 150] < 50  # inside is untouched
+    finally:
+        out.close()
+
+
+# ---------------------------------------------------------------- config
+
+@pytest.mark.parametrize("collector, key, text", [
+    ({"outputs": ["preview"], "http_listen": "localhost"}, "collector.http_listen", "HOST:PORT"),
+    ({"metrics": True, "http_listen": "1.2.3.4:99999"}, "collector.http_listen", "HOST:PORT"),
+    ({"outputs": ["record"], "record_formats": []}, "collector.record_formats", "at least one"),
+    ({"outputs": ["record"], "record_formats": ["avi"]}, "collector.record_formats[0]", "'mp4'"),
+    ({"outputs": ["record"], "record_dir": "recordings"}, "collector.record_dir", "absolute"),
+    ({"outputs": ["recrod"]}, "collector.outputs[0]", "'record'"),
+])
+def test_operator_config_errors_name_the_key(collector: Any, key: str, text: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"collector": collector}, "p.toml")
+    assert err.value.key == key and text in err.value.message
+
+
+def test_tap_endpoints_default_to_the_runtime_dir() -> None:
+    config = config_from_dict({"pipeline": {"runtime_dir": "/run/x"},
+                               "cameras": {"cam0": {"source": "testsrc"}}})
+    assert config.cameras["cam0"].tap == "ipc:///run/x/tap-cam0.sock"
+    assert config.collector.tap == "ipc:///run/x/tap-collector.sock"
