@@ -4,6 +4,8 @@
 ``jsonl``: one JSON object per frame (processed, dropped or missing) to a
 file, the machine-readable record that tests and scripts read.
 ``display``: the seed's visualizer, a window per camera (needs a screen).
+``preview`` (module ``preview``) and ``record`` (module ``recording``) build
+on the ``Output`` interface here.
 """
 
 import hashlib
@@ -16,6 +18,21 @@ from vidpipe.config import CollectorConfig
 from vidpipe.ordering import OK, Entry
 
 log = logging.getLogger("vidpipe.outputs")
+
+
+def bgr8(image: Any) -> Any:
+    """``image`` as 8-bit BGR, what JPEG and MP4 encoders take (a new array
+    unless it already is one)."""
+    import cv2
+    import numpy as np
+
+    if image.dtype != np.uint8:
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
 
 
 class Output:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from vidpipe.ordering import OK, Entry
-from vidpipe.outputs import Output
+from vidpipe.outputs import Output, bgr8
 from vidpipe.web import Request
 
 log = logging.getLogger("vidpipe.preview")
@@ -146,12 +146,7 @@ class PreviewOutput(Output):
 
     def render(self, camera: str, image: np.ndarray, meta: Dict[str, Any], scale: float,
                seq: int) -> bytes:
-        if image.dtype != np.uint8:
-            image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-        if image.ndim == 2 or image.shape[2] == 1:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        elif image.shape[2] == 4:
-            image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        image = bgr8(image)
         if self.boxes:
             for (x, y, w, h), label in box_list(meta):
                 p1 = (int(x * scale), int(y * scale))

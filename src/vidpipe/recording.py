@@ -35,7 +35,7 @@ import numpy as np
 
 from vidpipe.h5store import HEADER_BYTES, ROW_OVERHEAD, H5Writer, require_h5py
 from vidpipe.ordering import OK, Entry
-from vidpipe.outputs import Output
+from vidpipe.outputs import Output, bgr8
 from vidpipe.stats import Tally
 
 log = logging.getLogger("vidpipe.recording")
@@ -64,7 +64,14 @@ class Segment:
     def write(self, image: np.ndarray, seq: int, capture_ns: int) -> None:
         raise NotImplementedError
 
+    def on_disk(self) -> int:
+        try:
+            return os.stat(self.path).st_size
+        except OSError:
+            return 0
+
     def size_estimate(self) -> int:
+        """A bound on the file's size once closed."""
         raise NotImplementedError
 
     def frame_bytes(self, image: np.ndarray) -> int:
@@ -96,31 +103,18 @@ class Mp4Segment(Segment):
         super().__init__(path, camera, image, fps)
         import cv2
 
-        self.cv2 = cv2
         height, width = image.shape[:2]
-        self.color = image.ndim == 3 and image.shape[2] >= 3
         self.writer = cv2.VideoWriter(self.path, cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mp4v"),
                                       fps, (width, height), True)
         if not self.writer.isOpened():
             raise OSError(errno.EIO, "OpenCV cannot write MP4 (mp4v) to {}".format(self.path))
 
     def write(self, image: np.ndarray, seq: int, capture_ns: int) -> None:
-        if image.dtype != np.uint8:
-            image = self.cv2.normalize(image, None, 0, 255, self.cv2.NORM_MINMAX).astype(
-                np.uint8)
-        if image.ndim == 2 or image.shape[2] == 1:
-            image = self.cv2.cvtColor(image, self.cv2.COLOR_GRAY2BGR)
-        elif image.shape[2] == 4:
-            image = self.cv2.cvtColor(image, self.cv2.COLOR_BGRA2BGR)
-        self.writer.write(image)
+        self.writer.write(bgr8(image))
         self.frames += 1
 
     def size_estimate(self) -> int:
-        try:
-            size = os.stat(self.path).st_size
-        except OSError:
-            size = 0
-        return size + MP4_SLACK + 32 * self.frames  # + the index written at close
+        return self.on_disk() + MP4_SLACK + 32 * self.frames  # + the index written at close
 
     def frame_bytes(self, image: np.ndarray) -> int:
         # an MPEG-4 frame is far smaller than the raw one; a key frame can be
@@ -163,11 +157,7 @@ class H5Segment(Segment):
         self.frames += 1
 
     def size_estimate(self) -> int:
-        try:
-            size = os.stat(self.path).st_size
-        except OSError:
-            size = 0
-        return max(size, self.reserved, self.writer.size_estimate() + HEADER_BYTES)
+        return max(self.on_disk(), self.reserved, self.writer.size_estimate() + HEADER_BYTES)
 
     def frame_bytes(self, image: np.ndarray) -> int:
         return int(image.nbytes) + ROW_OVERHEAD

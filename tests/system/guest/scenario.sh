@@ -100,9 +100,14 @@ CONF=/etc/vidpipe/pipeline.toml
 # box) so that restarted services get CPU to start in
 sed -i 's/^#max_latency_ms = 250$/max_latency_ms = 3000/' $CONF
 sed -i 's/^#width = 640$/width = 320/; s/^#height = 480$/height = 240/; s/^#fps = 30.0$/fps = 10.0/' $CONF
+sed -i 's/^outputs = \["log", "preview"\]$/outputs = ["log", "preview", "jsonl", "record"]/' $CONF
+grep -q '^outputs = \["log", "preview", "jsonl", "record"\]$' $CONF \
+    || fail "the shipped pipeline.toml has no 'outputs = [\"log\", \"preview\"]' line to edit"
 cat >> $CONF <<'EOF'
-outputs = ["log", "jsonl"]
 jsonl_path = "/var/lib/vidpipe/results.jsonl"
+metrics = true
+record_max_bytes = 4194304
+record_min_free_mb = 16
 
 [handlers.1]
 cpus = [1]
@@ -146,6 +151,32 @@ echo "${FACTS[collector_status]}" | grep -Eq "cam0: [0-9.]+ fps, latency p50 [0-
 systemctl status --no-pager vid-handler@1 | grep -Eq "Status: \"handler 1: [0-9.]+ fps, processed [0-9]+" \
     || fail "systemctl status vid-handler@1 shows no STATUS line: $(systemctl status --no-pager vid-handler@1 | head -8)"
 pass "cam0 $(ok_count cam0) and cam1 $(ok_count cam1) results, in order; ${FACTS[collector_status]}"
+
+# ---------------------------------------------------------------- 5b. what an operator looks at
+CURRENT=operator-view
+out=$(vidpipe status 2>&1) || fail "vidpipe status failed: $out"
+FACTS[status_table]=$out
+echo "$out" | grep -Eq "^decoder +cam0 +cam0 +running \(active/running\)" \
+    || fail "vidpipe status shows no running cam0 decoder: $out"
+echo "$out" | grep -Eq "^handler +1 .*running \(active/running\)" || fail "no handler 1 in: $out"
+echo "$out" | grep -Eq "^collector +main .*running \(active/running\)" || fail "no collector in: $out"
+out=$(python3 - 2>&1 <<'EOF'
+import re, urllib.request
+page = urllib.request.urlopen("http://127.0.0.1:8090/metrics", timeout=20).read().decode()
+found = re.search(r'vidpipe_frames_total\{camera="cam0",name="cam0",role="decoder"\} ([0-9]+)', page)
+assert found and int(found.group(1)) > 0, page[:3000]
+assert 'vidpipe_latency_seconds_count{camera="cam0"' in page, page[:3000]
+jpeg = urllib.request.urlopen("http://127.0.0.1:8090/snapshot/cam0.jpg", timeout=20).read()
+assert jpeg[:2] == b"\xff\xd8", jpeg[:20]
+print("decoder frames_total", found.group(1), "snapshot", len(jpeg), "bytes")
+EOF
+) || fail "metrics or preview from the hardened collector: $out"
+web=$out
+out=$(timeout 60 vidpipe tap cam0 --frames 5 --json 2>&1) || fail "vidpipe tap cam0: $out"
+echo "$out" | grep -q '"received": 5' || fail "the tap did not get 5 frames: $out"
+recorded() { ls /var/lib/vidpipe/recordings/cam0/ 2>/dev/null | grep -q '\.mp4$'; }
+wait_until 30 recorded || fail "no recording in /var/lib/vidpipe/recordings/cam0: $(journalctl -u vid-collector --no-pager | grep -i record | tail -3)"
+pass "status table ok; $web; tap got 5 frames; recording $(ls /var/lib/vidpipe/recordings/cam0 | head -1)"
 
 # ---------------------------------------------------------------- 6. pinning
 CURRENT=pinning
