@@ -84,6 +84,9 @@ def read_board(runtime_dir: str) -> List[Dict[str, Any]]:
     directory = board_dir(runtime_dir)
     try:
         names = sorted(n for n in os.listdir(directory) if n.endswith(".json"))
+    except PermissionError:
+        raise PermissionError("cannot read {}: permission denied (run as root or as a member "
+                              "of group vidpipe)".format(directory)) from None
     except OSError:
         return []
     entries = []

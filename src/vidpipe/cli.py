@@ -194,7 +194,11 @@ def _status(args: argparse.Namespace) -> int:
     from vidpipe import metrics, status
 
     config = load_config(args.config)
-    report = status.gather(config.pipeline.runtime_dir, with_units=not args.no_units)
+    try:
+        report = status.gather(config.pipeline.runtime_dir, with_units=not args.no_units)
+    except PermissionError as exc:
+        print("vidpipe: {}".format(exc), file=sys.stderr)
+        return 1
     if args.prometheus:
         sys.stdout.write(metrics.render(report["roles"]))
     elif args.json:

@@ -310,7 +310,7 @@ class Handler:
                 "latency_p99_ms": self.latency.percentile(99),
                 "stages": list(self.hc.stages), "accelerator": self.accelerator,
                 "decoders": len(self.inputs), "undelivered": self.undelivered,
-                "queue_depth": 0, "malformed": self.bad.as_dict(),
+                "malformed": self.bad.as_dict(),
                 "why_idle": self.why_idle(now)}
 
     def close(self) -> None:

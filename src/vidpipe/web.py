@@ -34,6 +34,12 @@ class Request(http.server.BaseHTTPRequestHandler):
                     route(self, match)
                 except (BrokenPipeError, ConnectionResetError, socket.timeout):
                     pass  # the browser went away
+                except Exception as exc:  # one bad page never takes the server down
+                    log.warning("GET %s: %s: %s", path, type(exc).__name__, exc)
+                    try:
+                        self.send_text(500, "error: {}\n".format(exc))
+                    except OSError:
+                        pass
                 return
         self.send_text(404, "not found: {}\n".format(path))
 
