@@ -20,6 +20,7 @@ from vidpipe import transport
 
 log = logging.getLogger("vidpipe.tap")
 EOS_REPEATS = 5  # the end-of-stream notice is repeated: a full queue may drop one
+MAX_TOPICS = 1024
 
 
 class TapPublisher:
@@ -50,6 +51,8 @@ class TapPublisher:
                 continue
             topic = bytes(event[1:])
             if event[0] == 1:
+                if topic not in self.subscriptions and len(self.subscriptions) >= MAX_TOPICS:
+                    continue  # a hostile subscriber cannot grow this without bound
                 self.subscriptions[topic] = self.subscriptions.get(topic, 0) + 1
             elif event[0] == 0 and topic in self.subscriptions:
                 self.subscriptions.pop(topic)

@@ -216,3 +216,60 @@ def test_tap_endpoints_default_to_the_runtime_dir() -> None:
                                "cameras": {"cam0": {"source": "testsrc"}}})
     assert config.cameras["cam0"].tap == "ipc:///run/x/tap-cam0.sock"
     assert config.collector.tap == "ipc:///run/x/tap-collector.sock"
+
+
+# ---------------------------------------------------------------- tap publisher
+
+def test_tap_publisher_knows_who_listens_and_stays_bounded(short_tmp: Path) -> None:
+    import zmq
+
+    from vidpipe import transport, wire
+    from vidpipe.tap import MAX_TOPICS, TapPublisher
+
+    sockets = transport.Sockets(1 << 20, None)
+    endpoint = "ipc://{}/tap.sock".format(short_tmp)
+    pub = TapPublisher(sockets, endpoint, 4)
+    pub.bind()
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.connect(endpoint)
+    try:
+        assert not pub.wanted("cam0")
+        sub.setsockopt(zmq.SUBSCRIBE, b"cam0")
+
+        def until(predicate: Any) -> bool:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if predicate():
+                    return True
+                time.sleep(0.01)
+            return False
+
+        assert until(lambda: pub.wanted("cam0"))
+        assert not pub.wanted("cam1")
+        pub.publish("cam0", wire.control_parts(wire.EOS, {}, "cam0", 1, 3))
+        assert sub.poll(5000)
+        topic, head, _meta = sub.recv_multipart()
+        assert topic == b"cam0" and wire.parse_header(head).seq == 3
+        sub.setsockopt(zmq.UNSUBSCRIBE, b"cam0")
+        assert until(lambda: not pub.wanted("cam0"))
+
+        # somebody subscribing to ever new topics cannot grow the table
+        raw = ctx.socket(zmq.XSUB)
+        raw.connect(endpoint)
+        raw.send(b"\x01probe")
+        assert until(lambda: pub.wanted("probe"))  # connected
+        raw.send(b"\x07garbage that is no subscription")
+        for n in range(MAX_TOPICS + 500):
+            raw.send(b"\x01flood%d" % n)
+            if n % 100 == 99:  # in batches: both ends' queues hold 1000
+                assert until(lambda: (pub.wanted("x"), len(pub.subscriptions) >= min(
+                    MAX_TOPICS, n - 100))[1])
+        assert until(lambda: (pub.wanted("x"), len(pub.subscriptions) >= MAX_TOPICS)[1])
+        time.sleep(0.2)
+        pub.wanted("x")
+        assert len(pub.subscriptions) == MAX_TOPICS
+        raw.close(0)
+    finally:
+        sub.close(0)
+        sockets.close()
