@@ -21,6 +21,7 @@ from vidpipe import transport
 log = logging.getLogger("vidpipe.tap")
 EOS_REPEATS = 5  # the end-of-stream notice is repeated: a full queue may drop one
 MAX_TOPICS = 1024
+CHECK_S = 0.05
 
 
 class TapPublisher:
@@ -32,6 +33,8 @@ class TapPublisher:
         self.published = 0
         self.bound = False
         self.pending: List[List[Any]] = []  # end-of-stream repeats still to send
+        self.checked = 0.0
+        self.answers: Dict[str, bool] = {}
 
     def bind(self) -> None:
         """Bind, or log why not: a tap that cannot bind never stops the video."""
@@ -58,12 +61,21 @@ class TapPublisher:
                 self.subscriptions.pop(topic)
 
     def wanted(self, topic: str) -> bool:
-        """Does any subscriber want ``topic``? (cheap: one non-blocking recv)"""
+        """Does any subscriber want ``topic``? Subscriptions are read at most every
+        ``CHECK_S`` (a new tap waits that long for its first frame), so asking on
+        every frame costs next to nothing."""
         if not self.bound:
             return False
-        self._read_subscriptions()
-        name = topic.encode()
-        return any(name.startswith(sub) for sub in self.subscriptions)
+        now = time.monotonic()
+        if now - self.checked >= CHECK_S:
+            self.checked = now
+            self._read_subscriptions()
+            self.answers.clear()
+        answer = self.answers.get(topic)
+        if answer is None:
+            name = topic.encode()
+            answer = self.answers[topic] = any(name.startswith(s) for s in self.subscriptions)
+        return answer
 
     def publish(self, topic: str, parts: List[Any]) -> None:
         try:
