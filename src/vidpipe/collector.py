@@ -138,8 +138,7 @@ class Collector:
         self.start_web()
         log.info("collector %s: results on %s, outputs %s", self.name, self.cc.bind,
                  ",".join(self.cc.outputs) or "(none)")
-        self.notifier.ready(self.status_text())
-        self.reporter.publish(time.monotonic())
+        self.reporter.ready()
 
     def run(self) -> int:
         self.start()

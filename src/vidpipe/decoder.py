@@ -130,8 +130,7 @@ class Decoder:
             # Ready once sockets are bound and the source was tried: a camera that
             # is not there yet is a state to report, not a failed start.
             self.ready_sent = True
-            self.notifier.ready(self.status_text())
-            self.reporter.publish(time.monotonic())
+            self.reporter.ready()
 
     # ------------------------------------------------------------------ main loop
 

@@ -162,8 +162,7 @@ class Handler:
         log.info("handler %s: stages %s, dispatch %s, cpus %s, accelerator %s", self.name,
                  ",".join(s.name for s in self.chain) or "(none)", self.mode,
                  ",".join(map(str, self.cpus)), self.accelerator)
-        self.notifier.ready(self.status_text())
-        self.reporter.publish(time.monotonic())
+        self.reporter.ready()
 
     def run(self) -> int:
         self.start()

@@ -108,6 +108,12 @@ class Reporter:
         self.snapshot = snapshot
         self.last_status = self.last_log = time.monotonic()
 
+    def ready(self) -> None:
+        """READY=1 with the first status line, and the first board entry."""
+        now = time.monotonic()
+        self.notifier.ready(self.status(now))
+        self.publish(now)
+
     def publish(self, now: float, state: str = "running") -> None:
         """Put the role's numbers on the board now (at start, each tick, at exit)."""
         if self.board is not None and self.snapshot is not None:
