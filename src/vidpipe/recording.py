@@ -319,6 +319,15 @@ class RecordOutput(Output):
         self.queue.put((camera, None, 0, 0))  # close its segments once its frames are written
 
     def close(self) -> None:
+        # the unit has seconds to stop: frames still queued are left out (and
+        # counted), the segments being written are closed properly
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and item[1] is not None:
+                self.skipped["shutdown"] += 1
         self.queue.put(None)
         self.thread.join(30)
         with self.lock:

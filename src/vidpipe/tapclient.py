@@ -122,7 +122,9 @@ class Tap:
     def run(self, stopper: Stopper, frames: int = 0, duration: float = 0.0) -> Dict[str, Any]:
         self.sockets.connect(self.sock, self.endpoint)
         log.info("tap %s: listening on %s", self.camera, self.endpoint)
-        deadline = time.monotonic() + duration if duration else None
+        started = time.monotonic()
+        deadline = started + duration if duration else None
+        said = False
         try:
             while not stopper.requested and not self.counter.ended:
                 if deadline is not None and time.monotonic() >= deadline:
@@ -130,6 +132,12 @@ class Tap:
                 if frames and self.counter.received >= frames:
                     break
                 if not self.sock.poll(200):
+                    if not said and not self.counter.received and \
+                            time.monotonic() - started > 3.0:
+                        said = True  # a silent tap looks hung: say what it waits for
+                        sys.stderr.write("tap {}: nothing yet on {} (is vid-decoder@{} "
+                                         "running? Ctrl-C stops)\n".format(
+                                             self.camera, self.endpoint, self.camera))
                     continue
                 parts = self.sock.recv_multipart(copy=True)
                 self.on_message(parts)

@@ -109,3 +109,15 @@ def test_tap_stats_prints_a_line_per_frame(pipeline: Any) -> None:
     assert all(line.startswith("cam0 #") and " mean " in line and " missed " in line
                for line in lines), lines
     assert "tap cam0: received 10" in proc.stderr
+
+
+def test_a_tap_on_a_camera_that_is_not_running_says_what_it_waits_for(pipeline: Any) -> None:
+    pipeline.write_config({"collector": {"outputs": ["jsonl"]}})
+    proc = subprocess.run([sys.executable, "-m", "vidpipe", "--config",
+                           str(pipeline.config_path), "tap", "nocam", "--duration", "4"],
+                          env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert "tap nocam: nothing yet on ipc://" in proc.stderr
+    assert "is vid-decoder@nocam running?" in proc.stderr
+    assert "tap nocam: received 0, missed 0" in proc.stderr
