@@ -27,6 +27,7 @@ from vidpipe.stats import LatencyWindow, RateMeter, Tally, fmt_ms
 
 log = logging.getLogger("vidpipe.handler")
 DISCOVERY_INTERVAL = 1.0
+MAX_CAMERAS = 1024  # per-camera counters: the names come from the wire
 WARMUP = "\0warm-up"
 
 
@@ -95,7 +96,8 @@ class Handler:
         self.poller = zmq.Poller()
         self.last_beat = 0.0
         self.last_discovery = 0.0
-        self.per_camera = Tally()
+        self.per_camera = Tally()  # processed frames by camera
+        self.camera_drops: Dict[str, Tally] = {}
         self.reporter = Reporter(self.notifier, pipe.stats_interval_s, self.status_text,
                                  board=Board(pipe.runtime_dir, "handler", name),
                                  snapshot=self.snapshot)
@@ -229,7 +231,8 @@ class Handler:
             parts = self.result(head, frame, pixels, ref is not None, meta)
             if transport.send_nowait(self.results, parts):
                 self.processed += 1
-                self.per_camera[head.camera] += 1
+                if head.camera in self.per_camera or len(self.per_camera) < MAX_CAMERAS:
+                    self.per_camera[head.camera] += 1
                 self.rate.tick()
                 self.latency.add((time.time_ns() - head.capture_ns) / 1e6)
             else:
@@ -272,6 +275,8 @@ class Handler:
 
     def _drop(self, head: wire.Header, reason: str) -> None:
         self.dropped[reason] += 1
+        if head.camera in self.camera_drops or len(self.camera_drops) < MAX_CAMERAS:
+            self.camera_drops.setdefault(head.camera, Tally())[reason] += 1
         parts = wire.control_parts(wire.DROP, {"reason": reason, "handler": self.name},
                                    head.camera, head.stream, head.seq, head.capture_ns)
         if not transport.send_nowait(self.results, parts):
@@ -302,7 +307,11 @@ class Handler:
         return text + (" - " + why if why else "")
 
     def snapshot(self, now: float) -> Dict[str, Any]:
-        return {"cameras": {cam: {"frames": n} for cam, n in self.per_camera.items()},
+        cameras = {cam: {"frames": self.per_camera[cam],
+                         "dropped": self.camera_drops[cam].as_dict()
+                         if cam in self.camera_drops else {}}
+                   for cam in set(self.per_camera) | set(self.camera_drops)}
+        return {"cameras": cameras,
                 "frames": self.processed, "dropped": self.dropped.as_dict(),
                 "fps": round(self.rate.rate(now), 2),
                 "latency_p50_ms": self.latency.percentile(50),

@@ -75,17 +75,12 @@ def render(entries: Iterable[Dict[str, Any]]) -> str:
         for reason, count in (doc.get("malformed") or {}).items():
             out.add("vidpipe_malformed_messages_total", count, role=role, name=name,
                     reason=reason)
-        if role == "handler":
-            for reason, count in (doc.get("dropped") or {}).items():
-                out.add("vidpipe_frames_dropped_total", count, role=role, name=name,
-                        camera="", reason=reason)
         for camera, cam in sorted((doc.get("cameras") or {}).items()):
             labels = {"camera": camera, "role": role, "name": name}
             out.add("vidpipe_frames_total", cam.get("frames"), **labels)
             out.add("vidpipe_fps", cam.get("fps"), **labels)
-            if role != "handler":
-                for reason, count in (cam.get("dropped") or {}).items():
-                    out.add("vidpipe_frames_dropped_total", count, reason=reason, **labels)
+            for reason, count in (cam.get("dropped") or {}).items():
+                out.add("vidpipe_frames_dropped_total", count, reason=reason, **labels)
             if role == "collector":
                 out.add("vidpipe_frames_missing_total", cam.get("missing"), **labels)
                 _histogram(out, cam.get("latency_hist"), labels)

@@ -65,7 +65,8 @@ def test_metrics_text_format_and_escaping() -> None:
         {"role": "decoder", "name": "cam0", "alive": True, "restarts": 2, "queue_depth": 3,
          "cameras": {"cam0": {"frames": 10, "fps": 29.5, "dropped": {"no_capacity": 4}}}},
         {"role": "handler", "name": "1", "alive": False, "restarts": 0, "dropped": {"stale": 1},
-         "malformed": {"bad_magic": 2}, "cameras": {"cam0": {"frames": 6}}},
+         "malformed": {"bad_magic": 2},
+         "cameras": {"cam0": {"frames": 6, "dropped": {"stale": 1}}}},
         {"role": "collector", "name": "main", "alive": True, "cameras": {
             'we"ird\\cam': {"frames": 1, "missing": 0, "latency_hist": hist.as_dict()}}},
     ]
@@ -76,6 +77,8 @@ def test_metrics_text_format_and_escaping() -> None:
     assert ('vidpipe_frames_dropped_total{camera="cam0",name="cam0",reason="no_capacity",'
             'role="decoder"} 4') in lines
     assert 'vidpipe_up{name="1",role="handler"} 0' in lines
+    assert ('vidpipe_frames_dropped_total{camera="cam0",name="1",reason="stale",'
+            'role="handler"} 1') in lines
     assert 'vidpipe_restarts_total{name="cam0",role="decoder"} 2' in lines
     assert ('vidpipe_malformed_messages_total{name="1",reason="bad_magic",role="handler"} 2'
             in lines)
