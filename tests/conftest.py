@@ -307,3 +307,24 @@ def need_module(name: str) -> Any:
 
         return importlib.import_module(name)
     return pytest.importorskip(name)
+
+
+def fake_decoder(ctx: Any, runtime: Path, name: str, handlers: int,
+                 timeout: float = 10) -> Any:
+    """A ROUTER bound as ``decoder-NAME.sock`` in the runtime directory, which
+    running handlers discover and connect to; returns it and the identities of
+    the ``handlers`` that announced themselves (fails if fewer did)."""
+    import zmq
+
+    sock = ctx.socket(zmq.ROUTER)
+    sock.bind("ipc://{}/decoder-{}.sock".format(runtime, name))
+    peers: List[bytes] = []
+    deadline = time.monotonic() + timeout
+    while len(peers) < handlers and time.monotonic() < deadline:
+        if sock.poll(200):
+            identity = sock.recv_multipart()[0]
+            if identity not in peers:
+                peers.append(identity)
+    assert len(peers) == handlers, "{} of {} handlers discovered decoder-{}.sock".format(
+        len(peers), handlers, name)
+    return sock, peers

@@ -10,14 +10,13 @@ order of the cameras it names: ipc permissions and CurveZMQ keep it off)
 stays out of the way of what is checked here."""
 
 import json
-import time
-from typing import Any, List
+from typing import Any
 
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import wait_until
+from conftest import fake_decoder, wait_until
 from fuzzing import messages
 
 LIVE = settings(max_examples=250, deadline=None, derandomize=True,
@@ -53,16 +52,8 @@ def test_generated_garbage_over_live_sockets_is_counted_and_harms_nobody(pipelin
         decoder.connect("ipc://{}/decoder-live.sock".format(pipeline.runtime))
         tap = ctx.socket(zmq.XSUB)
         tap.connect("ipc://{}/tap-live.sock".format(pipeline.runtime))
-        fake = ctx.socket(zmq.ROUTER)  # a decoder the handlers discover and trust
-        fake.bind("ipc://{}/decoder-fuzz.sock".format(pipeline.runtime))
-        peers: List[bytes] = []
-        deadline = time.monotonic() + 10
-        while len(peers) < 2 and time.monotonic() < deadline:
-            if fake.poll(200):
-                identity = fake.recv_multipart()[0]
-                if identity not in peers:
-                    peers.append(identity)
-        assert len(peers) == 2, "the handlers did not find the fake decoder"
+        # a decoder the handlers discover and trust
+        fake, peers = fake_decoder(ctx, pipeline.runtime, "fuzz", 2)
         for sock in (collector, decoder, tap, fake):
             sock.setsockopt(zmq.SNDTIMEO, 2000)
 

@@ -9,6 +9,7 @@ from typing import Any, Dict, List
 
 import zmq
 
+from conftest import fake_decoder
 from vidpipe import wire
 
 GOOD_HEADER = wire.Header(kind=wire.RESULT, camera="cam0", stream=1, seq=0).pack()
@@ -102,14 +103,7 @@ def test_garbage_everywhere_is_counted_and_the_pipeline_goes_on(pipeline: Any) -
         to_decoder = ctx.socket(zmq.DEALER)
         to_decoder.connect("ipc://{}/decoder-cam0.sock".format(pipeline.runtime))
         # a fake decoder in the runtime directory: the handlers find it and connect
-        fake = ctx.socket(zmq.ROUTER)
-        fake.bind("ipc://{}/decoder-evil.sock".format(pipeline.runtime))
-        peers = set()
-        deadline = time.monotonic() + 10
-        while len(peers) < 2 and time.monotonic() < deadline:
-            if fake.poll(200):
-                peers.add(fake.recv_multipart()[0])
-        assert len(peers) == 2, "handlers did not discover the new decoder socket"
+        fake, peers = fake_decoder(ctx, pipeline.runtime, "evil", 2)
         time.sleep(0.5)
 
         for parts, _reason in COLLECTOR_GARBAGE:
