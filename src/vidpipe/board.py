@@ -10,8 +10,9 @@ counts the starts of that role since boot, less one.
 import json
 import logging
 import os
+import re
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 log = logging.getLogger("vidpipe.board")
 
@@ -104,13 +105,4 @@ def read_board(runtime_dir: str) -> List[Dict[str, Any]]:
 
 
 def _natural(text: str) -> List[Any]:
-    import re
-
     return [int(t) if t.isdigit() else t for t in re.split(r"([0-9]+)", text)]
-
-
-def find_entry(entries: List[Dict[str, Any]], role: str, name: str) -> Optional[Dict[str, Any]]:
-    for doc in entries:
-        if doc.get("role") == role and doc.get("name") == name:
-            return doc
-    return None

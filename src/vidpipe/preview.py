@@ -79,7 +79,6 @@ class PreviewOutput(Output):
         self.width = width
         self.quality = quality
         self.boxes = boxes
-        self.configured = list(cameras)
         self.feeds: Dict[str, Feed] = {name: Feed() for name in cameras}
         self.pending: Dict[str, Tuple[np.ndarray, Dict[str, Any], float, int]] = {}
         self.lock = threading.Lock()
@@ -169,7 +168,7 @@ class PreviewOutput(Output):
                 r"/snapshot/([A-Za-z0-9_-]{1,31})\.jpg": self.page_snapshot}
 
     def cameras(self) -> List[str]:
-        return sorted(set(self.configured) | set(self.feeds))
+        return sorted(self.feeds)  # the configured ones from the start, others as they come
 
     def page_index(self, req: Request, _match: Any) -> None:
         items = "\n".join(

@@ -239,9 +239,6 @@ class Retention:
                     "to delete".format(free // 2 ** 20, self.root))
         return ""
 
-    def fits(self, extra: int) -> bool:
-        return not self.shortfall(extra)
-
     def delete_oldest(self) -> bool:
         if not self.closed:
             return False

@@ -40,11 +40,9 @@ def gather(runtime_dir: str, with_units: bool = True,
     units = unit_states([e["unit"] for e in entries]) if with_units else {}
     for entry in entries:
         unit = units.get(entry.get("unit", ""), {})
-        if unit.get("ActiveState") and unit.get("ActiveState") != "inactive" or unit.get(
-                "LoadState") == "loaded":
-            entry["unit_state"] = "{}/{}".format(unit["ActiveState"], unit.get("SubState", ""))
-        else:
-            entry["unit_state"] = unit.get("ActiveState", "")
+        active = unit.get("ActiveState", "")
+        entry["unit_state"] = "{}/{}".format(active, unit.get("SubState", "")) \
+            if active and active != "inactive" else active
         if unit.get("NRestarts", "").isdigit():
             entry["unit_restarts"] = int(unit["NRestarts"])
         entry["age_s"] = round(now - float(entry.get("updated", 0)), 1)

@@ -31,7 +31,7 @@ def tap_endpoint(config: Config, camera: str, source: str) -> str:
         return config.collector.tap
     if camera in config.cameras:
         return config.cameras[camera].tap
-    return "ipc://{}/tap-{}.sock".format(config.pipeline.runtime_dir.rstrip("/"), camera)
+    return config.unconfigured_camera(camera, "auto").tap  # what its decoder will use
 
 
 class GapCounter:
