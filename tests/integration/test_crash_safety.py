@@ -19,8 +19,12 @@ def test_a_handler_killed_every_few_seconds_for_a_minute_loses_no_frame(
     pipeline.write_config({
         "pipeline": {"max_latency_ms": 3000, "heartbeat_ms": 100, "handler_timeout_ms": 1000},
         "cameras": {"cam0": camera(1800, width=320, height=240, wait=4)},
-        "handlers": {"stages": ["gray", "sleep"], "prefetch": 1},
-        "stage": {"sleep": {"ms": 60}},  # a handler holds a frame about half the time
+        # a handler holds a frame about half the time, and may hold two: a kill
+        # takes up to two frames with it, and three handlers left while the
+        # fourth restarts have room for a burst (with prefetch 1, one frame in
+        # about 1800 now and then found all of them busy: "no_capacity")
+        "handlers": {"stages": ["gray", "sleep"], "prefetch": 2},
+        "stage": {"sleep": {"ms": 60}},
         "collector": {"exit_on_eos": True, "reorder_window": 256},
     })
     collector = pipeline.start("collector", "main")
