@@ -11,7 +11,7 @@ import glob
 import logging
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import zmq
@@ -190,29 +190,47 @@ class Handler:
         for sock in list(self.inputs.values()):
             if sock in events:
                 started = time.perf_counter()
-                msg = transport.recv_message(sock, self.bad, self.sockets.max_bytes)
-                if msg is None:
+                parts = transport.recv_parts(sock)
+                if parts is None:
                     continue
-                if msg.header.kind != wire.FRAME:
-                    self.bad["unexpected_kind"] += 1
-                    continue
-                self.handle(sock, msg, started)
+                known = self.frames.known(parts)  # most frames: a few bytes read
+                if known is not None:
+                    self.handle(sock, *known, started)
+                else:
+                    self.decode(sock, parts, started)
 
-    def handle(self, sock: zmq.Socket, msg: wire.Message, started: float) -> None:
+    def decode(self, sock: zmq.Socket, parts: List[Any], started: float) -> None:
+        """A message :meth:`FrameDecoder.known` did not take, checked in full."""
+        msg = transport.decode_parts(parts, self.bad, self.sockets.max_bytes)
+        if msg is None:
+            return
         head = msg.header
-        now_ns = time.time_ns()
+        if head.kind != wire.FRAME:
+            self.bad["unexpected_kind"] += 1
+            return
+        if time.time_ns() - head.capture_ns > self.max_latency_ns:
+            self._give_up(sock, head, "stale")  # not worth reading its pixels
+            return
+        try:
+            pixels, where = self.frames.image(msg)
+        except wire.WireError as exc:  # a frame we cannot read is still accounted for
+            self.bad[exc.reason] += 1
+            self._give_up(sock, head, exc.reason)
+            return
+        self.frames.learn(parts, head, pixels, where)
+        self.handle(sock, head, pixels, where, started)
+
+    def handle(self, sock: zmq.Socket, head: wire.Header, pixels: np.ndarray,
+               ref: Optional[Tuple[str, int]], started: float) -> None:
+        """Process one frame (``ref``: its shared-memory slot) and return the
+        decoder's credit, whatever happens."""
+        receive_ms = (time.perf_counter() - started) * 1000.0
         self.last_frame_at = time.monotonic()
         try:
+            now_ns = time.time_ns()
             if now_ns - head.capture_ns > self.max_latency_ns:
                 self._drop(head, "stale")
                 return
-            try:
-                pixels, ref = self.frames.image(msg)
-            except wire.WireError as exc:  # a frame we cannot read is still accounted for
-                self.bad[exc.reason] += 1
-                self._drop(head, exc.reason)
-                return
-            receive_ms = (time.perf_counter() - started) * 1000.0
             frame = Frame(camera=head.camera, seq=head.seq, capture_ns=head.capture_ns,
                           image=pixels, meta={},
                           allocate=self.result_ring.claim if self.result_ring else None)
@@ -272,6 +290,13 @@ class Handler:
             elapsed = (time.perf_counter() - started) * 1000.0
             timings[stage.name] = round(elapsed, 3)
         return timings
+
+    def _give_up(self, sock: zmq.Socket, head: wire.Header, reason: str) -> None:
+        """Drop a frame before processing it, and return its credit."""
+        try:
+            self._drop(head, reason)
+        finally:
+            self._credit(sock, head.seq, head.stream)
 
     def _drop(self, head: wire.Header, reason: str) -> None:
         self.dropped[reason] += 1

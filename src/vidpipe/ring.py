@@ -270,6 +270,8 @@ class RingReader:
         # (ring, slot, shape, dtype) -> (mapping, slot offset, view)
         self.views: Dict[Tuple[str, int, Tuple[int, ...], str],
                          Tuple[mmap.mmap, int, np.ndarray]] = {}
+        #: how many rings were let go so far (callers caching views drop theirs)
+        self.evictions = 0
 
     def _open(self, name: str) -> Tuple[mmap.mmap, int, int, int]:
         if name in self.maps:
@@ -300,6 +302,7 @@ class RingReader:
             old_name, (old_map, _s, _z, _t) = self.maps.popitem(last=False)
             for key in [k for k in self.views if k[0] == old_name]:
                 del self.views[key]
+            self.evictions += 1
             try:
                 old_map.close()
             except BufferError:
@@ -340,6 +343,12 @@ class RingReader:
                 nbytes, expected))
         return np.frombuffer(mapped, dtype=dtype, count=count,
                              offset=offset + HEADER_SIZE).reshape(shape)
+
+    def locate(self, name: str, slot: int) -> Tuple[mmap.mmap, int]:
+        """The mapping of a ring already viewed and the offset of ``slot``'s
+        header in it (whose first field is the seqlock)."""
+        mapped, _slots, _size, stride = self.maps[name]
+        return mapped, HEADER_SIZE + slot * stride
 
     def still(self, name: str, slot: int, seq: int) -> bool:
         """Whether ``slot`` still holds ``seq`` (check after using a view)."""

@@ -143,37 +143,52 @@ def _recv_parts(sock: zmq.Socket) -> List[Any]:
     return parts
 
 
+def recv_parts(sock: zmq.Socket) -> Optional[List[Any]]:
+    """The parts of one message that is ready (see :func:`_recv_parts`), or
+    ``None`` when none is waiting."""
+    try:
+        return _recv_parts(sock)
+    except zmq.Again:
+        return None
+
+
+def decode_parts(parts: List[Any], bad: Tally, max_bytes: int) -> Optional[wire.Message]:
+    """``parts`` as a message; a malformed one is counted in ``bad`` by reason
+    (and logged now and then) and ``None`` is returned."""
+    try:
+        return wire.decode(parts, max_bytes)
+    except wire.WireError as exc:
+        bad[exc.reason] += 1
+        if bad[exc.reason] in (1, 10, 100, 1000) or bad[exc.reason] % 10000 == 0:
+            log.warning("dropped malformed message (%s); %d so far", exc, bad[exc.reason])
+        return None
+
+
 def recv_message(sock: zmq.Socket, bad: Tally, max_bytes: int,
                  routed: bool = False) -> Optional[Any]:
     """Receive one message that is ready; malformed ones are counted in ``bad``
     (by reason) and ``None`` is returned. With ``routed`` the first part is a
     ROUTER identity and ``(identity, fd, message)`` is returned, ``fd`` being the
     connection it came in on (matched against the monitor's disconnect events)."""
+    if not routed:
+        parts = recv_parts(sock)
+        return None if parts is None else decode_parts(parts, bad, max_bytes)
     try:
-        parts = _recv_parts(sock) if not routed else \
-            sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        parts = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
     except zmq.Again:
         return None
-    identity = None
+    identity = parts[0].bytes
+    parts = parts[1:]
     fd = -1
-    if routed:
-        identity = parts[0].bytes
-        parts = parts[1:]
-        # libzmq makes the identity frame itself and gives it no source fd: the
-        # fd is only on the frames that came off the connection
-        if parts:
-            try:
-                fd = parts[0].get(zmq.SRCFD)
-            except zmq.ZMQError:
-                fd = -1
-    try:
-        message = wire.decode(parts, max_bytes)
-    except wire.WireError as exc:
-        bad[exc.reason] += 1
-        if bad[exc.reason] in (1, 10, 100, 1000) or bad[exc.reason] % 10000 == 0:
-            log.warning("dropped malformed message (%s); %d so far", exc, bad[exc.reason])
-        return None
-    return (identity, fd, message) if routed else message
+    # libzmq makes the identity frame itself and gives it no source fd: the fd
+    # is only on the frames that came off the connection
+    if parts:
+        try:
+            fd = parts[0].get(zmq.SRCFD)
+        except zmq.ZMQError:
+            fd = -1
+    message = decode_parts(parts, bad, max_bytes)
+    return None if message is None else (identity, fd, message)
 
 
 def poll(poller: zmq.Poller, timeout_s: float) -> dict:

@@ -110,12 +110,23 @@ def test_handler_drops_a_frame_whose_slot_was_rewritten(short_tmp: Any) -> None:
         ring.hold(3, slot)
         parts = wire.frame_parts(image, "cam0", 5, 3, time.time_ns(), encoding=wire.SHM,
                                  payload=codec.shm_ref(ring.name, slot))
-        handler.handle(back, wire.decode(parts), time.perf_counter())
+        handler.decode(back, parts, time.perf_counter())  # the full decode
         assert handler.dropped == {"torn": 1}
         assert handler.processed == 0
         assert sink.poll(5000), "no drop notice reached the collector socket"
         notice = wire.decode(sink.recv_multipart())
         assert notice.header.kind == wire.DROP and notice.meta["reason"] == "torn"
+        # the next frame in that slot takes the short path, and is checked the same
+        ring.give_back(slot)  # the rewriter took it without holding it
+        assert ring.acquire() == slot
+        ring.commit(slot, 4, image.nbytes)
+        ring.hold(4, slot)
+        parts = wire.frame_parts(image, "cam0", 5, 4, time.time_ns(), encoding=wire.SHM,
+                                 payload=codec.shm_ref(ring.name, slot))
+        known = handler.frames.known(parts)
+        assert known is not None and known[0].seq == 4
+        handler.handle(back, *known, time.perf_counter())
+        assert handler.dropped == {"torn": 2} and handler.processed == 0
     finally:
         handler.sockets.close()  # an open socket would block its context's term() forever
         ctx.destroy(linger=0)
