@@ -13,7 +13,6 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-import cv2
 import numpy as np
 
 from vidpipe.ordering import OK, Entry
@@ -75,6 +74,9 @@ def box_list(meta: Dict[str, Any]) -> List[Tuple[List[float], str]]:
 class PreviewOutput(Output):
     def __init__(self, fps: float, width: int, quality: int, boxes: bool,
                  cameras: List[str]) -> None:
+        import cv2  # here, not at the top: a collector without a preview never loads OpenCV
+
+        self.cv2 = cv2
         self.interval = 1.0 / fps
         self.width = width
         self.quality = quality
@@ -111,7 +113,7 @@ class PreviewOutput(Output):
         scale = min(1.0, self.width / float(image.shape[1]))
         if scale < 1.0:  # the small copy is all that leaves the loop
             size = (self.width, max(1, int(round(image.shape[0] * scale))))
-            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            small = self.cv2.resize(image, size, interpolation=self.cv2.INTER_AREA)
         else:
             small = np.array(image)
         with self.lock:
@@ -145,6 +147,7 @@ class PreviewOutput(Output):
 
     def render(self, camera: str, image: np.ndarray, meta: Dict[str, Any], scale: float,
                seq: int) -> bytes:
+        cv2 = self.cv2
         image = bgr8(image)
         if self.boxes:
             for (x, y, w, h), label in box_list(meta):
