@@ -12,13 +12,14 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from vidpipe import wire
-from vidpipe.ring import RingError, RingReader
+from vidpipe.ring import SLOT_HEADER, RingError, RingReader
 
 _SHM_REF = struct.Struct("<I")
 # the fields of a FRAME header that change from frame to frame: stream, seq, capture_ns
+# (after magic, version, kind and flags)
 _MOVING = struct.Struct("<QQq")
-_MOVING_AT, _MOVING_END = 8, 8 + _MOVING.size
-_SEQLOCK = struct.Struct("<Q")
+_MOVING_AT = struct.calcsize("<4sBBH")
+_MOVING_END = _MOVING_AT + _MOVING.size
 MAX_KNOWN = 1024
 ENCODING_CODES = {"raw": wire.RAW, "lz4": wire.LZ4, "jpeg": wire.JPEG}
 
@@ -120,7 +121,7 @@ class FrameDecoder:
             return None
         camera, fixed, mapped, offset, pixels, where = hit
         stream, seq, capture_ns = _MOVING.unpack_from(head, _MOVING_AT)
-        if _SEQLOCK.unpack_from(mapped, offset)[0] != seq:
+        if SLOT_HEADER.unpack_from(mapped, offset)[0] != seq:
             return None
         return tuple.__new__(wire.Header, (wire.FRAME, camera, stream, seq, capture_ns)
                              + fixed), pixels, where
