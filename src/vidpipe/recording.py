@@ -40,7 +40,13 @@ from vidpipe.stats import Tally
 
 log = logging.getLogger("vidpipe.recording")
 EXTENSIONS = {"mp4": ".mp4", "hdf5": ".h5"}
-MP4_SLACK = 64 * 1024  # what the muxer may still hold in its buffer
+# What the MP4 muxer may hold in memory, not yet in the file: FFmpeg 5.1 as
+# OpenCV 4.6 drives it (Debian 12) writes in 256 KiB blocks, so a short
+# segment can stay at 44 bytes on disk until it is closed. A larger hold seen
+# when a segment closes raises the bound for the segments after it
+# (Mp4Segment.held), in case another FFmpeg build buffers more.
+MP4_SLACK = 320 * 1024
+INDEX_BYTES_PER_FRAME = 32  # an MP4's sample tables, per frame, at most
 PAUSE_S = 5.0
 RETRY_S = 30.0  # after a writer error
 
@@ -109,12 +115,16 @@ class Mp4Segment(Segment):
         if not self.writer.isOpened():
             raise OSError(errno.EIO, "OpenCV cannot write MP4 (mp4v) to {}".format(self.path))
 
+    #: the most a closed segment grew by at close, beyond its index
+    held = MP4_SLACK
+
     def write(self, image: np.ndarray, seq: int, capture_ns: int) -> None:
         self.writer.write(bgr8(image))
         self.frames += 1
 
     def size_estimate(self) -> int:
-        return self.on_disk() + MP4_SLACK + 32 * self.frames  # + the index written at close
+        # + the index written at close
+        return self.on_disk() + Mp4Segment.held + INDEX_BYTES_PER_FRAME * self.frames
 
     def frame_bytes(self, image: np.ndarray) -> int:
         # an MPEG-4 frame is far smaller than the raw one; a key frame can be
@@ -122,7 +132,15 @@ class Mp4Segment(Segment):
         return max(4096, int(image.size) // 4)
 
     def close(self) -> None:
+        before = self.on_disk()
         self.writer.release()
+        grew = self.on_disk() - before - INDEX_BYTES_PER_FRAME * self.frames
+        if grew > Mp4Segment.held:
+            log.warning("recording %s: the MP4 muxer held %d bytes until close, more than "
+                        "the %d allowed for; record_max_bytes may have been passed by the "
+                        "difference, later segments allow for it", self.camera, grew,
+                        Mp4Segment.held)
+            Mp4Segment.held = grew
 
 
 class H5Segment(Segment):
@@ -268,6 +286,10 @@ class RecordOutput(Output):
                  queue_bytes: int = 128 * 2 ** 20) -> None:
         if "hdf5" in formats:
             require_h5py()
+        if "mp4" in formats:
+            # OpenCV takes most of a second to import: at start, not in the
+            # writer thread with the first frames waiting
+            import cv2  # noqa: F401
         os.makedirs(root, exist_ok=True)
         self.root = root
         self.formats = list(formats)

@@ -14,7 +14,7 @@ from vidpipe import metrics
 from vidpipe.board import Board, read_board
 from vidpipe.config import ConfigError, config_from_dict
 from vidpipe.preview import box_list
-from vidpipe.recording import Retention
+from vidpipe.recording import Mp4Segment, Retention
 from vidpipe.stats import Histogram
 from vidpipe.tapclient import GapCounter
 
@@ -170,6 +170,41 @@ def test_retention_expires_by_age_and_keeps_free_space(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- preview
+
+def gradient_frames(count: int) -> Any:
+    """Frames that compress well: the whole segment fits in the muxer's buffer."""
+    row = np.linspace(0, 255, 320, dtype=np.uint8)[None, :].repeat(240, 0)
+    for n in range(count):
+        yield np.roll(row, 3 * n, axis=1)
+
+
+def test_an_mp4_segment_estimate_bounds_its_size_once_closed(tmp_path: Path) -> None:
+    # FFmpeg keeps up to 256 KiB in memory: a segment that stays at a few bytes
+    # on disk while open must still be counted at what it will be
+    seg = Mp4Segment(str(tmp_path / "a.mp4"), "cam0", np.zeros((240, 320), np.uint8), 30.0)
+    estimates = []
+    for image in gradient_frames(290):
+        seg.write(image, 0, 0)
+        estimates.append(seg.size_estimate())
+    final = seg.finish()
+    assert final is not None
+    size = os.path.getsize(final)
+    assert size > 100 * 1024  # the muxer really held this much (the point of the test)
+    assert size <= estimates[-1], (size, estimates[-1])
+    assert all(b >= a - 1 for a, b in zip(estimates, estimates[1:]))
+
+
+def test_an_mp4_muxer_holding_more_raises_the_bound(tmp_path: Path, caplog: Any,
+                                                    monkeypatch: Any) -> None:
+    monkeypatch.setattr(Mp4Segment, "held", 1000)  # as if FFmpeg buffered more than assumed
+    seg = Mp4Segment(str(tmp_path / "a.mp4"), "cam0", np.zeros((240, 320), np.uint8), 30.0)
+    for image in gradient_frames(100):
+        seg.write(image, 0, 0)
+    final = seg.finish()
+    assert Mp4Segment.held > 1000
+    assert "more than the 1000 allowed for" in caplog.text
+    assert os.path.getsize(final) <= 44 + Mp4Segment.held + 32 * 100
+
 
 def test_box_list_reads_every_stage_that_finds_boxes() -> None:
     meta = {"faces": [[1, 2, 3, 4]], "motion": {"boxes": [[5, 6, 7, 8]]},
