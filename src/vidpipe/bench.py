@@ -142,7 +142,7 @@ def _free_port() -> int:
 
 def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "shm",
                 timeout: float = 120.0, stage_ms: float = 0.0,
-                stages: Optional[Dict[str, Dict[str, Any]]] = None,
+                stages: Optional[Dict[str, Dict[str, Any]]] = None, prefetch: int = 1,
                 rss_track: Optional[Dict[str, List[Tuple[float, float]]]] = None) -> Result:
     """One run of vidpipe's pipeline; ``link`` is shm, ipc, or tcp-raw/-lz4/-jpeg."""
     width, height = SIZES[size]
@@ -165,7 +165,8 @@ def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "
         # across hosts the results travel in the message too
         "handlers": {"stages": list(stages) if stages else
                      ["gray"] + (["sleep"] if stage_ms else []),
-                     "result_transport": "shm" if link == "shm" else "inline"},
+                     "result_transport": "shm" if link == "shm" else "inline",
+                     "prefetch": prefetch},
         "stage": dict(stages or {}, sleep={"ms": stage_ms}),
         "collector": {"outputs": ["jsonl"], "jsonl_path": str(root / "results.jsonl"),
                       "exit_on_eos": True, "reorder_window": 64},
@@ -312,6 +313,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--links", default="shm", help="shm,ipc,tcp-raw,tcp-lz4,tcp-jpeg")
+    parser.add_argument("--prefetch", type=int, default=1,
+                        help="frames each handler takes at once ([handlers] prefetch)")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args(argv)
     results = []
@@ -319,7 +322,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for link in args.links.split(","):
             for handlers in (int(h) for h in args.handlers.split(",")):
                 frames = int(args.fps * args.seconds)
-                results.append(run_vidpipe(size, handlers, args.fps, frames, link))
+                results.append(run_vidpipe(size, handlers, args.fps, frames, link,
+                                           prefetch=args.prefetch))
                 print(table(results[-1:]).splitlines()[-1], flush=True)
     print(table(results))
     if args.json:

@@ -125,6 +125,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             rates = RATES[size]
             keep(max_sustained_fps(lambda f, n: run_seed(size, w, h, 2, f, n), rates))
             keep(max_sustained_fps(lambda f, n: run_vidpipe(size, 2, f, n, "shm"), rates))
+        if "640x480" in sizes:  # jitter at a high rate: credits of 1 vs 2 per handler
+            for attempt in range(1, 6):
+                for prefetch in (1, 2):
+                    keep(run_vidpipe("640x480", 2, 480.0, 1440, "shm", prefetch=prefetch)
+                         ).note = "480 fps, prefetch {}, run {}".format(prefetch, attempt)
         for size in sizes:  # links to other hosts
             for link in ("tcp-raw", "tcp-lz4", "tcp-jpeg"):
                 keep(run_vidpipe(size, 2, fps, int(fps * seconds), link)).note = "across hosts"
