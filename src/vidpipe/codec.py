@@ -82,6 +82,18 @@ def encode(image: np.ndarray, encoding: int, jpeg_quality: int = 90) -> bytes:
     raise ValueError("cannot encode to {}".format(wire.ENCODINGS[encoding]))
 
 
+def _known_key(parts: List[Any]) -> Optional[bytes]:
+    """What identifies a FRAME for :meth:`FrameDecoder.known`: every byte of its
+    header but the moving fields, then its reference; ``None`` for messages of
+    another form (part count, part types, header size)."""
+    if len(parts) != 2:
+        return None
+    head, ref = parts
+    if type(head) is not bytes or type(ref) is not bytes or len(head) != wire.HEADER_SIZE:
+        return None
+    return head[:_MOVING_AT] + head[_MOVING_END:] + ref
+
+
 class FrameDecoder:
     """Turns a FRAME message into an array; keeps the rings it has mapped.
 
@@ -107,20 +119,17 @@ class FrameDecoder:
         """Header, pixels and (ring, slot) of a shared-memory FRAME like one
         :meth:`learn` saw, or ``None``: decode it the long way (which also names
         whatever is wrong with it, a rewritten slot included)."""
-        if len(parts) != 2:
-            return None
-        head, ref = parts
-        if type(head) is not bytes or type(ref) is not bytes \
-                or len(head) != wire.HEADER_SIZE:
+        key = _known_key(parts)
+        if key is None:
             return None
         if self.rings.evictions != self._evictions:  # a ring we cached is unmapped
             self._known.clear()
             self._evictions = self.rings.evictions
-        hit = self._known.get(head[:_MOVING_AT] + head[_MOVING_END:] + ref)
+        hit = self._known.get(key)
         if hit is None:
             return None
         camera, fixed, mapped, offset, pixels, where = hit
-        stream, seq, capture_ns = _MOVING.unpack_from(head, _MOVING_AT)
+        stream, seq, capture_ns = _MOVING.unpack_from(parts[0], _MOVING_AT)
         if SLOT_HEADER.unpack_from(mapped, offset)[0] != seq:
             return None
         return tuple.__new__(wire.Header, (wire.FRAME, camera, stream, seq, capture_ns)
@@ -129,15 +138,13 @@ class FrameDecoder:
     def learn(self, parts: List[Any], header: wire.Header, pixels: np.ndarray,
               where: Optional[Tuple[str, int]]) -> None:
         """Remember a shared-memory FRAME that :meth:`image` read from ``parts``."""
-        if where is None or len(parts) != 2 or type(parts[0]) is not bytes \
-                or type(parts[1]) is not bytes or where[0] not in self.rings.maps:
+        key = _known_key(parts)
+        if key is None or where is None or where[0] not in self.rings.maps:
             return
         if len(self._known) >= MAX_KNOWN:  # a few cameras x slots in practice
             self._known.clear()
-        head, ref = parts
         mapped, offset = self.rings.locate(*where)
-        self._known[head[:_MOVING_AT] + head[_MOVING_END:] + ref] = (
-            header.camera, tuple(header[5:]), mapped, offset, pixels, where)
+        self._known[key] = (header.camera, tuple(header[5:]), mapped, offset, pixels, where)
 
     def image(self, msg: wire.Message) -> Tuple[np.ndarray, Optional[Tuple[str, int]]]:
         """The pixels and, for shared memory, the (ring, slot) to re-check after use."""
