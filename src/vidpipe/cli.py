@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     udev = sub.add_parser("udev-name", help="print the camera name for the device udev is "
                           "adding (used by 60-vidpipe.rules)")
     udev.add_argument("--registry", default=None, help="name registry (default: "
-                      "/var/lib/vidpipe/cameras.json)")
+                      "/var/lib/vidpipe-udev/cameras.json)")
 
     sub.add_parser("bench", help="measure the pipeline on pre-rendered frames "
                    "(vidpipe bench --help)", add_help=False)
@@ -257,7 +257,18 @@ def _udev_name(args: argparse.Namespace) -> int:
     except ConfigError as exc:  # a broken config must not stop cameras being named
         print("vidpipe: {} (naming without it)".format(exc), file=sys.stderr)
         config = None
-    print(naming.assign(os.environ, config, args.registry or naming.REGISTRY))
+    from vidpipe import names
+
+    try:
+        name = naming.assign(os.environ, config, args.registry or naming.REGISTRY)
+    except (naming.NamingError, OSError) as exc:
+        print("vidpipe: cannot name {}: {}".format(os.environ.get("DEVNAME", "the device"),
+                                                  exc), file=sys.stderr)
+        return 1
+    if not names.valid(name):  # udev puts it in SYMLINK+= and a unit name
+        print("vidpipe: refusing camera name {!r}".format(name), file=sys.stderr)
+        return 1
+    print(name)
     return 0
 
 

@@ -66,6 +66,46 @@ def parse_result_ref(payload: memoryview) -> Tuple[str, int, int]:
     return name, slot, stamp
 
 
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers
+
+
+def jpeg_size(data: Any) -> Optional[Tuple[int, int]]:
+    """(width, height) from a JPEG's frame header(s), read without decoding;
+    ``None`` when the markers before the first scan are not a well-formed
+    JPEG or two frame headers disagree (a decoder could take either)."""
+    buf = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+    if len(buf) < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
+        return None
+    pos, size = 2, None
+    while pos + 4 <= len(buf):
+        if buf[pos] != 0xFF:
+            return None
+        marker = buf[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length
+            pos += 2
+            continue
+        length = (buf[pos + 2] << 8) | buf[pos + 3]
+        if length < 2 or pos + 2 + length > len(buf):
+            return None
+        if marker in _SOF:
+            if length < 8:
+                return None
+            height = (buf[pos + 5] << 8) | buf[pos + 6]
+            width = (buf[pos + 7] << 8) | buf[pos + 8]
+            if size is not None and size != (width, height):
+                return None
+            size = (width, height)
+        elif marker == 0xDA:  # start of scan: the frame header came before
+            return size
+        elif marker == 0xD9:
+            return None
+        pos += 2 + length
+    return None
+
+
 def encode(image: np.ndarray, encoding: int, jpeg_quality: int = 90) -> bytes:
     """The payload of ``image`` in ``encoding`` (LZ4 or JPEG)."""
     image = wire.contiguous(image)
@@ -183,8 +223,18 @@ class FrameDecoder:
         if h.encoding == wire.JPEG:
             import cv2
 
+            if dtype != "uint8" or h.channels not in (1, 3):
+                raise wire.WireError("bad_payload", "JPEG carries 8-bit gray or BGR only")
+            size = jpeg_size(payload)  # before cv2 allocates what the JPEG claims
+            if size != (h.width, h.height):
+                raise wire.WireError("bad_payload", "JPEG is {}, header says {}x{}".format(
+                    "{}x{}".format(*size) if size else "unreadable", h.width, h.height))
             flags = cv2.IMREAD_GRAYSCALE if h.channels == 1 else cv2.IMREAD_COLOR
-            image = cv2.imdecode(np.frombuffer(payload, np.uint8), flags)
+            try:
+                image = cv2.imdecode(np.frombuffer(payload, np.uint8), flags)
+            except cv2.error as exc:
+                raise wire.WireError("bad_payload", "JPEG: {}".format(
+                    str(exc).strip().splitlines()[-1][:120])) from None
             if image is None or image.shape != h.shape or str(image.dtype) != dtype:
                 raise wire.WireError("bad_payload", "JPEG does not decode to {}".format(h.shape))
             return image, None

@@ -8,6 +8,7 @@ outputs. The pipeline runs without it; nothing upstream blocks on it.
 
 import json
 import logging
+import re
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -25,10 +26,19 @@ from vidpipe.board import Board, read_board
 from vidpipe.service import Notifier, Reporter, Stopper
 from vidpipe.tap import TapPublisher
 from vidpipe.web import WebServer
-from vidpipe.stats import Histogram, LatencyWindow, RateMeter, Tally, fmt_ms
+from vidpipe.stats import Histogram, LatencyWindow, RateMeter, Tally, fmt_ms, often
 
 log = logging.getLogger("vidpipe.collector")
 POLL_SLICE = 0.05
+_REASON_BAD = re.compile(r"[^a-z0-9_:.-]")
+#: the result image encodings the collector reads (a handler never sends others)
+READABLE = (wire.RAW, wire.SHM)
+
+
+def drop_reason(value: Any) -> str:
+    """A DROP notice's reason as a metrics label: short, plain characters."""
+    text = _REASON_BAD.sub("_", str(value if value is not None else "unknown").lower())[:32]
+    return text or "unknown"
 
 
 class CameraStats:
@@ -69,6 +79,7 @@ class Collector:
         self.timeout = config.pipeline.max_latency_ms / 1000.0
         self.cameras: Dict[str, CameraStats] = {}
         self.bad = Tally()
+        self.output_errors = Tally()
         self.preview: Optional[PreviewOutput] = None
         self.recording: Optional[RecordOutput] = None
         self.outputs = outputs if outputs is not None else self.make_outputs()
@@ -164,7 +175,7 @@ class Collector:
                     if not self.results.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                         break
                     continue
-                self.on_message(msg, time.monotonic())
+                self.guarded(msg)
         now = time.monotonic()
         for cam in self.cameras.values():
             self.deliver(cam, cam.order.expire(now))
@@ -181,6 +192,17 @@ class Collector:
             cam = self.cameras[name] = CameraStats(order)
         return cam
 
+    def guarded(self, msg: wire.Message) -> None:
+        """:meth:`on_message` behind a fence: whatever one message does costs
+        that message (counted as ``internal_error``), never the collector."""
+        try:
+            self.on_message(msg, time.monotonic())
+        except Exception as exc:  # a bug or a message we did not foresee
+            count = self.bad.add("internal_error")
+            if often(count):
+                log.exception("collector %s: message from %s #%d lost (%d so far): %s",
+                              self.name, msg.header.camera, msg.header.seq, count, exc)
+
     def on_message(self, msg: wire.Message, now: float) -> None:
         head = msg.header
         try:
@@ -190,6 +212,8 @@ class Collector:
             return
         self.last_message = now
         if head.kind == wire.RESULT:
+            if head.flags & wire.FLAG_IMAGE and head.encoding not in READABLE:
+                self._image_lost(msg, "bad_encoding")  # the metadata is still good
             ref = self._map_result(msg)
             entry = Entry(seq=head.seq, status=OK, arrived=now, message=msg)
             released = cam.order.add(head.stream, entry)
@@ -203,7 +227,7 @@ class Collector:
                 self._image_lost(msg, "torn", after_use=True)
             return
         elif head.kind == wire.DROP:
-            reason = str(msg.meta.get("reason", "unknown"))[:32]
+            reason = drop_reason(msg.meta.get("reason"))
             entry = Entry(seq=head.seq, status=DROPPED, arrived=now, reason=reason)
             released = cam.order.add(head.stream, entry)
         elif head.kind == wire.EOS:
@@ -267,19 +291,31 @@ class Collector:
                 cam.histogram.add(latency / 1000.0)
                 cam.rate.tick()
             for output in self.outputs:
-                output.emit(cam.order.camera, entry, latency)
+                self.fenced(output, "emit", output.emit, cam.order.camera, entry, latency)
             if self.tap is not None:
                 self._tap(cam.order, entry)
         if cam.order.finished and not cam.reported:
             cam.reported = True
             for output in self.outputs:
-                output.end_of_stream(cam.order.camera)
+                self.fenced(output, "end_of_stream", output.end_of_stream, cam.order.camera)
             if self.tap is not None:
                 o = cam.order
                 self.tap.publish_end(o.camera, wire.control_parts(
                     wire.EOS, {}, o.camera, o.stream or 0, o.eos_total or 0), wait=False)
             log.info("collector %s: %s ended: %s", self.name, cam.order.camera,
                      cam.order.summary())
+
+    def fenced(self, output: Output, what: str, call: Any, *args: Any) -> None:
+        """Call one output: an output that fails on a result costs that output
+        that result (counted by output in ``output_errors``), nothing else."""
+        try:
+            call(*args)
+        except Exception as exc:
+            name = type(output).__name__
+            count = self.output_errors.add(name)
+            if often(count):
+                log.exception("collector %s: output %s failed in %s (%d so far): %s",
+                              self.name, name, what, count, exc)
 
     def _tap(self, order: CameraOrder, entry: Entry) -> None:
         camera = order.camera
@@ -316,6 +352,8 @@ class Collector:
             text += "; malformed {}".format(self.bad.text())
         if self.images_lost:
             text += "; images lost {}".format(self.images_lost.text())
+        if self.output_errors:
+            text += "; output errors {}".format(self.output_errors.text())
         why = self.why_idle(now)
         return text + (" - " + why if why else "")
 
@@ -327,6 +365,9 @@ class Collector:
         if self.images_lost:
             lines.append("collector {}: result images lost in shared memory: {}".format(
                 self.name, self.images_lost.text()))
+        if self.output_errors:
+            lines.append("collector {}: results an output failed on: {}".format(
+                self.name, self.output_errors.text()))
         return lines
 
     def summary(self) -> Dict[str, Any]:
@@ -338,6 +379,7 @@ class Collector:
         return {"cameras": {name: cam.snapshot() for name, cam in self.cameras.items()},
                 "queue_depth": sum(len(cam.order.pending) for cam in self.cameras.values()),
                 "malformed": self.bad.as_dict(), "images_lost": self.images_lost.as_dict(),
+                "output_errors": self.output_errors.as_dict(),
                 "outputs": list(self.cc.outputs), "why_idle": self.why_idle(now),
                 "recording": self.recording.status() if self.recording else None,
                 "preview_encoded": self.preview.encoded if self.preview else None,

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from vidpipe.names import NAME_RE
+
 try:  # Python 3.11+
     import tomllib as _toml  # novermin (tomli below on older Pythons)
 except ImportError:  # pragma: no cover - exercised on Python < 3.11
@@ -19,7 +21,6 @@ except ImportError:  # pragma: no cover - exercised on Python < 3.11
 EX_CONFIG = 78
 DEFAULT_PATH = "/etc/vidpipe/pipeline.toml"
 DEFAULT_RUNTIME_DIR = "/run/vidpipe"
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,31}$")
 DISPATCH_MODES = ("balanced", "round-robin", "by-camera")
 OUTPUTS = ("log", "jsonl", "display", "preview", "record")
 RECORD_FORMATS = ("mp4", "hdf5")

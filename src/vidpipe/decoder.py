@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 import zmq
 
-from vidpipe import naming, security, transport, wire
+from vidpipe import names, naming, security, transport, wire
 from vidpipe.config import CameraConfig, Config, ConfigError
 from vidpipe.dispatch import Balancer, Peer
 from vidpipe.framing import Framer
@@ -22,7 +22,7 @@ from vidpipe.board import Board
 from vidpipe.tap import TapPublisher
 from vidpipe.service import Notifier, Reporter, Stopper
 from vidpipe.sources import Source, SourceError, make_source
-from vidpipe.stats import RateMeter, Tally
+from vidpipe.stats import RateMeter, Tally, often
 
 log = logging.getLogger("vidpipe.decoder")
 POLL_SLICE = 0.05  # seconds: the longest the loop sleeps before looking at signals
@@ -81,7 +81,8 @@ class Decoder:
         if self.mode == "round-robin":
             self.out = self.sockets.make(zmq.PUSH, sndhwm=1, receives=False)
         else:
-            self.out = self.sockets.make(zmq.ROUTER, sndhwm=64, rcvhwm=1000)
+            self.out = self.sockets.make(zmq.ROUTER, sndhwm=64, rcvhwm=1000,
+                                         max_part=transport.CONTROL_PART)
             self.out.setsockopt(zmq.ROUTER_MANDATORY, 1)
             # ZMTP heartbeats run in libzmq's I/O thread: a handler busy in a slow
             # stage still answers, a dead host's connection is dropped
@@ -296,7 +297,13 @@ class Decoder:
                     break
                 continue
             identity, fd, msg = got
-            self._on_message(identity, msg, now)
+            try:
+                self._on_message(identity, msg, now)
+            except Exception as exc:  # one message costs that message, never the decoder
+                count = self.bad.add("internal_error")
+                if often(count):
+                    log.exception("%s: handler message lost (%d so far): %s", self.name,
+                                  count, exc)
             peer = self.balancer.peers.get(identity)
             if peer is not None:
                 peer.fd = fd
@@ -319,7 +326,8 @@ class Decoder:
 
     def _on_message(self, identity: bytes, msg: wire.Message, now: float) -> None:
         kind = msg.header.kind
-        name = str(msg.meta.get("handler", "?"))[:64]
+        name = msg.meta.get("handler")
+        name = name if names.valid(name) else "?"  # it is logged and shown
         if kind == wire.CREDIT:
             window = msg.meta.get("window", 1)
             if not isinstance(window, int) or isinstance(window, bool) or not 0 < window <= 64:

@@ -23,7 +23,7 @@ from vidpipe.ring import ResultRing, results_dir
 from vidpipe.board import Board
 from vidpipe.service import Notifier, Reporter, Stopper, pin_cpus
 from vidpipe.stages import Frame, Stage, build_chain
-from vidpipe.stats import LatencyWindow, RateMeter, Tally, fmt_ms
+from vidpipe.stats import LatencyWindow, RateMeter, Tally, fmt_ms, often
 
 log = logging.getLogger("vidpipe.handler")
 DISCOVERY_INTERVAL = 1.0
@@ -193,11 +193,17 @@ class Handler:
                 parts = transport.recv_parts(sock)
                 if parts is None:
                     continue
-                known = self.frames.known(parts)  # most frames: a few bytes read
-                if known is not None:
-                    self.handle(sock, *known, started)
-                else:
-                    self.decode(sock, parts, started)
+                try:
+                    known = self.frames.known(parts)  # most frames: a few bytes read
+                    if known is not None:
+                        self.handle(sock, *known, started)
+                    else:
+                        self.decode(sock, parts, started)
+                except Exception as exc:  # one message costs that message, never us
+                    count = self.bad.add("internal_error")
+                    if often(count):
+                        log.exception("handler %s: message lost (%d so far): %s",
+                                      self.name, count, exc)
 
     def decode(self, sock: zmq.Socket, parts: List[Any], started: float) -> None:
         """A message :meth:`FrameDecoder.known` did not take, checked in full."""
@@ -281,9 +287,8 @@ class Handler:
             try:
                 stage.process(frame)
             except Exception as exc:  # a plugin's bug must not kill the handler
-                count = self.bad["stage_error:" + stage.name] + 1
-                self.bad["stage_error:" + stage.name] = count
-                if count in (1, 10, 100) or count % 1000 == 0:
+                count = self.bad.add("stage_error:" + stage.name)
+                if often(count):
                     log.exception("handler %s: stage %s failed on %s #%d (%d so far): %s",
                                   self.name, stage.name, frame.camera, frame.seq, count, exc)
                 return None

@@ -90,7 +90,7 @@ class CameraOrder:
             if entry.status == OK:
                 self.late += 1  # processed, but too late to be delivered in order
             else:
-                self.dropped[entry.reason or "unknown"] += 1
+                self.dropped.add(entry.reason or "unknown")
             return [entry]
         if entry.status == OK:
             self.late += 1
@@ -162,7 +162,7 @@ class CameraOrder:
         if entry.status == OK:
             self.processed += 1
         else:
-            self.dropped[entry.reason or "unknown"] += 1
+            self.dropped.add(entry.reason or "unknown")
         self.next = entry.seq + 1
         out.append(entry)
 

@@ -28,6 +28,8 @@ def bgr8(image: Any) -> Any:
 
     if image.dtype != np.uint8:
         image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] == 2:  # no colour model has two channels
+        image = np.ascontiguousarray(image[:, :, 0])
     if image.ndim == 2 or image.shape[2] == 1:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.shape[2] == 4:

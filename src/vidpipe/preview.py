@@ -110,6 +110,8 @@ class PreviewOutput(Output):
             return
         feed.last_take = now
         image = msg.image()
+        if image.dtype != np.uint8:  # cv2.resize takes no int32, for one
+            image = bgr8(image)
         scale = min(1.0, self.width / float(image.shape[1]))
         if scale < 1.0:  # the small copy is all that leaves the loop
             size = (self.width, max(1, int(round(image.shape[0] * scale))))

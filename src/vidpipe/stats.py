@@ -50,8 +50,28 @@ class RateMeter:
         return (len(self._times) - 1) / elapsed if elapsed > 0 else 0.0
 
 
+def often(count: int) -> bool:
+    """Whether the ``count``-th occurrence of something is worth a log line:
+    the 1st, 10th, 100th, 1000th, then every 10000th."""
+    return count in (1, 10, 100, 1000) or count % 10000 == 0
+
+
 class Tally(Counter):  # type: ignore[type-arg]
-    """A ``Counter`` of reasons with a compact text form: ``no_capacity=3 stale=1``."""
+    """A ``Counter`` of reasons with a compact text form: ``no_capacity=3 stale=1``.
+
+    Reasons that come from outside (a DROP notice's text, a stage's name)
+    are counted with :meth:`add`, which keeps at most ``MAX_KEYS`` distinct
+    keys: the rest count as ``other``, so a hostile sender cannot grow a
+    metrics page without bound."""
+
+    MAX_KEYS = 64
+
+    def add(self, key: str, count: int = 1) -> int:
+        """Count ``key`` (``other`` once the table is full); the new count."""
+        if key not in self and len(self) >= self.MAX_KEYS:
+            key = "other"
+        self[key] += count
+        return int(self[key])
 
     def text(self) -> str:
         return " ".join("{}={}".format(k, v) for k, v in sorted(self.items()) if v) or "0"

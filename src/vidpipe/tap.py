@@ -27,7 +27,8 @@ CHECK_S = 0.05
 class TapPublisher:
     def __init__(self, sockets: transport.Sockets, endpoint: str, hwm: int) -> None:
         self.endpoint = endpoint
-        self.sock = sockets.make(zmq.XPUB, sndhwm=hwm, rcvhwm=1000)
+        self.sock = sockets.make(zmq.XPUB, sndhwm=hwm, rcvhwm=1000,
+                                  max_part=transport.SUBSCRIPTION_PART)
         self.sockets = sockets
         self.subscriptions: Dict[bytes, int] = {}
         self.published = 0

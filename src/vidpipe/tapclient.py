@@ -139,7 +139,7 @@ class Tap:
                                          "running? Ctrl-C stops)\n".format(
                                              self.camera, self.endpoint, self.camera))
                     continue
-                parts = self.sock.recv_multipart(copy=True)
+                parts = [p.bytes for p in transport.recv_bounded(self.sock)]
                 self.on_message(parts)
         finally:
             self.close()

@@ -16,9 +16,16 @@ from typing import Any, List, Optional
 import zmq
 
 from vidpipe import wire
-from vidpipe.stats import Tally
+from vidpipe.stats import Tally, often
 
 log = logging.getLogger("vidpipe.transport")
+#: the largest part of a control message (CREDIT, BYE): header or JSON
+CONTROL_PART = wire.MAX_META_BYTES
+#: the largest XPUB subscription message: a flag byte and a camera name
+SUBSCRIPTION_PART = 64
+#: parts kept of one message: the longest kind has 3, a ROUTER adds the
+#: identity. The rest of a longer (hostile) message is read and let go at once.
+MAX_PARTS = 4
 
 
 def ipc_path(endpoint: str) -> Optional[str]:
@@ -64,14 +71,20 @@ class Sockets:
         self._bound: List[str] = []
 
     def make(self, kind: int, sndhwm: int = 4, rcvhwm: int = 4, receives: bool = True,
-             immediate: bool = False) -> zmq.Socket:
+             immediate: bool = False, max_part: Optional[int] = None) -> zmq.Socket:
+        """A socket with vidpipe's options. ``max_part``: the largest part a
+        receiving socket accepts (libzmq drops the peer that sends more);
+        default: a frame payload (``max_bytes``) plus room for the JSON part.
+        Sockets that only carry small control messages pass
+        :data:`CONTROL_PART`, XPUB publishers :data:`SUBSCRIPTION_PART`."""
         sock = self.context.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, sndhwm)
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
         if receives:
-            # header + payload + JSON part, with room to spare
-            sock.setsockopt(zmq.MAXMSGSIZE, self.max_bytes + wire.MAX_META_BYTES + 4096)
+            limit = max_part if max_part is not None else \
+                self.max_bytes + wire.MAX_META_BYTES + 4096
+            sock.setsockopt(zmq.MAXMSGSIZE, limit)
         if immediate:
             sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
@@ -139,7 +152,21 @@ def _recv_parts(sock: zmq.Socket) -> List[Any]:
         first[wire.KIND_OFFSET] not in (wire.FRAME, wire.RESULT)
         or first[wire.ENCODING_OFFSET] == wire.SHM)
     while sock.getsockopt(zmq.RCVMORE):
+        if len(parts) > MAX_PARTS:  # kept: one too many, so decode says bad_parts
+            sock.recv(copy=False)  # let it go at once (the rest is already here)
+            continue
         parts.append(sock.recv(copy=small))  # the rest is already here: never blocks
+    return parts
+
+
+def recv_bounded(sock: zmq.Socket) -> List[Any]:
+    """Up to ``MAX_PARTS + 1`` parts of one message as ``zmq.Frame``; the
+    parts beyond are read and let go."""
+    parts: List[Any] = [sock.recv(flags=zmq.NOBLOCK, copy=False)]
+    while sock.getsockopt(zmq.RCVMORE):
+        part = sock.recv(copy=False)
+        if len(parts) <= MAX_PARTS:
+            parts.append(part)
     return parts
 
 
@@ -158,9 +185,9 @@ def decode_parts(parts: List[Any], bad: Tally, max_bytes: int) -> Optional[wire.
     try:
         return wire.decode(parts, max_bytes)
     except wire.WireError as exc:
-        bad[exc.reason] += 1
-        if bad[exc.reason] in (1, 10, 100, 1000) or bad[exc.reason] % 10000 == 0:
-            log.warning("dropped malformed message (%s); %d so far", exc, bad[exc.reason])
+        count = bad.add(exc.reason)
+        if often(count):
+            log.warning("dropped malformed message (%s); %d so far", exc, count)
         return None
 
 
@@ -174,7 +201,7 @@ def recv_message(sock: zmq.Socket, bad: Tally, max_bytes: int,
         parts = recv_parts(sock)
         return None if parts is None else decode_parts(parts, bad, max_bytes)
     try:
-        parts = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        parts = recv_bounded(sock)
     except zmq.Again:
         return None
     identity = parts[0].bytes

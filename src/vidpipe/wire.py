@@ -13,7 +13,8 @@ Every message starts with an 84-byte little-endian header::
     dtype  B    DTYPES index
     encoding B  ENCODINGS index
     payload_len Q  length of the payload part
-    camera 32s  camera name, UTF-8, NUL padded
+    camera 32s  camera name, NUL padded: empty (control messages) or a name
+                that passes :func:`vidpipe.names.valid` (it becomes a path)
 
 followed, by kind, by a JSON metadata part and/or the payload part (sent with
 ``copy=False``). Nothing received is deserialised into objects or evaluated: a malformed message
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
+
+from vidpipe import names
 
 MAGIC = b"VPIP"
 WIRE_VERSION = 1
@@ -148,15 +151,28 @@ def parse_header(raw: Any) -> Header:
         raise WireError("bad_kind", "kind {}".format(kind))
     name = _NAMES.get(camera)
     if name is None:
-        try:
-            name = camera.rstrip(b"\0").decode("utf-8")
-        except UnicodeDecodeError:
-            raise WireError("bad_camera", "camera name is not UTF-8") from None
+        name = _camera_name(camera)
         if len(_NAMES) >= 4096:  # hostile senders cannot grow it without bound
             _NAMES.clear()
         _NAMES[camera] = name
     return Header(kind, name, stream, seq, capture_ns, width, height, channels, dtype,
                   encoding, payload_len, flags, version)
+
+
+def _camera_name(raw: bytes) -> str:
+    """The header's camera field as a name: NUL padding only at the end, and
+    the camera-name rule (it names files and units downstream)."""
+    text = raw.rstrip(b"\0")
+    if not text:
+        return ""
+    try:
+        name = text.decode("ascii")
+    except UnicodeDecodeError:
+        raise WireError("bad_camera", "camera name is not ASCII") from None
+    if not names.valid(name):
+        raise WireError("bad_camera", "camera name {!r} does not match {}".format(
+            name[:40], names.NAME_RULE))
+    return name
 
 
 def _check_image(h: Header, payload: memoryview, max_bytes: int) -> None:

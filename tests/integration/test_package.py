@@ -82,7 +82,9 @@ def test_maintainer_scripts_create_user_and_runtime_dir(deb: Path, tmp_path: Pat
     assert "systemd-sysusers" in postinst and "systemd-tmpfiles" in postinst
     assert postinst.index("systemd-sysusers") < postinst.index("udevadm trigger")
     assert "try-restart 'vid-decoder@*.service' 'vid-handler@*.service'" in postinst
-    assert "rm -rf /var/lib/vidpipe" in (tmp_path / "postrm").read_text()
+    postrm = (tmp_path / "postrm").read_text()
+    assert "rm -rf /var/lib/vidpipe-udev /run/vidpipe" in postrm
+    assert "! -name recordings" in postrm  # recordings are the operator's: kept
     sysusers = (ROOT / "debian" / "vidpipe.sysusers").read_text()
     assert re.search(r"^u\s+vidpipe\b", sysusers, re.M)
     assert re.search(r"^m\s+vidpipe\s+video\b", sysusers, re.M)

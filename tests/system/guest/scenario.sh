@@ -287,13 +287,17 @@ CURRENT=purge
 out=$(apt-get purge -y vidpipe 2>&1) || fail "purge failed: $(echo "$out" | tail -5)"
 left=""
 for path in /lib/systemd/system/vid-handler@.service /lib/systemd/system/vid-decoder@.service \
-            /lib/udev/rules.d/60-vidpipe.rules /etc/vidpipe/pipeline.toml /var/lib/vidpipe \
-            /usr/bin/vidpipe; do
+            /lib/udev/rules.d/60-vidpipe.rules /etc/vidpipe/pipeline.toml /var/lib/vidpipe-udev \
+            /var/lib/vidpipe/results.jsonl /usr/bin/vidpipe; do
     [ -e $path ] && left="$left $path"
 done
 [ -z "$left" ] || fail "purge left:$left"
+# recordings are the operator's data: kept, and nothing else of the state
+kept=$(ls -A /var/lib/vidpipe 2>&1)
+[ "$kept" = recordings ] || fail "after purge /var/lib/vidpipe holds: $kept (expected recordings only)"
+echo "$out" | grep -q "recordings kept in /var/lib/vidpipe/recordings" || fail "purge did not say recordings are kept: $(echo "$out" | tail -5)"
 running=$(systemctl list-units --no-legend --state=active 'vid-*' | wc -l)
 [ "$running" = 0 ] || fail "units still running after purge: $(systemctl list-units --no-legend 'vid-*')"
-pass "units, rule, conffile and state removed; nothing running"
+pass "units, rule, conffile and state removed (recordings kept, as said); nothing running"
 
 finish true
