@@ -14,8 +14,11 @@ import re
 import time
 from typing import Any, Dict, List
 
+from vidpipe import names, safefile
+
 log = logging.getLogger("vidpipe.board")
 
+MAX_ENTRY = 256 * 1024
 UNITS = {"decoder": "vid-decoder@{}.service", "handler": "vid-handler@{}.service",
          "collector": "vid-collector.service"}
 
@@ -25,7 +28,11 @@ def board_dir(runtime_dir: str) -> str:
 
 
 def unit_name(role: str, name: str) -> str:
-    return UNITS.get(role, "{}").format(name)
+    """The systemd unit of a role; "" unless role and name are valid (entries
+    are files that group members could forge, and this goes to systemctl)."""
+    if role not in UNITS or not names.valid(name):
+        return ""
+    return UNITS[role].format(name)
 
 
 class Board:
@@ -46,12 +53,10 @@ class Board:
                "updated": round(time.time(), 3), "restarts": self.restarts,
                "cpus": sorted(os.sched_getaffinity(0))}
         doc.update(snapshot)
-        tmp = "{}.{}.tmp".format(self.path, os.getpid())
         try:
             os.makedirs(self.dir, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(doc, handle, separators=(",", ":"), default=str)
-            os.replace(tmp, self.path)
+            data = json.dumps(doc, separators=(",", ":"), default=str).encode("utf-8")
+            safefile.replace(self.path, data)  # group members can write here: no links
         except OSError as exc:
             if not self.failed:  # the video goes on; say it once
                 self.failed = True
@@ -60,9 +65,10 @@ class Board:
 
 
 def read_entry(path: str) -> Dict[str, Any]:
+    """One entry; ``{}`` for anything that is not a plain file holding a JSON
+    object (a FIFO or a link planted in the directory included)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            doc = json.load(handle)
+        doc = json.loads(safefile.read_plain(path, MAX_ENTRY).decode("utf-8"))
     except (OSError, ValueError):
         return {}
     return doc if isinstance(doc, dict) else {}
@@ -84,17 +90,18 @@ def read_board(runtime_dir: str) -> List[Dict[str, Any]]:
     """Every entry, with ``alive`` set from its pid; ordered decoder, handler, collector."""
     directory = board_dir(runtime_dir)
     try:
-        names = sorted(n for n in os.listdir(directory) if n.endswith(".json"))
+        files = sorted(n for n in os.listdir(directory) if n.endswith(".json"))
     except PermissionError:
         raise PermissionError("cannot read {}: permission denied (run as root or as a member "
                               "of group vidpipe)".format(directory)) from None
     except OSError:
         return []
     entries = []
-    for name in names:
-        doc = read_entry(os.path.join(directory, name))
-        if not doc.get("role"):
+    for file in files:
+        doc = read_entry(os.path.join(directory, file))
+        if doc.get("role") not in UNITS or not names.valid(doc.get("name")):
             continue
+        doc["unit"] = unit_name(doc["role"], doc["name"])  # never what the file says
         doc["alive"] = doc.get("state") == "running" and pid_alive(doc.get("pid"))
         if doc.get("state") == "running" and not doc["alive"]:
             doc["state"] = "dead"  # killed without a chance to say so

@@ -487,14 +487,33 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<built-in>") -> Confi
     if security.curve:
         for key in ("server_key", "client_key"):
             public = os.path.join(security.keys_dir, getattr(security, key) + ".key")
-            if not os.path.exists(public):
-                raise ConfigError(path, "security." + key, "{} does not exist; make the key "
-                                  "pair with: vidpipe keygen {}".format(
-                                      public, getattr(security, key)))
+            problem = _unreadable(public)
+            if problem:
+                raise ConfigError(path, "security." + key, problem + "; " + (
+                    "make the key pair with: vidpipe keygen {}".format(getattr(security, key))
+                    if "does not exist" in problem else
+                    "the keys must be readable by the user the service runs as (vidpipe): "
+                    "vidpipe keygen as root sets root:vidpipe 0750/0640"))
     return Config(path=path, pipeline=pipeline, cameras=cameras, collector=collector,
                   handler_defaults=handler_defaults, handler_overrides=overrides,
                   stage_options={k: dict(v) for k, v in stage_options.items()},
                   security=security)
+
+
+def _unreadable(file: str) -> str:
+    """Why ``file`` cannot be read by this process ("" when it can): missing,
+    or a permission problem on it or on a directory above it, named as such."""
+    if os.access(file, os.R_OK):
+        return ""
+    folder = os.path.dirname(file) or "."
+    while folder and not os.path.exists(folder) and folder != os.path.dirname(folder):
+        folder = os.path.dirname(folder)
+    if os.path.isdir(folder) and not os.access(folder, os.X_OK):
+        return "permission denied: {} cannot be searched by uid {}".format(folder,
+                                                                          os.geteuid())
+    if os.path.lexists(file):
+        return "permission denied: {} cannot be read by uid {}".format(file, os.geteuid())
+    return "{} does not exist".format(file)
 
 
 def default_path() -> str:

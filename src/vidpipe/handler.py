@@ -10,8 +10,9 @@ the decoder. It never blocks on a missing collector.
 import glob
 import logging
 import os
+import stat
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 import zmq
@@ -93,6 +94,7 @@ class Handler:
         self.sockets = transport.Sockets(pipe.max_frame_bytes, curve)
         self.results = self.sockets.make(zmq.PUSH, sndhwm=16, receives=False, immediate=True)
         self.inputs: Dict[str, zmq.Socket] = {}  # endpoint -> socket
+        self.refused: Set[str] = set()  # socket files found that are not ours
         self.poller = zmq.Poller()
         self.last_beat = 0.0
         self.last_discovery = 0.0
@@ -122,7 +124,24 @@ class Handler:
         """Connect to decoder sockets that appeared in the runtime directory."""
         pattern = os.path.join(self.config.pipeline.runtime_dir, "decoder-*.sock")
         for path in sorted(glob.glob(pattern)):
+            if "ipc://" + path in self.inputs or not self._ours(path):
+                continue
             self.connect_decoder("ipc://" + path)
+
+    def _ours(self, path: str) -> bool:
+        """A socket our own user made (the decoders run as we do): group members
+        can create files in the runtime directory, but not feed us frames."""
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return False
+        if stat.S_ISSOCK(info.st_mode) and info.st_uid == os.geteuid():
+            return True
+        if path not in self.refused:
+            self.refused.add(path)
+            log.warning("handler %s: ignoring %s (not a socket of uid %d)", self.name, path,
+                        os.geteuid())
+        return False
 
     def _credit(self, sock: zmq.Socket, seq: int, stream: int) -> None:
         if self.mode == "round-robin":

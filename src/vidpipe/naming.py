@@ -36,7 +36,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
-from vidpipe import names
+from vidpipe import names, safefile
 from vidpipe.config import Config
 
 #: root's own directory: the helper runs as root and never writes where the
@@ -128,18 +128,6 @@ def _private_dir(path: str) -> int:
     return fd
 
 
-def _open_file(name: str, flags: int, dir_fd: Optional[int], mode: int = 0o644) -> int:
-    """``name`` in ``dir_fd``: never through a symlink, never blocking on a
-    FIFO, and only a regular file with a single link."""
-    fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode,
-                 dir_fd=dir_fd)
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-        os.close(fd)
-        raise NamingError("{} is not a plain file".format(name))
-    return fd
-
-
 def _parse(text: bytes) -> Dict[str, Dict[str, str]]:
     """Registry entries whose name passes the camera-name rule and whose
     fields are strings; anything else in the file is ignored."""
@@ -162,10 +150,10 @@ def _read(name: str, dir_fd: Optional[int], shown: str) -> Dict[str, Dict[str, s
     """The entries of the registry ``name`` (relative to ``dir_fd``); ``{}``
     when it is missing, unreadable or not a plain file (said on stderr)."""
     try:
-        fd = _open_file(name, os.O_RDONLY, dir_fd)
+        fd = safefile.open_plain(name, os.O_RDONLY, dir_fd)
     except FileNotFoundError:
         return {}
-    except (OSError, NamingError) as exc:
+    except OSError as exc:
         print("vidpipe: ignoring the registry {}: {}".format(shown, exc), file=sys.stderr)
         return {}
     with os.fdopen(fd, "rb") as handle:
@@ -184,8 +172,8 @@ class Registry:
     def __enter__(self) -> "Registry":
         self.dir_fd = _private_dir(self.dir)
         try:
-            self.lock_fd = _open_file(self.name + ".lock", os.O_RDWR | os.O_CREAT,
-                                      self.dir_fd, 0o600)
+            self.lock_fd = safefile.open_plain(self.name + ".lock", os.O_RDWR | os.O_CREAT,
+                                               self.dir_fd, 0o600)
         except OSError as exc:
             os.close(self.dir_fd)
             raise NamingError("cannot open the lock {}: {}".format(
@@ -207,18 +195,8 @@ class Registry:
     def save(self, data: Dict[str, Dict[str, str]]) -> None:
         """Write a new file (``O_EXCL``, never through a link) and rename it over
         the old one."""
-        tmp = "{}.tmp.{}".format(self.name, os.getpid())
-        try:
-            os.unlink(tmp, dir_fd=self.dir_fd)  # one a killed run of ours left
-        except FileNotFoundError:
-            pass
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644, dir_fd=self.dir_fd)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        text = json.dumps(data, indent=1, sort_keys=True).encode("utf-8")
+        safefile.replace(self.name, text, 0o644, dir_fd=self.dir_fd, sync=True)
         os.fsync(self.dir_fd)
 
 

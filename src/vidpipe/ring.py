@@ -27,6 +27,8 @@ from typing import Deque, Dict, Optional, Tuple
 
 import numpy as np
 
+from vidpipe import safefile
+
 MAGIC = b"VPRING\0\1"
 FILE_HEADER = struct.Struct("<8sIIQQ")  # magic, slots, reserved, slot_size, stream
 SLOT_HEADER = struct.Struct("<QQ")  # seq, nbytes
@@ -281,7 +283,11 @@ class RingReader:
             raise RingError("bad_ring", "ring name {!r}".format(name))
         path = os.path.join(self.directory, name)
         try:
-            fd = os.open(path, os.O_RDONLY)
+            # only our user's rings: one another user made could be truncated
+            # under the mapping (SIGBUS), and links and FIFOs are refused
+            fd = safefile.open_plain(path, owner=os.geteuid())
+        except safefile.UnsafeFile as exc:
+            raise RingError("bad_ring", str(exc)) from None
         except OSError as exc:
             raise RingError("ring_unavailable", "{}: {}".format(path, exc.strerror)) from None
         try:

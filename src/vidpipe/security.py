@@ -141,19 +141,34 @@ def make(sec: SecurityConfig, config_path: str, role: str) -> Optional[Curve]:
     return Curve(sec, config_path, role) if sec.curve else None
 
 
+def _service_group() -> Optional[int]:
+    import grp
+
+    try:
+        return grp.getgrnam("vidpipe").gr_gid
+    except KeyError:
+        return None
+
+
 def keygen(directory: str, name: str, allow: bool = False) -> "tuple[str, str]":
-    """Write ``name.key`` and ``name.key_secret`` (0600) into ``directory``; with
+    """Write ``name.key`` and ``name.key_secret`` into ``directory``; with
     ``allow``, also admit the public key (copy into ``directory/allowed``).
-    Existing keys are never overwritten."""
+    Existing keys are never overwritten.
+
+    Run as root on a box with the ``vidpipe`` group, the directory and the
+    secret key are ``root:vidpipe`` 0750 / 0640: the services can read them,
+    cannot change them, and nobody else can read the secret. Otherwise the
+    secret is 0600, owned by whoever ran it."""
     import shutil
 
     import zmq.auth
 
+    created = not os.path.isdir(directory)
     os.makedirs(directory, mode=0o750, exist_ok=True)
     public = os.path.join(directory, name + ".key")
     secret = os.path.join(directory, name + ".key_secret")
     for path in (public, secret):
-        if os.path.exists(path):
+        if os.path.lexists(path):
             raise FileExistsError("{} exists; remove it first to make a new key".format(path))
     old = os.umask(0o077)
     try:
@@ -162,17 +177,16 @@ def keygen(directory: str, name: str, allow: bool = False) -> "tuple[str, str]":
         os.umask(old)
     os.chmod(secret, 0o600)
     os.chmod(public, 0o644)
-    if os.geteuid() == 0:
-        try:
-            import grp
-            import pwd
-
-            uid, gid = pwd.getpwnam("vidpipe").pw_uid, grp.getgrnam("vidpipe").gr_gid
-        except KeyError:
-            pass
-        else:
-            os.chown(secret, uid, gid)
-            os.chown(public, uid, gid)
+    gid = _service_group() if os.geteuid() == 0 else None
+    if gid is not None:
+        # root keeps ownership; the services (group vidpipe) may read, nobody else
+        info = os.stat(directory)
+        if created or (info.st_uid == 0 and info.st_gid == 0):
+            os.chown(directory, 0, gid)
+            os.chmod(directory, 0o750)
+        os.chown(secret, 0, gid)
+        os.chmod(secret, 0o640)
+        os.chown(public, 0, gid)
     if allow:
         allowed = os.path.join(directory, "allowed")
         os.makedirs(allowed, mode=0o755, exist_ok=True)

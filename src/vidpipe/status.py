@@ -20,7 +20,7 @@ def unit_states(units: List[str]) -> Dict[str, Dict[str, str]]:
         return {}
     try:
         out = subprocess.run(["systemctl", "show", "--no-pager",
-                              "--property=Id,ActiveState,SubState,NRestarts"] + units,
+                              "--property=Id,ActiveState,SubState,NRestarts", "--"] + units,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                              universal_newlines=True, timeout=5).stdout
     except (OSError, subprocess.SubprocessError):
@@ -37,7 +37,7 @@ def gather(runtime_dir: str, with_units: bool = True,
            devices_root: Optional[str] = None) -> Dict[str, Any]:
     entries = read_board(runtime_dir)
     now = time.time()
-    units = unit_states([e["unit"] for e in entries]) if with_units else {}
+    units = unit_states([e["unit"] for e in entries if e["unit"]]) if with_units else {}
     for entry in entries:
         unit = units.get(entry.get("unit", ""), {})
         active = unit.get("ActiveState", "")
