@@ -25,7 +25,7 @@ from vidpipe.ring import RingError, RingReader, results_dir
 from vidpipe.board import Board, read_board
 from vidpipe.service import Notifier, Reporter, Stopper
 from vidpipe.tap import TapPublisher
-from vidpipe.web import WebServer
+from vidpipe.web import Guard, WebServer
 from vidpipe.stats import Histogram, LatencyWindow, RateMeter, Tally, fmt_ms, often
 
 log = logging.getLogger("vidpipe.collector")
@@ -39,6 +39,19 @@ def drop_reason(value: Any) -> str:
     """A DROP notice's reason as a metrics label: short, plain characters."""
     text = _REASON_BAD.sub("_", str(value if value is not None else "unknown").lower())[:32]
     return text or "unknown"
+
+
+def web_guard(cc: Any) -> Guard:
+    """The HTTP guard ``[collector]`` asks for; reads the password file."""
+    from vidpipe.config import split_listen
+
+    password = ""
+    if cc.http_password_file:
+        with open(cc.http_password_file, encoding="utf-8") as handle:
+            password = handle.readline().strip()
+        if not password:
+            raise OSError("{} holds no password".format(cc.http_password_file))
+    return Guard(split_listen(cc.http_listen)[0], cc.http_hosts, cc.http_user, password)
 
 
 class CameraStats:
@@ -132,7 +145,13 @@ class Collector:
                 200, json.dumps(read_board(runtime)), "application/json")
         if not routes:
             return
-        self.web = WebServer(self.cc.http_listen, routes)
+        try:
+            guard = web_guard(self.cc)
+        except OSError as exc:
+            log.error("collector %s: cannot read collector.http_password_file %s: %s; preview "
+                      "and metrics are off", self.name, self.cc.http_password_file, exc)
+            return
+        self.web = WebServer(self.cc.http_listen, routes, guard)
         if self.web.start():
             log.info("collector %s: http://%s/ (%s)", self.name, self.cc.http_listen,
                      ", ".join(n for n, on in (("preview", self.preview is not None),

@@ -236,6 +236,9 @@ class CollectorConfig:
     jsonl_checksum: bool = False
     exit_on_eos: bool = False
     http_listen: str = "127.0.0.1:8090"
+    http_hosts: List[str] = field(default_factory=list)
+    http_user: str = "vidpipe"
+    http_password_file: str = ""
     metrics: bool = False
     preview_fps: float = 5.0
     preview_width: int = 960
@@ -259,6 +262,11 @@ COLLECTOR_RULES = {
     "jsonl_checksum": Rule(bool),
     "exit_on_eos": Rule(bool),
     "http_listen": Rule(str),
+    "http_hosts": Rule(list, item=str),
+    "http_user": Rule(str, pattern=re.compile(r"^[^:\s]{1,64}$"),
+                      allowed="1-64 characters, no colon or space"),
+    "http_password_file": Rule(str, pattern=re.compile(r"^(/.*)?$"),
+                               allowed="an absolute path, or \"\""),
     "metrics": Rule(bool),
     "preview_fps": Rule(float, 0.1, 60),
     "preview_width": Rule(int, 16, 16384),
@@ -373,12 +381,25 @@ def split_listen(text: str) -> Tuple[str, int]:
     return match.group(1).strip("[]"), int(match.group(2))
 
 
+LOCAL_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def local_listen(host: str) -> bool:
+    """Whether an ``http_listen`` host is reachable from this host only."""
+    return host in LOCAL_HOSTS or host.startswith("127.")
+
+
 def _check_collector_outputs(path: str, cc: "CollectorConfig") -> None:
     if "preview" in cc.outputs or cc.metrics:
         try:
-            split_listen(cc.http_listen)
+            host, _port = split_listen(cc.http_listen)
         except ValueError as exc:
             raise ConfigError(path, "collector.http_listen", str(exc)) from None
+        if not local_listen(host) and not cc.http_password_file:
+            raise ConfigError(path, "collector.http_password_file", "http_listen = {!r} "
+                              "serves beyond this host: set http_password_file (a file "
+                              "holding the password, root:vidpipe 0640) so browsers must "
+                              "log in".format(cc.http_listen))
     if "record" in cc.outputs:
         if not cc.record_formats:
             raise ConfigError(path, "collector.record_formats",

@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from vidpipe import cameras
+from vidpipe import cameras, redact
 from vidpipe.config import dump_toml, load_config
 
 log = logging.getLogger("vidpipe.demo")
@@ -84,7 +84,7 @@ def run_demo(args: Any) -> int:
         load_config(path)  # fail early, with the config error, before starting anything
         cmd = [sys.executable, "-m", "vidpipe", "--config", path, "run"]
         print("vidpipe demo: {} -> {} handler(s) [{}] -> collector; Ctrl-C stops".format(
-            source, args.handlers, args.stages or "no stages"), flush=True)
+            redact.url(source), args.handlers, args.stages or "no stages"), flush=True)
         if args.http:
             print("vidpipe demo: live preview at http://{0}/ (metrics: http://{0}/metrics)"
                   .format(args.http), flush=True)

@@ -193,6 +193,16 @@ class PreviewOutput(Output):
         if feed is None:
             req.send_text(404, "no camera {}\n".format(match.group(1)))
             return
+        streams = req.server.streams  # type: ignore[attr-defined]
+        if not streams.acquire(blocking=False):
+            req.send_text(503, "too many live streams at once; try a snapshot\n")
+            return
+        try:
+            self._stream(req, feed)
+        finally:
+            streams.release()
+
+    def _stream(self, req: Request, feed: Feed) -> None:
         req.send_response(200)
         req.send_header("Content-Type", "multipart/x-mixed-replace; boundary=" + BOUNDARY)
         req.send_header("Cache-Control", "no-store")

@@ -27,12 +27,15 @@ import errno
 import logging
 import os
 import queue
+import re
+import stat
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from vidpipe import names
 from vidpipe.h5store import HEADER_BYTES, ROW_OVERHEAD, H5Writer, require_h5py
 from vidpipe.ordering import OK, Entry
 from vidpipe.outputs import Output, bgr8
@@ -192,11 +195,49 @@ class H5Segment(Segment):
 SEGMENT_TYPES = {"mp4": Mp4Segment, "hdf5": H5Segment}
 
 
-def _remove(path: str) -> int:
+#: the names vidpipe gives segments: CAM/CAM-<UTC stamp>-<seq>.mp4|.h5
+SEGMENT_RE = re.compile(r"(?P<camera>" + names.NAME_PATTERN
+                        + r")-[0-9]{8}T[0-9]{6}Z-[0-9]{6,20}\.(mp4|h5)")
+
+
+def own_segments(root: str) -> List[Tuple[float, str, int]]:
+    """(mtime, path, size) of the segments vidpipe made under ``root``: plain
+    files named by its pattern, in a real (not linked) folder of the same
+    camera. Anything else there is the operator's and is never touched."""
+    found = []
     try:
-        size = os.stat(path).st_size
+        folders = list(os.scandir(root))
+    except OSError:
+        return []
+    for folder in folders:
+        if not names.valid(folder.name) or not folder.is_dir(follow_symlinks=False):
+            continue
+        try:
+            entries = list(os.scandir(folder.path))
+        except OSError:
+            continue
+        for entry in entries:
+            match = SEGMENT_RE.fullmatch(entry.name)
+            if not match or match.group("camera") != folder.name:
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found.append((st.st_mtime, entry.path, st.st_size))
+    return sorted(found)
+
+
+def _remove(path: str) -> int:
+    """Delete one of our segments (checked again: a plain file, our name)."""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or not SEGMENT_RE.fullmatch(os.path.basename(path)):
+            log.warning("retention: %s is not a vidpipe segment any more; left alone", path)
+            return 0
         os.unlink(path)
-        return size
+        return st.st_size
     except OSError:
         return 0
 
@@ -217,18 +258,9 @@ class Retention:
         self.scan()
 
     def scan(self) -> None:
-        """Everything already there counts (segments of an earlier run too)."""
-        found = []
-        for folder, _dirs, files in os.walk(self.root):
-            for name in files:
-                if name.endswith((".mp4", ".h5")):
-                    path = os.path.join(folder, name)
-                    try:
-                        st = os.stat(path)
-                    except OSError:
-                        continue
-                    found.append((st.st_mtime, path, st.st_size))
-        self.closed = sorted(found)
+        """Our segments already there count (an earlier run's too); other files
+        are left alone and not counted."""
+        self.closed = own_segments(self.root)
 
     def add(self, path: str) -> None:
         try:
@@ -261,9 +293,10 @@ class Retention:
         if not self.closed:
             return False
         _mtime, path, _size = self.closed.pop(0)
-        _remove(path)
+        size = _remove(path)
         self.deleted += 1
-        log.debug("retention: deleted %s", path)
+        log.info("retention: deleted %s (%d bytes) to keep within record_max_bytes, "
+                 "record_max_age_s and record_min_free_mb", path, size)
         return True
 
     def make_room(self, extra: int) -> str:
@@ -417,6 +450,8 @@ class RecordOutput(Output):
 
     def _start(self, fmt: str, camera: str, image: np.ndarray, seq: int,
                capture_ns: int) -> Optional[Segment]:
+        if not names.valid(camera):  # it becomes a path (the wire checks it too)
+            raise ValueError("camera name {!r} is not a valid name".format(camera[:40]))
         folder = os.path.join(self.root, camera)
         os.makedirs(folder, exist_ok=True)
         when = datetime.datetime.fromtimestamp(capture_ns / 1e9, datetime.timezone.utc)

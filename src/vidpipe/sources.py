@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from vidpipe import cameras, naming
+from vidpipe import cameras, naming, redact
 from vidpipe.config import CameraConfig, ConfigError
 
 log = logging.getLogger("vidpipe.sources")
@@ -309,12 +309,7 @@ class URLSource(CaptureSource):
             return cv2.VideoCapture(self.camera.source, cv2.CAP_FFMPEG)
 
     def describe(self) -> str:
-        return "stream {}".format(_redact(self.camera.source))
-
-
-def _redact(url: str) -> str:
-    """``rtsp://user:secret@host`` -> ``rtsp://user:***@host`` for logs."""
-    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+        return "stream {}".format(redact.url(self.camera.source))
 
 
 def make_source(camera: CameraConfig, config_path: str = "") -> Source:

@@ -3,21 +3,97 @@
 Runs in daemon threads next to the collector's loop and never touches its
 sockets: handlers only read what the loop publishes (JPEGs, the board).
 A slow or stalled browser costs one thread that times out, never a frame.
+
+What keeps it answering and private:
+
+* a request must be read whole within ``HEADER_DEADLINE`` seconds (not per
+  socket read: a byte every few seconds does not keep a slot); when every
+  slot is taken, a new connection pushes out the oldest one still sending
+  its request, so slow clients cannot shut others out; live streams take at
+  most ``MAX_STREAMS`` of the ``MAX_CLIENTS`` slots;
+* the ``Host`` header must name this box (an IP address, a localhost name,
+  the listen address, the host name, or one of ``http_hosts``) and an
+  ``Origin`` must be one of those too: a web page elsewhere cannot read
+  snapshots or status through a browser by DNS rebinding;
+* with ``http_password_file`` (required when listening beyond localhost)
+  every request needs HTTP basic authentication.
 """
 
+import base64
+import collections
+import hmac
 import http.server
+import ipaddress
 import logging
 import re
 import socket
 import threading
-from typing import Any, Callable, Dict, Optional, Tuple
+import time
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from urllib.parse import urlsplit
 
-from vidpipe.config import split_listen
+from vidpipe.config import LOCAL_HOSTS, split_listen
 
 log = logging.getLogger("vidpipe.web")
 
 Route = Callable[["Request", "re.Match[str]"], None]
 MAX_CLIENTS = 32
+MAX_STREAMS = 16
+HEADER_DEADLINE = 5.0
+IO_TIMEOUT = 10.0
+
+
+def _host_name(value: str) -> str:
+    """The host of a ``Host`` header or an origin's netloc, lower case."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class Guard:
+    """Who may ask: the Host/Origin check and the optional password."""
+
+    def __init__(self, listen_host: str, extra_hosts: Iterable[str] = (),
+                 user: str = "", password: str = "") -> None:
+        names = set(LOCAL_HOSTS) | {listen_host.lower()} | {h.lower() for h in extra_hosts}
+        if not _is_ip(listen_host) or listen_host in ("0.0.0.0", "::"):
+            names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        self.names = names
+        self.credentials = base64.b64encode("{}:{}".format(user, password).encode()) \
+            if password else b""
+
+    def allowed_host(self, name: str) -> bool:
+        # a DNS-rebinding page always reaches us under a domain name, never an IP
+        return name in self.names or _is_ip(name)
+
+    def refuse(self, headers: Any) -> Optional[Tuple[int, str]]:
+        """``(status, reason)`` when the request must be refused, else None."""
+        host = headers.get("Host")
+        if host is not None and not self.allowed_host(_host_name(host)):
+            return 421, "unknown host name {!r} (add it to collector.http_hosts)".format(
+                host[:80])
+        origin = headers.get("Origin")
+        if origin is not None and (origin == "null" or not self.allowed_host(
+                _host_name(urlsplit(origin).netloc))):
+            return 403, "requests from other origins are refused"
+        if headers.get("Sec-Fetch-Site") == "cross-site":
+            return 403, "cross-site requests are refused"
+        if self.credentials:
+            given = headers.get("Authorization", "")
+            scheme, _, token = given.partition(" ")
+            if scheme.lower() != "basic" or not hmac.compare_digest(
+                    token.strip().encode("ascii", "replace"), self.credentials):
+                return 401, "authentication required"
+        return None
 
 
 class Request(http.server.BaseHTTPRequestHandler):
@@ -25,8 +101,29 @@ class Request(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
     routes: Dict[str, Route] = {}
 
+    guard: Optional[Guard] = None
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self.server.request_read(self.request)  # type: ignore[attr-defined]
+        return ok
+
     def do_GET(self) -> None:  # noqa: N802 (the http.server name)
         path = self.path.split("?", 1)[0]
+        refused = self.guard.refuse(self.headers) if self.guard is not None else None
+        if refused is not None:
+            code, why = refused
+            log.info("refused %s %s from %s: %s", self.command, path[:80],
+                     self.address_string(), why)
+            self.send_response(code)
+            if code == 401:
+                self.send_header("WWW-Authenticate", 'Basic realm="vidpipe", charset="UTF-8"')
+            body = (why + "\n").encode("utf-8")
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         for pattern, route in self.routes.items():
             match = re.fullmatch(pattern, path)
             if match:
@@ -64,27 +161,70 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def __init__(self, address: Tuple[str, int], handler: Any) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.clients = threading.BoundedSemaphore(MAX_CLIENTS)
+        self.lock = threading.Lock()
+        self.active = 0
+        #: connections still sending their request, oldest first -> deadline
+        self.reading: "collections.OrderedDict[Any, float]" = collections.OrderedDict()
+        self.streams = threading.BoundedSemaphore(MAX_STREAMS)
+        self.pushed_out = 0
         super().__init__(address, handler)
+        self.reaper = threading.Thread(target=self._reap, name="http-deadline", daemon=True)
+        self.reaper.start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.clients.acquire(blocking=False):
-            self.shutdown_request(request)  # too many at once: refuse, stay bounded
-            return
+        with self.lock:
+            if self.active >= MAX_CLIENTS:
+                if not self.reading:  # every slot busy serving: refuse, stay bounded
+                    self.shutdown_request(request)
+                    return
+                oldest, _deadline = self.reading.popitem(last=False)
+                self.pushed_out += 1
+                _cut(oldest)  # a slow sender gives way to a new client
+            self.active += 1
+            self.reading[request] = time.monotonic() + HEADER_DEADLINE
         super().process_request(request, client_address)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            request.settimeout(10)  # a stalled client cannot hold a thread forever
+            request.settimeout(IO_TIMEOUT)  # a stalled client cannot hold a thread forever
             super().process_request_thread(request, client_address)
         finally:
-            self.clients.release()
+            with self.lock:
+                self.active -= 1
+                self.reading.pop(request, None)
+
+    def request_read(self, request: Any) -> None:
+        with self.lock:
+            self.reading.pop(request, None)
+
+    def _reap(self) -> None:
+        """Cut connections whose request is not in by its deadline."""
+        while True:
+            time.sleep(0.25)
+            now = time.monotonic()
+            with self.lock:
+                late = [r for r, deadline in self.reading.items() if deadline <= now]
+                for request in late:
+                    del self.reading[request]
+            for request in late:
+                _cut(request)
+
+
+def _cut(request: Any) -> None:
+    try:
+        request.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 class WebServer:
-    def __init__(self, listen: str, routes: Dict[str, Route]) -> None:
+    def __init__(self, listen: str, routes: Dict[str, Route],
+                 guard: Optional[Guard] = None) -> None:
         self.listen = listen
-        self.handler = type("VidpipeRequest", (Request,), {"routes": dict(routes)})
+        if guard is None:
+            guard = Guard(split_listen(listen)[0])
+        self.handler = type("VidpipeRequest", (Request,), {"routes": dict(routes),
+                                                          "guard": guard})
         self.server: Optional[_Server] = None
         self.thread: Optional[threading.Thread] = None
         self.error = ""

@@ -139,9 +139,9 @@ def _segment(folder: Path, name: str, size: int, age: float = 0) -> Path:
 def test_retention_deletes_the_oldest_first_until_it_fits(tmp_path: Path) -> None:
     cam = tmp_path / "cam0"
     cam.mkdir()
-    old = _segment(cam, "a.h5", 400, age=30)
-    mid = _segment(cam, "b.mp4", 400, age=20)
-    new = _segment(cam, "c.h5", 400, age=10)
+    old = _segment(cam, "cam0-20261130T100000Z-000000.h5", 400, age=30)
+    mid = _segment(cam, "cam0-20261130T100500Z-000150.mp4", 400, age=20)
+    new = _segment(cam, "cam0-20261130T101000Z-000300.h5", 400, age=10)
     other = _segment(cam, "notes.txt", 5000)  # not ours: never counted or deleted
     open_bytes = [100]
     ret = Retention(str(tmp_path), 1000, 0, 0, lambda: open_bytes[0])
@@ -158,8 +158,8 @@ def test_retention_deletes_the_oldest_first_until_it_fits(tmp_path: Path) -> Non
 def test_retention_expires_by_age_and_keeps_free_space(tmp_path: Path) -> None:
     cam = tmp_path / "cam0"
     cam.mkdir()
-    old = _segment(cam, "a.h5", 10, age=3600)
-    young = _segment(cam, "b.h5", 10, age=5)
+    old = _segment(cam, "cam0-20261130T090000Z-000000.h5", 10, age=3600)
+    young = _segment(cam, "cam0-20261130T100000Z-000100.h5", 10, age=5)
     ret = Retention(str(tmp_path), 10 ** 9, 60, 0, lambda: 0)
     ret.expire(time.time())
     assert not old.exists() and young.exists()

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from conftest import write_clip
+from vidpipe import redact
 from vidpipe.config import ConfigError, config_from_dict
 from vidpipe.sources import (AutoSource, FileSource, SourceError, PatternSource, URLSource,
-                             V4L2Source, _redact, make_source, render_testsrc)
+                             V4L2Source, make_source, render_testsrc)
 
 
 def cam(**values: object):
@@ -73,7 +74,12 @@ def test_unreachable_stream_is_a_source_error() -> None:
 
 
 def test_passwords_are_not_logged() -> None:
-    assert _redact("rtsp://admin:s3cret@10.0.0.1/live") == "rtsp://admin:***@10.0.0.1/live"
+    assert redact.url("rtsp://admin:s3cret@10.0.0.1/live") == "rtsp://admin:***@10.0.0.1/live"
+    assert redact.url("rtsp://10.0.0.1/live?user=admin&pwd=s3cret&channel=1") == \
+        "rtsp://10.0.0.1/live?user=***&pwd=***&channel=1"
+    assert redact.url("http://cam/mjpg?token=abc;Password=x") == "http://cam/mjpg?token=***;Password=***"
+    assert redact.url("rtsp://tok3n@cam/s") == "rtsp://***@cam/s"
+    assert redact.url("/dev/video0") == "/dev/video0"
 
 
 def test_url_source_reads_a_stream_over_http(tmp_path: Path) -> None:

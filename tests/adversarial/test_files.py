@@ -1,0 +1,103 @@
+"""Files: retention deletes only what vidpipe made; nothing in the shared
+runtime directory (group vidpipe may write there) can redirect, block or feed
+a role."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import child_env
+from vidpipe import board, ring, safefile
+from vidpipe.recording import Retention
+
+
+def aged(path: Path, size: int, age: float) -> Path:
+    path.write_bytes(b"x" * size)
+    when = time.time() - age
+    os.utime(str(path), (when, when))
+    return path
+
+
+def test_retention_touches_only_its_own_segments(tmp_path: Path) -> None:
+    victim_dir = tmp_path / "elsewhere"
+    victim_dir.mkdir()
+    victim = aged(victim_dir / "cam0-20200101T000000Z-000000.mp4", 500, 9000)
+    root = tmp_path / "rec"
+    cam = root / "cam0"
+    cam.mkdir(parents=True)
+    ours = aged(cam / "cam0-20261130T100000Z-000000.mp4", 500, 100)
+    theirs = [aged(cam / "holiday.mp4", 500, 8000),                       # operator's file
+              aged(cam / "cam1-20200101T000000Z-000000.mp4", 500, 8000),  # other camera's name
+              aged(root / "cam0-20200101T000000Z-000000.h5", 500, 8000)]  # not in a camera folder
+    (cam / "cam0-20200101T000000Z-000001.mp4").symlink_to(victim)  # a link with our name
+    (root / "cam9").symlink_to(victim_dir, target_is_directory=True)  # a linked folder
+    ret = Retention(str(root), 10 ** 9, 60, 0, lambda: 0)
+    assert ret.closed_bytes() == 500  # only ours counts
+    ret.expire(time.time())
+    assert not ours.exists()
+    assert victim.exists() and all(p.exists() for p in theirs)
+    assert (cam / "cam0-20200101T000000Z-000001.mp4").is_symlink()
+    assert ret.make_room(10 ** 10) and victim.exists()  # nothing of theirs goes, even when full
+
+
+def test_status_entries_ignore_planted_links_fifos_and_forged_units(tmp_path: Path) -> None:
+    runtime = tmp_path / "run"
+    status = Path(board.board_dir(str(runtime)))
+    status.mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    # a link where the writer's entry goes, and one for every temp name it might use
+    (status / "handler-1.json").symlink_to(victim)
+    os.mkfifo(str(status / "handler-2.json"))
+    (status / "handler-3.json").write_text(json.dumps({
+        "role": "handler", "name": "3", "unit": "--host=evil vid-x.service", "pid": os.getpid(),
+        "state": "running", "updated": time.time()}))
+    (status / "handler-4.json").write_text(json.dumps({
+        "role": "handler", "name": "4;rm", "pid": os.getpid(), "state": "running"}))
+    board.Board(str(runtime), "handler", "1").publish({"frames": 1})
+    assert victim.read_text() == "precious"
+    assert not (status / "handler-1.json").is_symlink()
+    # reading never blocks on the FIFO (run in a child with a timeout to prove it)
+    code = ("import sys, json; sys.path.insert(0, {!r}); from vidpipe import board\n"
+            "print(json.dumps(board.read_board({!r})))").format(
+        str(Path(board.__file__).parent.parent), str(runtime))
+    out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, timeout=20,
+                         env=child_env(), universal_newlines=True, check=True).stdout
+    entries = {e["name"]: e for e in json.loads(out)}
+    assert set(entries) == {"1", "3"}  # the FIFO and the bad name are not entries
+    assert entries["3"]["unit"] == "vid-handler@3.service"  # never the file's own text
+
+
+def test_a_ring_planted_by_another_user_or_as_a_fifo_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "rings"
+    folder.mkdir()
+    os.mkfifo(str(folder / "cam0-00ff.ring"))
+    reader = ring.RingReader(str(folder))
+    with pytest.raises(ring.RingError) as err:
+        reader.view("cam0-00ff.ring", 0, 0, (4, 4), "uint8")
+    assert err.value.reason == "bad_ring" and "not a plain file" in str(err.value)
+    if os.geteuid() == 0:
+        other = folder / "cam1-00ff.ring"
+        other.write_bytes(b"\0" * 4096)
+        os.chown(str(other), 65534, 65534)
+        with pytest.raises(ring.RingError) as err:
+            reader.view("cam1-00ff.ring", 0, 0, (4, 4), "uint8")
+        assert "belongs to uid 65534" in str(err.value)
+
+
+def test_safefile_never_writes_through_a_link(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    link = tmp_path / "entry"
+    link.symlink_to(victim)
+    safefile.replace(str(link), b"new")
+    assert victim.read_text() == "precious" and link.read_bytes() == b"new"
+    with pytest.raises(safefile.UnsafeFile):
+        os.unlink(str(link))
+        link.symlink_to(victim)
+        safefile.read_plain(str(link))

@@ -1,0 +1,133 @@
+"""The collector's web server against slow clients, DNS rebinding and
+strangers: each test does what an attacker would and checks what an
+operator still gets."""
+
+import base64
+import http.client
+import socket
+import time
+from typing import Dict, List, Optional, Tuple
+
+import pytest
+
+from conftest import free_port
+from vidpipe import web
+from vidpipe.collector import web_guard
+from vidpipe.config import ConfigError, config_from_dict
+
+
+def serve(guard: Optional[web.Guard] = None) -> web.WebServer:
+    routes = {r"/metrics": lambda req, _m: req.send_text(200, "vidpipe_up 1\n")}
+    server = web.WebServer("127.0.0.1:{}".format(free_port()), routes, guard)
+    assert server.start(), server.error
+    return server
+
+
+def get(server: web.WebServer, path: str = "/metrics", headers: Optional[Dict[str, str]] = None,
+        timeout: float = 5.0) -> Tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def server() -> web.WebServer:
+    srv = serve()
+    yield srv
+    srv.close()
+
+
+def test_slow_clients_do_not_shut_out_metrics(server: web.WebServer) -> None:
+    """64 clients each sending a request a byte at a time: /metrics still answers
+    at once, and every slow one is cut by its request deadline."""
+    slow: List[socket.socket] = []
+    for _ in range(2 * web.MAX_CLIENTS):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sock.sendall(b"G")
+        slow.append(sock)
+    time.sleep(0.3)
+    started = time.monotonic()
+    for _ in range(5):
+        assert get(server) == (200, "vidpipe_up 1\n")
+    assert time.monotonic() - started < 2.0
+    time.sleep(web.HEADER_DEADLINE + 1.0)
+    cut = 0
+    for sock in slow:
+        try:
+            sock.sendall(b"E")
+            cut += sock.recv(1) == b""
+        except OSError:
+            cut += 1
+        sock.close()
+    assert cut == len(slow)  # nobody holds a slot past the deadline
+
+
+def test_a_request_trickled_byte_by_byte_is_cut_at_the_deadline(server: web.WebServer) -> None:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    started = time.monotonic()
+    request = b"GET /metrics HTTP/1.0\r\nX-Padding: " + b"a" * 100
+    closed_at = None
+    for byte in request:
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:
+            closed_at = time.monotonic()
+            break
+        time.sleep(0.5)  # each read is quick: only a deadline per request stops this
+        sock.setblocking(False)
+        try:
+            if sock.recv(1) == b"":
+                closed_at = time.monotonic()
+                break
+        except BlockingIOError:
+            pass
+        finally:
+            sock.setblocking(True)
+    sock.close()
+    assert closed_at is not None
+    assert web.HEADER_DEADLINE - 0.5 <= closed_at - started <= web.HEADER_DEADLINE + 2.0
+
+
+@pytest.mark.parametrize("headers,status", [
+    ({"Host": "attacker.example:8090"}, 421),  # DNS rebinding: the page's own name
+    ({"Host": "127.0.0.1", "Origin": "http://attacker.example"}, 403),
+    ({"Host": "127.0.0.1", "Origin": "null"}, 403),
+    ({"Host": "localhost", "Sec-Fetch-Site": "cross-site"}, 403),
+    ({"Host": "localhost:8090"}, 200),
+    ({"Host": "127.0.0.1:8090", "Origin": "http://127.0.0.1:8090"}, 200),
+    ({"Host": "[::1]:8090"}, 200),
+])
+def test_host_and_origin_checks(server: web.WebServer, headers: Dict[str, str],
+                                status: int) -> None:
+    code, body = get(server, headers=headers)
+    assert code == status, body
+    if status != 200:
+        assert "vidpipe_up" not in body
+
+
+def test_a_password_is_asked_for_and_checked(tmp_path) -> None:
+    secret = tmp_path / "http-password"
+    secret.write_text("s3cret-pw\n")
+    config = config_from_dict({"collector": {
+        "outputs": ["log"], "metrics": True, "http_listen": "0.0.0.0:8090",
+        "http_password_file": str(secret), "http_user": "ops"}})
+    srv = serve(web_guard(config.collector))
+    try:
+        code, _ = get(srv)
+        assert code == 401
+        bad = base64.b64encode(b"ops:wrong").decode()
+        assert get(srv, headers={"Authorization": "Basic " + bad})[0] == 401
+        good = base64.b64encode(b"ops:s3cret-pw").decode()
+        assert get(srv, headers={"Authorization": "Basic " + good}) == (200, "vidpipe_up 1\n")
+    finally:
+        srv.close()
+
+
+def test_serving_the_network_without_a_password_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"collector": {"outputs": ["preview"], "http_listen": "0.0.0.0:8090"}})
+    assert "collector.http_password_file" in str(err.value)
