@@ -13,6 +13,12 @@ with ``PrivateDevices=no``, ``DevicePolicy=closed``, one ``DeviceAllow=``
 per node of that accelerator found on this box, and the ``video``/``render``
 groups when they exist. An accelerator the box does not have gets no
 drop-in (the handler then falls back to the CPU or exits 78, as configured).
+It also writes the memory limit of each role, sized from the config
+(``60-vidpipe-limits.conf``: ``MemoryMax=``, see :func:`limits`); the units
+carry a fixed ``MemoryMax=`` for when the config cannot be read. A role that
+outgrows it is killed by the kernel and restarted by systemd: a leak or a
+hostile peer costs one restart, never the box.
+
 A generator must never fail the boot: any problem is logged to the kernel
 log and nothing is written.
 """
@@ -25,6 +31,12 @@ from vidpipe import accel
 from vidpipe.config import Config, ConfigError, load_config
 
 DROPIN = "50-vidpipe-accelerator.conf"
+LIMITS = "60-vidpipe-limits.conf"
+MIB = 1024 * 1024
+#: what a role needs besides frames: Python, numpy, OpenCV, ZeroMQ, threads
+BASE_MIB = {"decoder": 384, "handler": 640, "collector": 512}
+#: frames a collector may hold: reorder windows, the recorder's queue, preview
+RECORD_QUEUE_MIB = 128
 
 
 def _groups(root: str) -> List[str]:
@@ -75,12 +87,51 @@ def plan(config: Config, devices: accel.Devices) -> Dict[str, str]:
     return out
 
 
-def write(out_dir: str, units: Dict[str, str]) -> List[str]:
+def _frame_bytes(config: Config) -> int:
+    cams = list(config.cameras.values())
+    sizes = [c.width * c.height * 3 for c in cams] or [640 * 480 * 3]
+    return max(sizes)
+
+
+def limits(config: Config) -> Dict[str, str]:
+    """``MemoryMax=`` per role unit, from what its config makes it hold at most:
+
+    * decoder: its shared-memory ring (``shm_slots`` frames, on tmpfs and
+      charged to it), frames queued to taps (``tap_hwm``) and to handlers;
+    * handler: the frames it holds (``prefetch`` + 1), its result ring
+      (``result_ring_mb``), and room for stage temporaries (8 frames);
+    * collector: its reorder windows (``reorder_window`` results per camera),
+      the recorder's queue and the result rings it maps.
+
+    Each is doubled for headroom over the role's base size, and never below
+    1 GiB: the limit is there to stop a runaway, not to pinch a busy role."""
+    frame = _frame_bytes(config)
+    pipe = config.pipeline
+    cams = max(1, len(config.cameras))
+    slots = max(c.shm_slots for c in config.cameras.values()) if config.cameras else 8
+    decoder_bytes = (slots + pipe.tap_hwm + 64) * frame
+    handlers = [config.handler(n) for n in sorted(config.handler_overrides) + ["1"]]
+    handler_bytes = max((h.prefetch + 1 + 8) * frame + h.result_ring_mb * MIB
+                        for h in handlers)
+    collector_bytes = (config.collector.reorder_window * cams + 16) * frame \
+        + RECORD_QUEUE_MIB * MIB
+    out = {}
+    for unit, role, extra in (("vid-decoder@.service", "decoder", decoder_bytes),
+                              ("vid-handler@.service", "handler", handler_bytes),
+                              ("vid-collector.service", "collector", collector_bytes)):
+        mib = max(1024, 2 * (BASE_MIB[role] + extra // MIB))
+        out[unit] = ("# Written by vidpipe-generator from {}: the most a {} holds, doubled.\n"
+                     "# Do not edit: change the config and run systemctl daemon-reload.\n"
+                     "[Service]\nMemoryMax={}M\n").format(config.path, role, mib)
+    return out
+
+
+def write(out_dir: str, units: Dict[str, str], name: str = DROPIN) -> List[str]:
     written = []
     for unit, text in sorted(units.items()):
         directory = os.path.join(out_dir, unit + ".d")
         os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, DROPIN)
+        path = os.path.join(directory, name)
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(text)
         written.append(path)
@@ -114,6 +165,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         write(argv[0], plan(config, accel.detect()))
     except Exception as exc:
         _log("cannot write drop-ins: {}: {}".format(type(exc).__name__, exc))
+    try:
+        write(argv[0], limits(config), LIMITS)
+    except Exception as exc:
+        _log("cannot write memory limits: {}: {}".format(type(exc).__name__, exc))
     return 0
 
 

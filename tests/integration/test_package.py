@@ -123,10 +123,15 @@ def test_generator_drop_in_for_a_dla_handler_passes_verify(unit_root: Path,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     assert result.returncode == 0 and result.stdout == "", result.stdout
     dropins = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.conf"))
-    assert dropins == ["vid-handler@2.service.d/50-vidpipe-accelerator.conf"]
+    assert dropins == ["vid-collector.service.d/60-vidpipe-limits.conf",
+                       "vid-decoder@.service.d/60-vidpipe-limits.conf",
+                       "vid-handler@.service.d/60-vidpipe-limits.conf",
+                       "vid-handler@2.service.d/50-vidpipe-accelerator.conf"]
     system = unit_root / "lib" / "systemd" / "system"
     target = system / "vid-handler@2.service.d"
     shutil.copytree(str(out / "vid-handler@2.service.d"), str(target))
+    # the memory limit drop-in (as for every handler) verifies with it
+    shutil.copy(str(out / "vid-handler@.service.d" / "60-vidpipe-limits.conf"), str(target))
     shutil.copy(str(system / "vid-handler@1.service"), str(system / "vid-handler@2.service"))
     try:
         result = verify(unit_root, "vid-handler@2.service")

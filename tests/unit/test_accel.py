@@ -158,3 +158,24 @@ def test_the_generator_never_fails_on_a_broken_config(tmp_path: Path, monkeypatc
     monkeypatch.setenv("VIDPIPE_CONFIG", str(bad))
     assert generator.main([str(tmp_path / "out")]) == 0
     assert not (tmp_path / "out").exists()
+
+
+def test_the_generator_sizes_memory_limits_from_the_config(tmp_path: Path,
+                                                           monkeypatch: Any) -> None:
+    def limit(cameras: dict) -> dict:
+        text = generator.limits(config_from_dict({"cameras": cameras}))
+        return {unit: int(t.split("MemoryMax=")[1].rstrip("M\n")) for unit, t in text.items()}
+
+    small = limit({"c": {"source": "testsrc"}})
+    assert set(small) == {"vid-decoder@.service", "vid-handler@.service",
+                          "vid-collector.service"}
+    assert all(mib >= 1024 for mib in small.values())
+    big = limit({"c": {"source": "testsrc", "width": 3840, "height": 2160, "shm_slots": 16}})
+    # a 4K ring of 16 slots alone is 380 MiB: the decoder's limit grows with it
+    assert big["vid-decoder@.service"] > small["vid-decoder@.service"] + 2 * 380
+    good = tmp_path / "pipeline.toml"
+    good.write_text('[cameras.c]\nsource = "testsrc"\n')
+    monkeypatch.setenv("VIDPIPE_CONFIG", str(good))
+    assert generator.main([str(tmp_path / "out")]) == 0
+    dropin = tmp_path / "out" / "vid-collector.service.d" / generator.LIMITS
+    assert "MemoryMax=" in dropin.read_text()
