@@ -48,7 +48,7 @@ def test_a_symlinked_registry_is_replaced_not_followed(tmp_path: Path, victim: P
     assert not reg.is_symlink() and json.loads(reg.read_text())["cam0"]["node"] == "/dev/video0"
 
 
-@pytest.mark.parametrize("planted", ["cameras.json.lock", ".cameras.json.tmp"])
+@pytest.mark.parametrize("planted", ["cameras.json.lock", "cameras.json.tmp", ".cameras.json.tmp"])
 def test_symlinked_lock_or_temp_file_writes_nothing_through(tmp_path: Path, victim: Path,
                                                             planted: str) -> None:
     folder = registry_dir(tmp_path)
