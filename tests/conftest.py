@@ -125,7 +125,13 @@ class Role:
         return self.proc.pid
 
     def ready(self, timeout: float = 20.0) -> Dict[str, str]:
-        return self.notify.wait_for("READY", timeout)
+        """READY=1; for a handler, also the end of its preparation (it builds
+        and warms its stages after READY, then joins the decoders)."""
+        msg = self.notify.wait_for("READY", timeout)
+        if self.role == "handler":
+            msg = self.notify.wait_for("STATUS", timeout + 10, predicate=lambda text:
+                                       "preparing stages" not in text)
+        return msg
 
     def output(self) -> str:
         self.log_file.flush()

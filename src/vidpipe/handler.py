@@ -11,6 +11,7 @@ import glob
 import logging
 import os
 import stat
+import threading
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
@@ -28,6 +29,10 @@ from vidpipe.stats import LatencyWindow, RateMeter, Tally, fmt_ms, often
 
 log = logging.getLogger("vidpipe.handler")
 DISCOVERY_INTERVAL = 1.0
+#: the longest a handler may take to build and warm its chain after READY
+#: (OpenCV's import under emulation, a model's load); past it the watchdog
+#: is no longer fed and systemd restarts the handler
+PREPARE_TIMEOUT_S = 300.0
 MAX_CAMERAS = 1024  # per-camera counters: the names come from the wire
 WARMUP = "\0warm-up"
 
@@ -54,28 +59,19 @@ class Handler:
         self.hc = config.handler(name)
         self.notifier = notifier or Notifier({})
         self.stopper = stopper or Stopper()
-        section = "handlers.{}".format(name) if "stages" in config.handler_overrides.get(
-            name, {}) else "handlers"
+        self.section = "handlers.{}".format(name) if "stages" in \
+            config.handler_overrides.get(name, {}) else "handlers"
         self.accelerator = choose_accelerator(config, name)
-        try:
-            self.chain: List[Stage] = build_chain(config, self.hc.stages, section,
-                                                  self.accelerator)
-        except ConfigError as exc:
-            if self.accelerator == "cpu" or self.hc.fallback != "cpu":
-                raise
-            log.warning("handler %s: cannot run on %s (%s); on the CPU instead "
-                        "(fallback = \"cpu\")", name, self.accelerator, exc.message)
-            self.accelerator = "cpu"
-            self.chain = build_chain(config, self.hc.stages, section, "cpu")
+        #: built after READY by :meth:`prepare` (OpenCV's import is most of a start)
+        self.chain: List[Stage] = []
+        self.prepared = threading.Event()
+        self.prepare_error: Optional[BaseException] = None
+        self.prepare_started = 0.0
+        self.joined = False  # connected to the decoders (after prepare)
         pipe = config.pipeline
         self.mode = pipe.dispatch
         self.max_latency_ns = pipe.max_latency_ms * 1_000_000
         self.heartbeat = pipe.heartbeat_ms / 1000.0
-        stateful = [s.name for s in self.chain if getattr(s, "stateful", False)]
-        if stateful and self.mode != "by-camera":
-            log.warning("handler %s: stage(s) %s need consecutive frames of a camera; with "
-                        "dispatch = %r they see only some of them (use \"by-camera\")",
-                        name, ", ".join(stateful), self.mode)
         self.cpus: List[int] = []
         self.processed = 0
         self.dropped = Tally()
@@ -150,7 +146,36 @@ class Handler:
         transport.send_nowait(sock, wire.control_parts(wire.CREDIT, meta, stream=stream,
                                                        seq=seq))
 
-    # ------------------------------------------------------------------ main loop
+    # ------------------------------------------------------------------ start
+
+    def build(self) -> None:
+        """The stage chain, on the accelerator if it can run there."""
+        try:
+            self.chain = build_chain(self.config, self.hc.stages, self.section,
+                                     self.accelerator)
+        except ConfigError as exc:
+            if self.accelerator == "cpu" or self.hc.fallback != "cpu":
+                raise
+            log.warning("handler %s: cannot run on %s (%s); on the CPU instead "
+                        "(fallback = \"cpu\")", self.name, self.accelerator, exc.message)
+            self.accelerator = "cpu"
+            self.chain = build_chain(self.config, self.hc.stages, self.section, "cpu")
+        stateful = [s.name for s in self.chain if getattr(s, "stateful", False)]
+        if stateful and self.mode != "by-camera":
+            log.warning("handler %s: stage(s) %s need consecutive frames of a camera; with "
+                        "dispatch = %r they see only some of them (use \"by-camera\")",
+                        self.name, ", ".join(stateful), self.mode)
+
+    def prepare(self) -> None:
+        """Build and warm the chain (in a thread after READY: the main loop keeps
+        the watchdog fed and the status current meanwhile)."""
+        try:
+            self.build()
+            self.warm_up()
+        except BaseException as exc:  # handed to the main loop, which raises it
+            self.prepare_error = exc
+        finally:
+            self.prepared.set()
 
     def warm_up(self) -> None:
         """Run the chain once on a blank frame before taking real ones: the first
@@ -174,16 +199,37 @@ class Handler:
                 state.pop(WARMUP, None)
 
     def start(self) -> None:
+        """READY once the config is valid and the results socket is up; the
+        chain is built behind it, and decoders are joined once it is warm."""
         self.cpus = pin_cpus(self.hc.cpus)
-        self.warm_up()
         self.sockets.connect(self.results, self.config.collector.connect)
-        for cam in self.config.cameras.values():
-            self.connect_decoder(cam.connect)
-        self.discover()
-        log.info("handler %s: stages %s, dispatch %s, cpus %s, accelerator %s", self.name,
-                 ",".join(s.name for s in self.chain) or "(none)", self.mode,
-                 ",".join(map(str, self.cpus)), self.accelerator)
+        self.prepare_started = time.monotonic()
         self.reporter.ready()
+        threading.Thread(target=self.prepare, name="prepare", daemon=True).start()
+
+    def _prepared(self, now: float) -> bool:
+        """Whether the chain is ready (joining the decoders the first time); feeds
+        the watchdog, while preparing only up to ``PREPARE_TIMEOUT_S``."""
+        if not self.joined:
+            if not self.prepared.is_set():
+                if now - self.prepare_started <= PREPARE_TIMEOUT_S:
+                    self.notifier.watchdog(now)
+                return False
+            if self.prepare_error is not None:
+                raise self.prepare_error
+            log.info("handler %s: stages %s, dispatch %s, cpus %s, accelerator %s (ready "
+                     "%.1f s after READY)", self.name,
+                     ",".join(s.name for s in self.chain) or "(none)", self.mode,
+                     ",".join(map(str, self.cpus)), self.accelerator,
+                     now - self.prepare_started)
+            for cam in self.config.cameras.values():
+                self.connect_decoder(cam.connect)
+            self.discover()
+            self.last_discovery = now
+            self.joined = True
+            self.reporter.refresh(now)  # STATUS says at once that it is working now
+        self.notifier.watchdog(now)  # from the loop that does the work
+        return True
 
     def run(self) -> int:
         self.start()
@@ -196,7 +242,10 @@ class Handler:
 
     def step(self, timeout: float) -> None:
         now = time.monotonic()
-        self.notifier.watchdog(now)  # from the loop that does the work
+        if not self._prepared(now):  # feeds the watchdog meanwhile
+            self.reporter.tick(now)
+            self.prepared.wait(min(timeout, 0.1))
+            return
         if now - self.last_beat >= self.heartbeat:
             self.last_beat = now
             for sock in self.inputs.values():
@@ -334,6 +383,8 @@ class Handler:
     # ------------------------------------------------------------------ status
 
     def why_idle(self, now: float) -> str:
+        if not self.joined:
+            return "preparing stages ({:.0f} s so far)".format(now - self.prepare_started)
         if self.undelivered and not self.processed:
             return "collector unreachable"
         if now - self.last_frame_at > 2.0:

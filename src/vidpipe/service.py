@@ -121,6 +121,12 @@ class Reporter:
             doc["status"] = self.status(now)
             self.board.publish(doc, state)
 
+    def refresh(self, now: float) -> None:
+        """STATUS and the board now, not at the next tick."""
+        self.last_status = now
+        self.notifier.status(self.status(now))
+        self.publish(now)
+
     def tick(self, now: float) -> None:
         if now - self.last_status >= 0.5:
             self.last_status = now
