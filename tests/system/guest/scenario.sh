@@ -133,9 +133,18 @@ pass "cam0 -> ${FACTS[cam0_link]}, cam1 -> ${FACTS[cam1_link]}"
 
 # ---------------------------------------------------------------- 4. handlers as the README says
 CURRENT=enable-handlers
+t0=$(date +%s.%N)
 systemctl enable --now vid-handler@{1..4} vid-collector || fail "systemctl enable --now failed"
+t1=$(date +%s.%N)
 for n in 1 2 3 4; do active vid-handler@$n || fail "vid-handler@$n not active: $(status_text vid-handler@$n)"; done
-pass "4 handlers active"
+# READY comes before the stages are built; then each handler joins the decoders
+joined() { [ "$(journalctl -u 'vid-handler@*' --no-pager -o cat | grep -c 'after READY')" -ge 4 ]; }
+wait_until 120 joined || fail "handlers did not finish preparing in 120 s: $(status_text vid-handler@1)"
+t2=$(date +%s.%N)
+FACTS[handlers_ready_s]=$(python3 -c "print(round($t1 - $t0, 1))")
+FACTS[handlers_joined_s]=$(python3 -c "print(round($t2 - $t0, 1))")
+FACTS[handler_prepare]=$(journalctl -u 'vid-handler@*' --no-pager -o cat | grep -o 'ready [0-9.]* s after READY' | tr '\n' ';')
+pass "4 handlers active: READY in ${FACTS[handlers_ready_s]} s (4 at once), all working after ${FACTS[handlers_joined_s]} s (${FACTS[handler_prepare]})"
 
 # ---------------------------------------------------------------- 5. frames flow
 CURRENT=frames-flow
