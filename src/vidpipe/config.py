@@ -508,7 +508,7 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<built-in>") -> Confi
     if security.curve:
         for key in ("server_key", "client_key"):
             public = os.path.join(security.keys_dir, getattr(security, key) + ".key")
-            problem = _unreadable(public)
+            problem = unreadable(public)
             if problem:
                 raise ConfigError(path, "security." + key, problem + "; " + (
                     "make the key pair with: vidpipe keygen {}".format(getattr(security, key))
@@ -521,7 +521,7 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<built-in>") -> Confi
                   security=security)
 
 
-def _unreadable(file: str) -> str:
+def unreadable(file: str) -> str:
     """Why ``file`` cannot be read by this process ("" when it can): missing,
     or a permission problem on it or on a directory above it, named as such."""
     if os.access(file, os.R_OK):

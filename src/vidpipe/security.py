@@ -22,7 +22,7 @@ from typing import Dict, Optional, Set
 
 import zmq
 
-from vidpipe.config import ConfigError, SecurityConfig
+from vidpipe.config import ConfigError, SecurityConfig, unreadable
 
 log = logging.getLogger("vidpipe.security")
 
@@ -30,6 +30,9 @@ log = logging.getLogger("vidpipe.security")
 def _load(path: str, config_path: str, key: str, secret: bool) -> "tuple[bytes, bytes]":
     import zmq.auth
 
+    problem = unreadable(path)  # pyzmq calls an unreadable file "invalid"
+    if problem:
+        raise ConfigError(config_path, key, problem)
     try:
         public, secret_key = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
