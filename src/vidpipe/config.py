@@ -11,12 +11,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from vidpipe import tomlread
 from vidpipe.names import NAME_RE
-
-try:  # Python 3.11+
-    import tomllib as _toml  # novermin (tomli below on older Pythons)
-except ImportError:  # pragma: no cover - exercised on Python < 3.11
-    import tomli as _toml  # type: ignore[no-redef]
 
 EX_CONFIG = 78
 DEFAULT_PATH = "/etc/vidpipe/pipeline.toml"
@@ -546,7 +542,10 @@ def load_config(path: Optional[str] = None) -> Config:
     path = path or default_path()
     try:
         with open(path, "rb") as handle:
-            data = _toml.load(handle)
+            raw = handle.read()
+        data = tomlread.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "", "not UTF-8 text: {}".format(exc)) from None
     except FileNotFoundError:
         raise ConfigError(path, "", "file not found") from None
     except PermissionError:
@@ -554,7 +553,7 @@ def load_config(path: Optional[str] = None) -> Config:
             from None
     except IsADirectoryError:
         raise ConfigError(path, "", "is a directory, expected a TOML file") from None
-    except _toml.TOMLDecodeError as exc:
+    except tomlread.TomlError as exc:
         raise ConfigError(path, "", "not valid TOML: {}".format(exc)) from None
     return config_from_dict(data, path)
 

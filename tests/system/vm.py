@@ -62,14 +62,20 @@ def host_mirror() -> str:
     raise VMError("no Debian mirror for {} found in this machine's apt sources".format(SUITE))
 
 
+#: alternatives in Depends that only other distributions carry (NVIDIA's OpenCV)
+NOT_IN_DEBIAN = {"libopencv-python"}
+
+
 def guest_dependencies(deb: Path) -> List[str]:
-    """First alternatives of the package's Depends and Recommends."""
+    """The first alternative Debian has of each of the package's Depends and
+    Recommends (what apt on the guest will choose)."""
     fields = sh(["dpkg-deb", "-f", str(deb), "Depends", "Recommends"])
     names = []
     for line in fields.splitlines():
         _, _, value = line.partition(":")
         for item in value.split(","):
-            name = item.split("|")[0].strip().split(" ")[0].split(":")[0]
+            choices = [alt.strip().split(" ")[0].split(":")[0] for alt in item.split("|")]
+            name = next((c for c in choices if c not in NOT_IN_DEBIAN), "")
             if name and name not in names:
                 names.append(name)
     return sorted(names)
