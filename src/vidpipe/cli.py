@@ -43,8 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     cams = sub.add_parser("cameras", help="list the V4L2 capture devices found")
     cams.add_argument("--json", action="store_true", help="machine-readable output")
 
-    devs = sub.add_parser("devices", help="list what handlers can run on: CPU cores, "
-                          "CUDA GPUs, Jetson DLA cores")
+    devs = sub.add_parser("devices", help="list what handlers can run on (CPU cores, "
+                          "CUDA GPUs, Jetson DLA cores) and the software: which OpenCV "
+                          "(GStreamer/FFmpeg/CUDA), NumPy, ZeroMQ, TOML parser")
     devs.add_argument("--json", action="store_true", help="machine-readable output")
     devs.add_argument("--root", help="system root to look in (default: $VIDPIPE_SYSROOT or /)")
 
@@ -182,11 +183,14 @@ def _cameras(args: argparse.Namespace) -> int:
 def _devices(args: argparse.Namespace) -> int:
     from vidpipe.accel import detect
 
+    from vidpipe import software
+
     found = detect(args.root)
+    info = software.describe()
     if args.json:
-        print(json.dumps(found.as_dict(), indent=2))
+        print(json.dumps(dict(found.as_dict(), software=info), indent=2))
     else:
-        print("\n".join(found.describe()))
+        print("\n".join(found.describe() + software.lines(info)))
     return 0
 
 

@@ -4,7 +4,9 @@ Runtimes:
 
 * OpenCV's DNN module (``python3-opencv``): ``cpu`` runs on the OpenCV
   backend; ``cudaN`` on the CUDA backend, which needs an OpenCV built with
-  CUDA (JetPack's; Debian's is not).
+  CUDA: neither Debian's ``python3-opencv`` nor JetPack's packaged
+  ``libopencv-python`` is (a source build or jetson-containers' is).
+  ``vidpipe devices`` says whether the imported ``cv2`` has CUDA.
 * ONNX Runtime (optional, ``python3-onnxruntime`` or NVIDIA's Jetson wheel):
   ``dlaN`` runs through its TensorRT execution provider with DLA core N
   enabled (FP16; the layers the DLA cannot run fall back to the GPU, as
@@ -136,9 +138,11 @@ class Dnn(Stage):
             raise ValueError("runtime: OpenCV cannot run on a DLA; use runtime = "
                              "\"onnxruntime\" (with TensorRT) or \"auto\"")
         if self.accelerator.startswith("cuda") and not opencv_has_cuda():
-            raise ValueError("this OpenCV ({}) has no CUDA support, so it cannot run on {}; "
-                             "on a Jetson install JetPack's OpenCV, or set accelerator = "
-                             "\"cpu\"".format(cv2.__version__, self.accelerator))
+            raise ValueError("this OpenCV ({}) has no CUDA support, so it cannot run on {} "
+                             "(JetPack's packaged OpenCV has none either); use runtime = "
+                             "\"onnxruntime\" (TensorRT/CUDA providers), an OpenCV built with "
+                             "CUDA, or accelerator = \"cpu\"".format(cv2.__version__,
+                                                                  self.accelerator))
         try:
             self.net = cv2.dnn.readNetFromONNX(path)
         except cv2.error as exc:
