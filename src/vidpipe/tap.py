@@ -19,6 +19,11 @@ import zmq
 from vidpipe import transport
 
 log = logging.getLogger("vidpipe.tap")
+#: libzmq before 4.3.4 (4.3.2 on Ubuntu 20.04 / JetPack 5) crashes an XPUB
+#: socket that receives an upstream message that is not a subscription: any
+#: subscriber could kill the decoder. There, taps use a plain PUB socket and
+#: publish every frame (nobody is asked first; libzmq drops what nobody wants).
+XPUB_SAFE = (4, 3, 4)
 EOS_REPEATS = 5  # the end-of-stream notice is repeated: a full queue may drop one
 MAX_TOPICS = 1024
 CHECK_S = 0.05
@@ -27,8 +32,16 @@ CHECK_S = 0.05
 class TapPublisher:
     def __init__(self, sockets: transport.Sockets, endpoint: str, hwm: int) -> None:
         self.endpoint = endpoint
-        self.sock = sockets.make(zmq.XPUB, sndhwm=hwm, rcvhwm=1000,
-                                  max_part=transport.SUBSCRIPTION_PART)
+        self.knows_subscribers = zmq.zmq_version_info() >= XPUB_SAFE
+        if self.knows_subscribers:
+            self.sock = sockets.make(zmq.XPUB, sndhwm=hwm, rcvhwm=1000,
+                                     max_part=transport.SUBSCRIPTION_PART)
+        else:
+            self.sock = sockets.make(zmq.PUB, sndhwm=hwm, max_part=transport.SUBSCRIPTION_PART)
+            log.warning("libzmq %s: taps publish every frame on %s (an XPUB socket, which "
+                        "asks first, can be crashed by a hostile subscriber before libzmq "
+                        "4.3.4); set [pipeline] taps = false if none is used", zmq.zmq_version(),
+                        endpoint)
         self.sockets = sockets
         self.subscriptions: Dict[bytes, int] = {}
         self.published = 0
@@ -67,6 +80,8 @@ class TapPublisher:
         every frame costs next to nothing."""
         if not self.bound:
             return False
+        if not self.knows_subscribers:
+            return True
         now = time.monotonic()
         if now - self.checked >= CHECK_S:
             self.checked = now

@@ -24,7 +24,9 @@ def as_user(uid: int, gid: int, code: str) -> subprocess.CompletedProcess:
         os.setgid(gid)
         os.setuid(uid)
 
-    return subprocess.run([sys.executable, "-c", code], preexec_fn=drop, env=child_env(),
+    # the test's own interpreter may sit where only root can reach (pyenv's)
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    return subprocess.run([python, "-c", code], preexec_fn=drop, env=child_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=30)
 

@@ -262,13 +262,27 @@ def test_tap_publisher_knows_who_listens_and_stays_bounded(short_tmp: Path) -> N
     import zmq
 
     from vidpipe import transport, wire
-    from vidpipe.tap import MAX_TOPICS, TapPublisher
+    from vidpipe.tap import MAX_TOPICS, XPUB_SAFE, TapPublisher
 
     sockets = transport.Sockets(1 << 20, None)
     endpoint = "ipc://{}/tap.sock".format(short_tmp)
     pub = TapPublisher(sockets, endpoint, 4)
     pub.bind()
     ctx = zmq.Context.instance()
+    if zmq.zmq_version_info() < XPUB_SAFE:
+        # an old libzmq (Ubuntu 20.04's 4.3.2): a PUB socket that publishes
+        # everything, and that a subscriber's garbage cannot crash
+        assert pub.sock.type == zmq.PUB and pub.wanted("cam0")
+        raw = ctx.socket(zmq.XSUB)
+        raw.connect(endpoint)
+        raw.send(b"\x01cam0")
+        raw.send(b"\x07garbage that is no subscription")
+        time.sleep(0.3)
+        pub.publish("cam0", wire.control_parts(wire.EOS, {}, "cam0", 1, 3))
+        assert raw.poll(5000) and raw.recv_multipart()[0] == b"cam0"
+        raw.close(0)
+        sockets.close()
+        return
     sub = ctx.socket(zmq.SUB)
     sub.connect(endpoint)
     try:

@@ -24,7 +24,9 @@ def backend(name: str, monkeypatch: Any) -> Any:
         except ImportError:
             available[module] = False
     if not available[name]:
-        if os.environ.get("CI") and name != "tomllib":
+        if name == "tomllib":  # Python < 3.11: the chain starts further down
+            return None
+        if os.environ.get("CI"):
             pytest.fail("{} is not installed: ./dev test installs it".format(name))
         pytest.skip("{} is not available on Python {}".format(name, sys.version.split()[0]))
     for blocked in BLOCK[name]:
@@ -38,6 +40,11 @@ def backend(name: str, monkeypatch: Any) -> Any:
 @pytest.mark.parametrize("name", ["tomllib", "tomli", "toml"])
 def test_each_parser_reads_the_shipped_config_alike(name: str, monkeypatch: Any) -> None:
     reader = backend(name, monkeypatch)
+    if reader is None:
+        from vidpipe import tomlread
+
+        assert sys.version_info < (3, 11) and tomlread.BACKEND in ("tomli", "toml")
+        return
     assert reader.BACKEND == name
     text = (ROOT / "etc" / "vidpipe" / "pipeline.toml").read_text()
     data = reader.loads(text)
