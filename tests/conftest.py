@@ -315,6 +315,18 @@ def need_module(name: str) -> Any:
     return pytest.importorskip(name)
 
 
+def hostile_peers(ctx: Any, runtime: Path, camera: str) -> Any:
+    """What an attacker on the box opens: a PUSH to the collector's results
+    socket and a DEALER to decoder ``camera``'s frame socket (as a handler)."""
+    import zmq
+
+    collector = ctx.socket(zmq.PUSH)
+    collector.connect("ipc://{}/collector.sock".format(runtime))
+    decoder = ctx.socket(zmq.DEALER)
+    decoder.connect("ipc://{}/decoder-{}.sock".format(runtime, camera))
+    return collector, decoder
+
+
 def fake_decoder(ctx: Any, runtime: Path, name: str, handlers: int,
                  timeout: float = 10) -> Any:
     """A ROUTER bound as ``decoder-NAME.sock`` in the runtime directory, which

@@ -17,7 +17,7 @@ from typing import Any, Dict
 
 import zmq
 
-from conftest import fake_decoder, http_get, wait_until
+from conftest import fake_decoder, free_port, hostile_peers, http_get, wait_until
 from hostile import small_jpeg, to_collector, to_decoder, to_handler
 
 TOTAL = {"collector": 4000, "handlers": 3000, "decoder": 2500}  # + 500 to the tap
@@ -42,7 +42,7 @@ def live_ok(pipeline: Any) -> int:
 
 
 def test_ten_thousand_hostile_messages(pipeline: Any, tmp_path: Any) -> None:
-    port = __import__("conftest").free_port()
+    port = free_port()
     pipeline.write_config({
         # frames are never too old to look at here, however long the flood takes
         "pipeline": {"max_frame_bytes": 4 << 20, "max_latency_ms": 60000},
@@ -70,10 +70,7 @@ def test_ten_thousand_hostile_messages(pipeline: Any, tmp_path: Any) -> None:
     ctx = zmq.Context()
     started = time.monotonic()
     try:
-        collector = ctx.socket(zmq.PUSH)
-        collector.connect("ipc://{}/collector.sock".format(pipeline.runtime))
-        decoder = ctx.socket(zmq.DEALER)
-        decoder.connect("ipc://{}/decoder-live.sock".format(pipeline.runtime))
+        collector, decoder = hostile_peers(ctx, pipeline.runtime, "live")
         fake, peers = fake_decoder(ctx, pipeline.runtime, "fuzz", 2)
         fake.setsockopt(zmq.ROUTER_MANDATORY, 1)  # block on a full handler, never drop
         for sock in (collector, decoder, fake):

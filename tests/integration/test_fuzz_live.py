@@ -16,7 +16,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import fake_decoder, wait_until
+from conftest import fake_decoder, hostile_peers, wait_until
 from fuzzing import messages
 
 LIVE = settings(max_examples=250, deadline=None, derandomize=True,
@@ -46,10 +46,7 @@ def test_generated_garbage_over_live_sockets_is_counted_and_harms_nobody(pipelin
 
     ctx = zmq.Context()
     try:
-        collector = ctx.socket(zmq.PUSH)
-        collector.connect("ipc://{}/collector.sock".format(pipeline.runtime))
-        decoder = ctx.socket(zmq.DEALER)
-        decoder.connect("ipc://{}/decoder-live.sock".format(pipeline.runtime))
+        collector, decoder = hostile_peers(ctx, pipeline.runtime, "live")
         tap = ctx.socket(zmq.XSUB)
         tap.connect("ipc://{}/tap-live.sock".format(pipeline.runtime))
         # a decoder the handlers discover and trust

@@ -9,7 +9,7 @@ from typing import Any, Dict, List
 
 import zmq
 
-from conftest import fake_decoder
+from conftest import fake_decoder, hostile_peers
 from vidpipe import wire
 
 GOOD_HEADER = wire.Header(kind=wire.RESULT, camera="cam0", stream=1, seq=0).pack()
@@ -98,10 +98,7 @@ def test_garbage_everywhere_is_counted_and_the_pipeline_goes_on(pipeline: Any) -
 
     ctx = zmq.Context()
     try:
-        to_collector = ctx.socket(zmq.PUSH)
-        to_collector.connect("ipc://{}/collector.sock".format(pipeline.runtime))
-        to_decoder = ctx.socket(zmq.DEALER)
-        to_decoder.connect("ipc://{}/decoder-cam0.sock".format(pipeline.runtime))
+        to_collector, to_decoder = hostile_peers(ctx, pipeline.runtime, "cam0")
         # a fake decoder in the runtime directory: the handlers find it and connect
         fake, peers = fake_decoder(ctx, pipeline.runtime, "evil", 2)
         time.sleep(0.5)
