@@ -1,0 +1,82 @@
+"""The dependency direction DESIGN.md names, checked on every module's imports
+(function-level imports included): roles never import each other, ``wire``
+imports neither ZeroMQ nor OpenCV, stages never import ZeroMQ, the ground
+modules import no role, and code that runs as root (the udev helper) stays
+small. The checker is shown to catch a planted import."""
+
+import ast
+from pathlib import Path
+from typing import Dict, List, Set
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+ROLES = {"vidpipe.decoder", "vidpipe.handler", "vidpipe.collector"}
+GROUND = {"vidpipe.wire", "vidpipe.config", "vidpipe.names", "vidpipe.tomlread",
+          "vidpipe.safefile", "vidpipe.redact"}
+#: module -> what it must never import (a prefix matches submodules too)
+RULES = {
+    "vidpipe.wire": {"zmq", "cv2"} | ROLES,
+    "vidpipe.stages": {"zmq"} | ROLES,
+    "vidpipe.naming": {"zmq", "cv2", "numpy"} | ROLES,  # runs as root, under udev
+}
+
+
+def imports(path: Path, module: str) -> Set[str]:
+    """Every module ``path`` imports, anywhere in it, as absolute names."""
+    found: Set[str] = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found.update("{}.{}".format(base, alias.name) for alias in node.names)
+    return found
+
+
+def modules(root: Path = SRC) -> Dict[str, Path]:
+    out = {}
+    for path in root.rglob("*.py"):
+        name = ".".join(path.relative_to(root).with_suffix("").parts)
+        out[name[:-len(".__init__")] if name.endswith(".__init__") else name] = path
+    return out
+
+
+def violations(root: Path = SRC) -> List[str]:
+    found = []
+    for module, path in sorted(modules(root).items()):
+        used = imports(path, module)
+        banned: Set[str] = set()
+        for prefix, names in RULES.items():
+            if module == prefix or module.startswith(prefix + "."):
+                banned |= names
+        if module in ROLES:
+            banned |= ROLES - {module}
+        if module in GROUND:
+            banned |= ROLES
+        for name in sorted(used):
+            if any(name == b or name.startswith(b + ".") for b in banned):
+                found.append("{} imports {}".format(module, name))
+    return found
+
+
+def test_the_dependency_direction_holds() -> None:
+    assert violations() == []
+
+
+def test_the_check_catches_a_planted_import(tmp_path: Path) -> None:
+    pkg = tmp_path / "vidpipe"
+    (pkg / "stages").mkdir(parents=True)
+    for name in ("__init__.py", "decoder.py", "collector.py", "wire.py",
+                 "stages/__init__.py"):
+        (pkg / name).write_text("")
+    (pkg / "decoder.py").write_text("def f():\n    from vidpipe import collector\n")
+    (pkg / "wire.py").write_text("import zmq\n")
+    (pkg / "stages" / "__init__.py").write_text("from zmq import Context\n")
+    assert violations(tmp_path) == ["vidpipe.decoder imports vidpipe.collector",
+                                    "vidpipe.stages imports zmq",
+                                    "vidpipe.stages imports zmq.Context",
+                                    "vidpipe.wire imports zmq"]
