@@ -16,3 +16,13 @@ def test_both_pipelines_measure_the_same_frames() -> None:
     assert vp.receive_p50 is not None and vp.bytes_per_frame < 200  # a reference, not pixels
     assert seed.bytes_per_frame > 640 * 480 * 3
     assert "| seed |" in table([seed]) and "| vidpipe |" in table([vp])
+
+
+def test_the_startup_benchmark_measures_every_role() -> None:
+    from tests.bench.startup import measure, table
+
+    results = measure(1, ["gray"])
+    assert set(results) == {"collector", "decoder", "handler"}
+    for runs in results.values():
+        assert 0 < runs[0]["ready"] <= runs[0]["working"] < 120
+    assert "| handler |" in table(results)
