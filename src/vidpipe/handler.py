@@ -30,8 +30,8 @@ from vidpipe.stats import LatencyWindow, RateMeter, Tally, fmt_ms, often
 log = logging.getLogger("vidpipe.handler")
 DISCOVERY_INTERVAL = 1.0
 #: the longest a handler may take to build and warm its chain after READY
-#: (OpenCV's import under emulation, a model's load); past it the watchdog
-#: is no longer fed and systemd restarts the handler
+#: (OpenCV's import under emulation, a model's load); the watchdog's timeout
+#: is raised to it meanwhile, and past it systemd restarts the handler
 PREPARE_TIMEOUT_S = 300.0
 MAX_CAMERAS = 1024  # per-camera counters: the names come from the wire
 WARMUP = "\0warm-up"
@@ -205,6 +205,9 @@ class Handler:
         self.sockets.connect(self.results, self.config.collector.connect)
         self.prepare_started = time.monotonic()
         self.reporter.ready()
+        # importing OpenCV holds the interpreter for seconds (a minute under
+        # emulation): no ping could get out, so the watchdog waits longer
+        self.notifier.extend_watchdog(PREPARE_TIMEOUT_S)
         threading.Thread(target=self.prepare, name="prepare", daemon=True).start()
 
     def _prepared(self, now: float) -> bool:
@@ -227,6 +230,7 @@ class Handler:
             self.discover()
             self.last_discovery = now
             self.joined = True
+            self.notifier.restore_watchdog()
             self.reporter.refresh(now)  # STATUS says at once that it is working now
         self.notifier.watchdog(now)  # from the loop that does the work
         return True

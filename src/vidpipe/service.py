@@ -14,6 +14,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 log = logging.getLogger("vidpipe")
+MUST_S = 5.0  # how long a notification that may not be lost is retried
 
 
 class Notifier:
@@ -60,21 +61,45 @@ class Notifier:
             log.error("cannot notify systemd at %s: %s", self.address, exc)
             self._failed = True
 
-    def send(self, text: str) -> None:
+    def send(self, text: str, must: bool = False) -> bool:
+        """Send one notification without blocking; ``False`` if it was lost.
+        ``must``: one that may not be lost (READY, STOPPING, the watchdog's
+        timeout) is retried for up to ``MUST_S`` while systemd's socket is
+        full (a socket queues net.unix.max_dgram_qlen datagrams, then refuses)."""
         if self._client is None:
-            return
-        try:
-            self._client.notify(text)
-        except BlockingIOError:
-            self.lost += 1  # systemd is not reading right now; the next one will do
-        except (OSError, UnicodeError) as exc:
-            self._report(exc)
+            return False
+        deadline = time.monotonic() + (MUST_S if must else 0.0)
+        while True:
+            try:
+                self._client.notify(text)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self.lost += 1  # systemd is not reading right now
+                    return False
+                time.sleep(0.02)
+            except (OSError, UnicodeError) as exc:
+                self._report(exc)
+                return False
 
     def ready(self, status: str = "") -> None:
-        self.send("READY=1\nSTATUS={}".format(status) if status else "READY=1")
+        self.send("READY=1\nSTATUS={}".format(status) if status else "READY=1", must=True)
 
     def stopping(self) -> None:
-        self.send("STOPPING=1")
+        self.send("STOPPING=1", must=True)
+
+    def extend_watchdog(self, seconds: float) -> None:
+        """Give the watchdog ``seconds`` for work that cannot ping it (a C
+        extension's import holds the interpreter: OpenCV's takes seconds, and
+        far more under emulation); :meth:`restore_watchdog` ends it."""
+        if self.watchdog_interval is not None:
+            self.send("WATCHDOG_USEC={}\nWATCHDOG=1".format(int(seconds * 1e6)), must=True)
+
+    def restore_watchdog(self) -> None:
+        if self.watchdog_interval is not None:
+            usec = int(self.watchdog_interval * 2.0 * 1e6)
+            self.send("WATCHDOG_USEC={}\nWATCHDOG=1".format(usec), must=True)
+            self._last_ping = time.monotonic()
 
     def status(self, text: str) -> None:
         if text != self._last_status:
@@ -87,8 +112,8 @@ class Notifier:
             return
         now = time.monotonic() if now is None else now
         if now - self._last_ping >= self.watchdog_interval / 2.0:
-            self._last_ping = now
-            self.send("WATCHDOG=1")
+            if self.send("WATCHDOG=1"):  # a lost ping is tried again next time round
+                self._last_ping = now
 
 
 class Reporter:

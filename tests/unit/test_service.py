@@ -45,6 +45,41 @@ def test_notifier_speaks_the_protocol(short_tmp: Path) -> None:
                               "WATCHDOG=1", "STOPPING=1"]
 
 
+def test_ready_is_never_lost_to_a_busy_systemd(short_tmp: Path) -> None:
+    """systemd that is slow to read (a loaded box, emulation) leaves its socket
+    full: a status line may be dropped, READY may not (the unit would never
+    start), and a lost watchdog ping is tried again at once."""
+    import threading
+    import time
+
+    sock = listener(short_tmp / "busy")
+    notifier = Notifier({"NOTIFY_SOCKET": str(short_tmp / "busy"), "WATCHDOG_USEC": "200000",
+                         "WATCHDOG_PID": str(os.getpid())})
+    sent = 0
+    while notifier.send("STATUS=filler {}".format(sent)):
+        sent += 1  # until the socket's queue is full
+    assert sent > 0 and notifier.lost == 1
+    notifier.watchdog(now=100.0)  # lost: the socket is full
+    assert notifier.lost == 2
+    def catch_up() -> None:  # systemd gets round to the queue
+        sock.settimeout(5)
+        for _ in range(sent):
+            sock.recv(4096)
+
+    threading.Timer(0.5, catch_up).start()
+    started = time.monotonic()
+    notifier.ready("up")
+    assert 0.3 < time.monotonic() - started < 5
+    notifier.watchdog(now=100.01)  # retried on the next turn of the loop, not 2.5 s later
+    time.sleep(0.2)
+    got = received(sock)
+    assert got[:2] == ["READY=1\nSTATUS=up", "WATCHDOG=1"], got
+    notifier.extend_watchdog(300)
+    notifier.restore_watchdog()
+    assert received(sock) == ["WATCHDOG_USEC=300000000\nWATCHDOG=1",
+                              "WATCHDOG_USEC=200000\nWATCHDOG=1"]
+
+
 def test_watchdog_for_another_pid_is_ignored(short_tmp: Path) -> None:
     listener(short_tmp / "n")
     notifier = Notifier({"NOTIFY_SOCKET": str(short_tmp / "n"), "WATCHDOG_USEC": "1000000",
