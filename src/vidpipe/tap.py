@@ -53,7 +53,7 @@ class TapPublisher:
     def bind(self) -> None:
         """Bind, or log why not: a tap that cannot bind never stops the video."""
         try:
-            self.sockets.bind(self.sock, self.endpoint)
+            self.sockets.bind(self.sock, self.endpoint, mode=0o660)  # for operators
             self.bound = True
         except Exception as exc:  # BindError and friends
             log.error("tap on %s disabled: %s", self.endpoint, exc)

@@ -97,19 +97,26 @@ class Sockets:
             self.curve.client(sock)
         sock.connect(endpoint)
 
-    def bind(self, sock: zmq.Socket, endpoint: str) -> None:
+    def bind(self, sock: zmq.Socket, endpoint: str, mode: int = 0o600) -> None:
+        """Bind; an ipc socket file gets ``mode``: 0600 for the pipeline's own
+        links (decoders and handlers, handlers and the collector all run as
+        the same user: nobody else may pose as one of them), 0660 for taps
+        (operators in the service's group read them)."""
         if self.curve is not None and endpoint.startswith("tcp://"):
             self.curve.serve(self.context, sock)
         prepare_bind(endpoint)
+        path = ipc_path(endpoint)
+        old = os.umask(0o177) if path else None  # no moment with wider access
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
             raise OSError("cannot bind {}: {}".format(endpoint, exc.strerror)) from None
-        path = ipc_path(endpoint)
+        finally:
+            if old is not None:
+                os.umask(old)
         if path:
-            # group members (handlers running as another user) may connect
             try:
-                os.chmod(path, 0o660)
+                os.chmod(path, mode)
             except OSError:
                 pass
         self._bound.append(endpoint)

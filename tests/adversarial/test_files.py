@@ -101,3 +101,24 @@ def test_safefile_never_writes_through_a_link(tmp_path: Path) -> None:
         os.unlink(str(link))
         link.symlink_to(victim)
         safefile.read_plain(str(link))
+
+
+def test_only_the_services_user_may_talk_on_the_pipelines_sockets(pipeline: object) -> None:
+    """Group vidpipe (operators) may tap, not pose as a handler or a decoder:
+    one that holds credits could take every frame."""
+    import stat as st
+
+    from conftest import wait_until
+
+    pipeline.write_config({  # type: ignore[attr-defined]
+        "cameras": {"cam0": {"source": "testsrc", "width": 64, "height": 48, "fps": 10}},
+        "collector": {"outputs": ["log"]}})
+    pipeline.start("collector", "main")  # type: ignore[attr-defined]
+    pipeline.start("decoder", "cam0")  # type: ignore[attr-defined]
+    run = pipeline.runtime  # type: ignore[attr-defined]
+    wait_until(lambda: (run / "tap-cam0.sock").exists(), 10, "the tap socket")
+    modes = {name: st.S_IMODE((run / name).stat().st_mode)
+             for name in ("decoder-cam0.sock", "collector.sock", "tap-cam0.sock",
+                          "tap-collector.sock")}
+    assert modes == {"decoder-cam0.sock": 0o600, "collector.sock": 0o600,
+                     "tap-cam0.sock": 0o660, "tap-collector.sock": 0o660}
