@@ -192,7 +192,10 @@ class Pipeline:
     def results(self) -> List[Dict[str, Any]]:
         if not self.results_path.exists():
             return []
-        return [json.loads(line) for line in self.results_path.read_text().splitlines()]
+        text = self.results_path.read_text()
+        # the collector may be writing the last line right now: complete lines only
+        text = text[:text.rfind("\n") + 1]
+        return [json.loads(line) for line in text.splitlines()]
 
     def logs(self) -> str:
         return "\n".join("==== {} {} (rc={})\n{}".format(r.role, r.name, r.proc.poll(),
