@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from vidpipe import names, safefile
 
@@ -27,10 +27,10 @@ def board_dir(runtime_dir: str) -> str:
     return os.path.join(runtime_dir, "status")
 
 
-def unit_name(role: str, name: str) -> str:
+def unit_name(role: Any, name: Any) -> str:
     """The systemd unit of a role; "" unless role and name are valid (entries
     are files that group members could forge, and this goes to systemctl)."""
-    if role not in UNITS or not names.valid(name):
+    if not isinstance(role, str) or role not in UNITS or not names.valid(name):
         return ""
     return UNITS[role].format(name)
 
@@ -64,11 +64,12 @@ class Board:
                           "this %s)", self.path, exc, self.role)
 
 
-def read_entry(path: str) -> Dict[str, Any]:
-    """One entry; ``{}`` for anything that is not a plain file holding a JSON
-    object (a FIFO or a link planted in the directory included)."""
+def read_entry(path: str, owner: Optional[int] = None) -> Dict[str, Any]:
+    """One entry; ``{}`` for anything that is not a plain file (of ``owner``)
+    holding a JSON object (a FIFO, a link or another user's file planted in
+    the directory included)."""
     try:
-        doc = json.loads(safefile.read_plain(path, MAX_ENTRY).decode("utf-8"))
+        doc = json.loads(safefile.read_plain(path, MAX_ENTRY, owner=owner).decode("utf-8"))
     except (OSError, ValueError):
         return {}
     return doc if isinstance(doc, dict) else {}
@@ -90,6 +91,9 @@ def read_board(runtime_dir: str) -> List[Dict[str, Any]]:
     """Every entry, with ``alive`` set from its pid; ordered decoder, handler, collector."""
     directory = board_dir(runtime_dir)
     try:
+        # entries are the services' own: whoever owns the runtime directory
+        # (group members may write there too, and could forge one)
+        owner = os.stat(runtime_dir).st_uid
         files = sorted(n for n in os.listdir(directory) if n.endswith(".json"))
     except PermissionError:
         raise PermissionError("cannot read {}: permission denied (run as root or as a member "
@@ -98,10 +102,10 @@ def read_board(runtime_dir: str) -> List[Dict[str, Any]]:
         return []
     entries = []
     for file in files:
-        doc = read_entry(os.path.join(directory, file))
-        if doc.get("role") not in UNITS or not names.valid(doc.get("name")):
+        doc = read_entry(os.path.join(directory, file), owner)
+        doc["unit"] = unit_name(doc.get("role"), doc.get("name"))  # never the file's own
+        if not doc["unit"]:
             continue
-        doc["unit"] = unit_name(doc["role"], doc["name"])  # never what the file says
         doc["alive"] = doc.get("state") == "running" and pid_alive(doc.get("pid"))
         if doc.get("state") == "running" and not doc["alive"]:
             doc["state"] = "dead"  # killed without a chance to say so

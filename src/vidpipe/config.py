@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from vidpipe import tomlread
-from vidpipe.names import NAME_RE
+from vidpipe.names import NAME_RE, NAME_RULE
 
 EX_CONFIG = 78
 DEFAULT_PATH = "/etc/vidpipe/pipeline.toml"
@@ -340,7 +340,7 @@ class Config:
     def handler(self, name: str) -> HandlerConfig:
         if not NAME_RE.match(name):
             raise ConfigError(self.path, "handlers.{}".format(name),
-                              "handler name must match [A-Za-z0-9_-]{1,31}")
+                              "handler name must match " + NAME_RULE)
         merged = dict(self.handler_defaults)
         merged.update(self.handler_overrides.get(name, {}))
         return HandlerConfig(name=name, **merged)
@@ -412,7 +412,7 @@ def make_camera(path: str, runtime: str, name: str, raw: Mapping[str, Any]) -> C
     """A validated camera section, endpoints filled in."""
     section = "cameras.{}".format(name)
     if not NAME_RE.match(name):
-        raise ConfigError(path, section, "camera name must match [A-Za-z0-9_-]{1,31}")
+        raise ConfigError(path, section, "camera name must match " + NAME_RULE)
     values = fill_section(path, section, raw, CAMERA_RULES, _defaults(CameraConfig))
     camera = CameraConfig(name=name, **values)
     if not camera.bind:
@@ -465,7 +465,7 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<built-in>") -> Confi
             continue
         section = "handlers.{}".format(name)
         if not NAME_RE.match(name):
-            raise ConfigError(path, section, "handler name must match [A-Za-z0-9_-]{1,31}")
+            raise ConfigError(path, section, "handler name must match " + NAME_RULE)
         overrides[name] = fill_section(path, section, raw, HANDLER_RULES, {})
         if "cpus" in overrides[name]:
             _check_cpus(path, section + ".cpus", overrides[name]["cpus"])

@@ -28,7 +28,7 @@ import sys
 from typing import Dict, List, Optional
 
 from vidpipe import accel
-from vidpipe.config import Config, ConfigError, load_config
+from vidpipe.config import Config, ConfigError, HandlerConfig, load_config
 
 DROPIN = "50-vidpipe-accelerator.conf"
 LIMITS = "60-vidpipe-limits.conf"
@@ -110,7 +110,8 @@ def limits(config: Config) -> Dict[str, str]:
     cams = max(1, len(config.cameras))
     slots = max(c.shm_slots for c in config.cameras.values()) if config.cameras else 8
     decoder_bytes = (slots + pipe.tap_hwm + 64) * frame
-    handlers = [config.handler(n) for n in sorted(config.handler_overrides) + ["1"]]
+    handlers = [HandlerConfig(name="", **config.handler_defaults)] + \
+        [config.handler(n) for n in sorted(config.handler_overrides)]
     handler_bytes = max((h.prefetch + 1 + 8) * frame + h.result_ring_mb * MIB
                         for h in handlers)
     collector_bytes = (config.collector.reorder_window * cams + 16) * frame \

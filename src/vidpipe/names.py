@@ -11,7 +11,7 @@ before a trailing newline.
 import re
 
 NAME_PATTERN = r"[A-Za-z0-9_-]{1,31}"
-NAME_RULE = "[A-Za-z0-9_-]{1,31}"
+NAME_RULE = NAME_PATTERN  # as error messages show it
 #: for ``.match`` callers too: ``\Z`` (not ``$``) so no trailing newline passes
 NAME_RE = re.compile(r"\A" + NAME_PATTERN + r"\Z")
 

@@ -150,14 +150,12 @@ def _read(name: str, dir_fd: Optional[int], shown: str) -> Dict[str, Dict[str, s
     """The entries of the registry ``name`` (relative to ``dir_fd``); ``{}``
     when it is missing, unreadable or not a plain file (said on stderr)."""
     try:
-        fd = safefile.open_plain(name, os.O_RDONLY, dir_fd)
+        return _parse(safefile.read_plain(name, MAX_REGISTRY_BYTES, dir_fd=dir_fd))
     except FileNotFoundError:
         return {}
     except OSError as exc:
         print("vidpipe: ignoring the registry {}: {}".format(shown, exc), file=sys.stderr)
         return {}
-    with os.fdopen(fd, "rb") as handle:
-        return _parse(handle.read(MAX_REGISTRY_BYTES))
 
 
 class Registry:

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from vidpipe import names
 from vidpipe.ordering import OK, Entry
 from vidpipe.outputs import Output, bgr8
 from vidpipe.web import Request
@@ -169,8 +170,9 @@ class PreviewOutput(Output):
     # ------------------------------------------------------------------ HTTP side
 
     def routes(self) -> Dict[str, Any]:
-        return {r"/": self.page_index, r"/stream/([A-Za-z0-9_-]{1,31})\.mjpg": self.page_stream,
-                r"/snapshot/([A-Za-z0-9_-]{1,31})\.jpg": self.page_snapshot}
+        name = "(" + names.NAME_PATTERN + ")"
+        return {r"/": self.page_index, r"/stream/" + name + r"\.mjpg": self.page_stream,
+                r"/snapshot/" + name + r"\.jpg": self.page_snapshot}
 
     def cameras(self) -> List[str]:
         return sorted(self.feeds)  # the configured ones from the start, others as they come

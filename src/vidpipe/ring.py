@@ -27,14 +27,15 @@ from typing import Deque, Dict, Optional, Tuple
 
 import numpy as np
 
-from vidpipe import safefile
+from vidpipe import names, safefile
 
 MAGIC = b"VPRING\0\1"
 FILE_HEADER = struct.Struct("<8sIIQQ")  # magic, slots, reserved, slot_size, stream
 SLOT_HEADER = struct.Struct("<QQ")  # seq, nbytes
 HEADER_SIZE = 64
 WRITING = 2 ** 64 - 1
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,31}-[0-9a-f]{1,16}\.ring$")
+# a ring file's name (it comes from the wire): \Z, so no trailing newline passes
+NAME_RE = re.compile(r"\A" + names.NAME_PATTERN + r"-[0-9a-f]{1,16}\.ring\Z")
 MAX_RING_BYTES = 8 * 1024 ** 3
 
 

@@ -9,6 +9,7 @@ file (of ``owner``, when asked) is taken, and new files are made under a name
 nobody can guess and renamed into place.
 """
 
+import errno
 import os
 import secrets
 import stat
@@ -34,7 +35,7 @@ def open_plain(path: str, flags: int = os.O_RDONLY, dir_fd: Optional[int] = None
     except FileNotFoundError:
         raise
     except OSError as exc:
-        if exc.errno == 40:  # ELOOP: the last component is a symlink
+        if exc.errno == errno.ELOOP:  # the last component is a symlink
             raise UnsafeFile(exc.errno, "{} is a symlink: not followed".format(path)) from None
         raise
     info = os.fstat(fd)
@@ -48,14 +49,15 @@ def open_plain(path: str, flags: int = os.O_RDONLY, dir_fd: Optional[int] = None
     if why:
         os.close(fd)
         raise UnsafeFile(1, "{} {}: refused".format(path, why))
-    if flags & os.O_NONBLOCK == 0:
+    if not flags & os.O_NONBLOCK:  # O_NONBLOCK was only for the open
         os.set_blocking(fd, True)
     return fd
 
 
-def read_plain(path: str, limit: int = MAX_READ, owner: Optional[int] = None) -> bytes:
+def read_plain(path: str, limit: int = MAX_READ, owner: Optional[int] = None,
+               dir_fd: Optional[int] = None) -> bytes:
     """At most ``limit`` bytes of the plain file ``path`` (see :func:`open_plain`)."""
-    fd = open_plain(path, owner=owner)
+    fd = open_plain(path, dir_fd=dir_fd, owner=owner)
     with os.fdopen(fd, "rb") as handle:
         return handle.read(limit)
 

@@ -166,7 +166,7 @@ class _Server(http.server.ThreadingHTTPServer):
         #: connections still sending their request, oldest first -> deadline
         self.reading: "collections.OrderedDict[Any, float]" = collections.OrderedDict()
         self.streams = threading.BoundedSemaphore(MAX_STREAMS)
-        self.pushed_out = 0
+        self.closing = threading.Event()
         super().__init__(address, handler)
         self.reaper = threading.Thread(target=self._reap, name="http-deadline", daemon=True)
         self.reaper.start()
@@ -178,7 +178,6 @@ class _Server(http.server.ThreadingHTTPServer):
                     self.shutdown_request(request)
                     return
                 oldest, _deadline = self.reading.popitem(last=False)
-                self.pushed_out += 1
                 _cut(oldest)  # a slow sender gives way to a new client
             self.active += 1
             self.reading[request] = time.monotonic() + HEADER_DEADLINE
@@ -193,14 +192,17 @@ class _Server(http.server.ThreadingHTTPServer):
                 self.active -= 1
                 self.reading.pop(request, None)
 
+    def server_close(self) -> None:
+        self.closing.set()
+        super().server_close()
+
     def request_read(self, request: Any) -> None:
         with self.lock:
             self.reading.pop(request, None)
 
     def _reap(self) -> None:
         """Cut connections whose request is not in by its deadline."""
-        while True:
-            time.sleep(0.25)
+        while not self.closing.wait(0.25):
             now = time.monotonic()
             with self.lock:
                 late = [r for r, deadline in self.reading.items() if deadline <= now]

@@ -59,6 +59,14 @@ def test_status_entries_ignore_planted_links_fifos_and_forged_units(tmp_path: Pa
         "state": "running", "updated": time.time()}))
     (status / "handler-4.json").write_text(json.dumps({
         "role": "handler", "name": "4;rm", "pid": os.getpid(), "state": "running"}))
+    (status / "handler-6.json").write_text(json.dumps({"role": [], "name": {}}))
+    forged = status / "handler-5.json"  # another user's file, well formed
+    forged.write_text(json.dumps({"role": "handler", "name": "5", "pid": os.getpid(),
+                                  "state": "running", "updated": time.time()}))
+    if os.geteuid() == 0:
+        os.chown(str(forged), 65534, 65534)
+    else:
+        forged.unlink()  # (only root can make a file of another user)
     board.Board(str(runtime), "handler", "1").publish({"frames": 1})
     assert victim.read_text() == "precious"
     assert not (status / "handler-1.json").is_symlink()
@@ -69,7 +77,8 @@ def test_status_entries_ignore_planted_links_fifos_and_forged_units(tmp_path: Pa
     out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, timeout=20,
                          env=child_env(), universal_newlines=True, check=True).stdout
     entries = {e["name"]: e for e in json.loads(out)}
-    assert set(entries) == {"1", "3"}  # the FIFO and the bad name are not entries
+    # the FIFO, the bad name, the bad types and another user's file are no entries
+    assert set(entries) == {"1", "3"}
     assert entries["3"]["unit"] == "vid-handler@3.service"  # never the file's own text
 
 
