@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from vidpipe.config import Config, ConfigError
+
 log = logging.getLogger("vidpipe.accel")
 
 JETSON_GPU_NODES = ("dev/nvhost-ctrl-gpu", "dev/nvhost-gpu", "dev/nvgpu/igpu0")
@@ -181,3 +183,17 @@ def choose(wanted: str, fallback: str, devices: Devices) -> str:
         return "cpu"
     raise AcceleratorMissing("accelerator {!r} is not on this box (it has: {}); set "
                              "fallback = \"cpu\" to run on the CPU instead".format(wanted, have))
+
+
+def for_handler(config: Config, name: str) -> str:
+    """The accelerator handler ``name``'s stages get: the configured one when the
+    box has it, else the CPU (``fallback = "cpu"``) or a config error."""
+    hc = config.handler(name)
+    if hc.accelerator == "cpu":
+        return "cpu"
+    own = "accelerator" in config.handler_overrides.get(name, {})
+    key = "handlers.{}.accelerator".format(name) if own else "handlers.accelerator"
+    try:
+        return choose(hc.accelerator, hc.fallback, detect())
+    except AcceleratorMissing as exc:
+        raise ConfigError(config.path, key, str(exc)) from None

@@ -141,7 +141,7 @@ def _run_role(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from vidpipe.handler import choose_accelerator
+    from vidpipe.accel import for_handler
     from vidpipe.stages import build_chain
 
     config = load_config(args.file or args.config)
@@ -149,7 +149,7 @@ def _check_config(args: argparse.Namespace) -> int:
         handler = "1" if name == "defaults" else name
         hc = config.handler(handler)
         section = "handlers" if name == "defaults" else "handlers." + name
-        build_chain(config, hc.stages, section, choose_accelerator(config, handler))
+        build_chain(config, hc.stages, section, for_handler(config, handler))
     from vidpipe.sources import make_source
 
     for cam in config.cameras.values():

@@ -1,4 +1,4 @@
-"""Frame payloads: raw pixels, LZ4, JPEG, or a reference into a shared-memory ring.
+"""Payload encodings: raw pixels, LZ4, JPEG, and references into shared-memory rings.
 
 Same-host links carry a reference (``shm``); links to other hosts carry the
 pixels, raw or compressed (the seed notes 4K@30 raw needs 6 Gbit/s). Decoding
@@ -7,20 +7,13 @@ and a decoded image must have exactly the promised shape.
 """
 
 import struct
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
 from vidpipe import wire
-from vidpipe.ring import SLOT_HEADER, RingError, RingReader
 
 _SHM_REF = struct.Struct("<I")
-# the fields of a FRAME header that change from frame to frame: stream, seq, capture_ns
-# (after magic, version, kind and flags)
-_MOVING = struct.Struct("<QQq")
-_MOVING_AT = struct.calcsize("<4sBBH")
-_MOVING_END = _MOVING_AT + _MOVING.size
-MAX_KNOWN = 1024
 ENCODING_CODES = {"raw": wire.RAW, "lz4": wire.LZ4, "jpeg": wire.JPEG}
 
 
@@ -122,123 +115,45 @@ def encode(image: np.ndarray, encoding: int, jpeg_quality: int = 90) -> bytes:
     raise ValueError("cannot encode to {}".format(wire.ENCODINGS[encoding]))
 
 
-def _known_key(parts: List[Any]) -> Optional[bytes]:
-    """What identifies a FRAME for :meth:`FrameDecoder.known`: every byte of its
-    header but the moving fields, then its reference; ``None`` for messages of
-    another form (part count, part types, header size)."""
-    if len(parts) != 2:
-        return None
-    head, ref = parts
-    if type(head) is not bytes or type(ref) is not bytes or len(head) != wire.HEADER_SIZE:
-        return None
-    return head[:_MOVING_AT] + head[_MOVING_END:] + ref
+def decode_inline(msg: wire.Message) -> np.ndarray:
+    """The pixels of a message that carries them (raw, LZ4 or JPEG), checked
+    against the header's promise; :class:`wire.WireError` names what is wrong."""
+    h = msg.header
+    if h.encoding == wire.RAW:
+        return msg.image()
+    payload = msg.payload
+    if payload is None:
+        raise wire.WireError("no_payload")
+    dtype = wire.DTYPES[h.dtype]
+    expected = h.width * h.height * h.channels * wire.ITEMSIZES[h.dtype]
+    if h.encoding == wire.LZ4:
+        try:
+            raw = lz4_block().decompress(payload, uncompressed_size=expected)
+        except ImportError:
+            raise wire.WireError("codec_unavailable", "python3-lz4 is not installed") \
+                from None
+        except Exception as exc:  # lz4 raises LZ4BlockError on bad data
+            raise wire.WireError("bad_payload", "LZ4: {}".format(exc)) from None
+        if len(raw) != expected:
+            raise wire.WireError("bad_payload", "LZ4 gave {} bytes, header says {}".format(
+                len(raw), expected))
+        return np.frombuffer(raw, dtype=dtype).reshape(h.shape)
+    if h.encoding == wire.JPEG:
+        import cv2
 
-
-class FrameDecoder:
-    """Turns a FRAME message into an array; keeps the rings it has mapped.
-
-    A camera sends the same few shared-memory messages over and over: the
-    same header but for stream, sequence number and capture time, and one
-    reference per ring slot. :meth:`known` takes a message whose other bytes
-    are identical to one that passed full validation (:meth:`learn`) and
-    reads only the fields that change, then checks the slot's seqlock: the
-    handler's receive path, which runs with cold caches at camera rates, then
-    touches a fraction of the code the full decode does.
-    """
-
-    def __init__(self, runtime_dir: str) -> None:
-        self.rings = RingReader(runtime_dir)
-        self._refs: Dict[bytes, Tuple[str, int]] = {}  # parsed references
-        # header bytes without the moving fields + reference ->
-        # (camera, header fields after capture_ns, mapping, slot offset, view, (ring, slot))
-        self._known: Dict[bytes, Tuple[str, tuple, Any, int, np.ndarray, Tuple[str, int]]] = {}
-        self._evictions = 0
-
-    def known(self, parts: List[Any]) -> Optional[Tuple[wire.Header, np.ndarray,
-                                                          Tuple[str, int]]]:
-        """Header, pixels and (ring, slot) of a shared-memory FRAME like one
-        :meth:`learn` saw, or ``None``: decode it the long way (which also names
-        whatever is wrong with it, a rewritten slot included)."""
-        key = _known_key(parts)
-        if key is None:
-            return None
-        if self.rings.evictions != self._evictions:  # a ring we cached is unmapped
-            self._known.clear()
-            self._evictions = self.rings.evictions
-        hit = self._known.get(key)
-        if hit is None:
-            return None
-        camera, fixed, mapped, offset, pixels, where = hit
-        stream, seq, capture_ns = _MOVING.unpack_from(parts[0], _MOVING_AT)
-        if SLOT_HEADER.unpack_from(mapped, offset)[0] != seq:
-            return None
-        return tuple.__new__(wire.Header, (wire.FRAME, camera, stream, seq, capture_ns)
-                             + fixed), pixels, where
-
-    def learn(self, parts: List[Any], header: wire.Header, pixels: np.ndarray,
-              where: Optional[Tuple[str, int]]) -> None:
-        """Remember a shared-memory FRAME that :meth:`image` read from ``parts``."""
-        key = _known_key(parts)
-        if key is None or where is None or where[0] not in self.rings.maps:
-            return
-        if len(self._known) >= MAX_KNOWN:  # a few cameras x slots in practice
-            self._known.clear()
-        mapped, offset = self.rings.locate(*where)
-        self._known[key] = (header.camera, tuple(header[5:]), mapped, offset, pixels, where)
-
-    def image(self, msg: wire.Message) -> Tuple[np.ndarray, Optional[Tuple[str, int]]]:
-        """The pixels and, for shared memory, the (ring, slot) to re-check after use."""
-        h = msg.header
-        if h.encoding == wire.RAW:
-            return msg.image(), None
-        payload = msg.payload
-        if payload is None:
-            raise wire.WireError("no_payload")
-        dtype = wire.DTYPES[h.dtype]
-        expected = h.width * h.height * h.channels * wire.ITEMSIZES[h.dtype]
-        if h.encoding == wire.SHM:
-            key = bytes(payload)
-            ref = self._refs.get(key)
-            if ref is None:
-                ref = parse_shm_ref(payload)
-                if len(self._refs) >= 1024:  # a handful of rings x slots in practice
-                    self._refs.clear()
-                self._refs[key] = ref
-            try:
-                return self.rings.view(ref[0], ref[1], h.seq, h.shape, dtype), ref
-            except RingError as exc:
-                raise wire.WireError(exc.reason, str(exc)) from None
-        if h.encoding == wire.LZ4:
-            try:
-                raw = lz4_block().decompress(payload, uncompressed_size=expected)
-            except ImportError:
-                raise wire.WireError("codec_unavailable", "python3-lz4 is not installed") \
-                    from None
-            except Exception as exc:  # lz4 raises LZ4BlockError on bad data
-                raise wire.WireError("bad_payload", "LZ4: {}".format(exc)) from None
-            if len(raw) != expected:
-                raise wire.WireError("bad_payload", "LZ4 gave {} bytes, header says {}".format(
-                    len(raw), expected))
-            return np.frombuffer(raw, dtype=dtype).reshape(h.shape), None
-        if h.encoding == wire.JPEG:
-            import cv2
-
-            if dtype != "uint8" or h.channels not in (1, 3):
-                raise wire.WireError("bad_payload", "JPEG carries 8-bit gray or BGR only")
-            size = jpeg_size(payload)  # before cv2 allocates what the JPEG claims
-            if size != (h.width, h.height):
-                raise wire.WireError("bad_payload", "JPEG is {}, header says {}x{}".format(
-                    "{}x{}".format(*size) if size else "unreadable", h.width, h.height))
-            flags = cv2.IMREAD_GRAYSCALE if h.channels == 1 else cv2.IMREAD_COLOR
-            try:
-                image = cv2.imdecode(np.frombuffer(payload, np.uint8), flags)
-            except cv2.error as exc:
-                raise wire.WireError("bad_payload", "JPEG: {}".format(
-                    str(exc).strip().splitlines()[-1][:120])) from None
-            if image is None or image.shape != h.shape or str(image.dtype) != dtype:
-                raise wire.WireError("bad_payload", "JPEG does not decode to {}".format(h.shape))
-            return image, None
-        raise wire.WireError("bad_encoding", "encoding {}".format(h.encoding))
-
-    def still_valid(self, ref: Optional[Tuple[str, int]], seq: int) -> bool:
-        return ref is None or self.rings.still(ref[0], ref[1], seq)
+        if dtype != "uint8" or h.channels not in (1, 3):
+            raise wire.WireError("bad_payload", "JPEG carries 8-bit gray or BGR only")
+        size = jpeg_size(payload)  # before cv2 allocates what the JPEG claims
+        if size != (h.width, h.height):
+            raise wire.WireError("bad_payload", "JPEG is {}, header says {}x{}".format(
+                "{}x{}".format(*size) if size else "unreadable", h.width, h.height))
+        flags = cv2.IMREAD_GRAYSCALE if h.channels == 1 else cv2.IMREAD_COLOR
+        try:
+            image = cv2.imdecode(np.frombuffer(payload, np.uint8), flags)
+        except cv2.error as exc:
+            raise wire.WireError("bad_payload", "JPEG: {}".format(
+                str(exc).strip().splitlines()[-1][:120])) from None
+        if image is None or image.shape != h.shape or str(image.dtype) != dtype:
+            raise wire.WireError("bad_payload", "JPEG does not decode to {}".format(h.shape))
+        return image
+    raise wire.WireError("bad_encoding", "encoding {}".format(h.encoding))

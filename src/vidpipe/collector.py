@@ -10,29 +10,27 @@ import json
 import logging
 import re
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import zmq
 
-from vidpipe import metrics, security, transport, wire
-from vidpipe.codec import parse_result_ref
+from vidpipe import metrics, transport, wire
 from vidpipe.config import Config
 from vidpipe.ordering import DROPPED, OK, CameraOrder, Entry
 from vidpipe.outputs import Output, make_outputs
 from vidpipe.preview import PreviewOutput
 from vidpipe.recording import RecordOutput
-from vidpipe.ring import RingError, RingReader, results_dir
-from vidpipe.board import Board, read_board
-from vidpipe.service import Notifier, Reporter, Stopper
+from vidpipe.board import read_board
+from vidpipe.payload import ResultReader
+from vidpipe.runtime import Role
+from vidpipe.service import Notifier, Stopper
 from vidpipe.tap import TapPublisher
 from vidpipe.web import Guard, WebServer
-from vidpipe.stats import Histogram, LatencyWindow, RateMeter, Tally, fmt_ms, often
+from vidpipe.stats import Histogram, LatencyWindow, RateMeter, Tally, fmt_ms
 
 log = logging.getLogger("vidpipe.collector")
 POLL_SLICE = 0.05
 _REASON_BAD = re.compile(r"[^a-z0-9_:.-]")
-#: the result image encodings the collector reads (a handler never sends others)
-READABLE = (wire.RAW, wire.SHM)
 
 
 def drop_reason(value: Any) -> str:
@@ -80,37 +78,28 @@ class CameraStats:
                     o.missing, o.late)
 
 
-class Collector:
+class Collector(Role):
+    role = "collector"
+
     def __init__(self, config: Config, name: str = "main", notifier: Optional[Notifier] = None,
                  stopper: Optional[Stopper] = None,
                  outputs: Optional[List[Output]] = None) -> None:
-        self.config = config
-        self.name = name
+        super().__init__(config, name, notifier, stopper)
         self.cc = config.collector
-        self.notifier = notifier or Notifier({})
-        self.stopper = stopper or Stopper()
         self.timeout = config.pipeline.max_latency_ms / 1000.0
         self.cameras: Dict[str, CameraStats] = {}
-        self.bad = Tally()
         self.output_errors = Tally()
         self.preview: Optional[PreviewOutput] = None
         self.recording: Optional[RecordOutput] = None
         self.outputs = outputs if outputs is not None else self.make_outputs()
-        curve = security.make(config.security, config.path, "collector " + name)
-        self.sockets = transport.Sockets(config.pipeline.max_frame_bytes, curve)
         self.tap = TapPublisher(self.sockets, self.cc.tap, config.pipeline.tap_hwm) \
             if config.pipeline.taps else None
         self.web: Optional[WebServer] = None
         self.results = self.sockets.make(zmq.PULL, rcvhwm=256)
         self.poller = zmq.Poller()
         self.poller.register(self.results, zmq.POLLIN)
-        self.reporter = Reporter(self.notifier, config.pipeline.stats_interval_s,
-                                 self.status_text, self.stats_lines,
-                                 board=Board(config.pipeline.runtime_dir, "collector", name),
-                                 snapshot=self.snapshot)
         self.last_message = 0.0
-        self.result_rings = RingReader(results_dir(config.pipeline.runtime_dir), keep=256)
-        self.images_lost = Tally()
+        self.results_in = ResultReader(config.pipeline.runtime_dir, self.label)
 
     def make_outputs(self) -> List[Output]:
         cc, cameras = self.cc, self.config.cameras
@@ -170,37 +159,26 @@ class Collector:
                  ",".join(self.cc.outputs) or "(none)")
         self.reporter.ready()
 
-    def run(self) -> int:
-        self.start()
-        try:
-            while not self.stopper.requested:
-                self.step(POLL_SLICE)
-                if self.cc.exit_on_eos and self.all_ended():
-                    log.info("collector %s: every camera ended", self.name)
-                    break
-            self.drain()
-            return 0
-        finally:
-            self.close()
-
-    def step(self, timeout: float) -> None:
-        now = time.monotonic()
-        self.notifier.watchdog(now)
-        events = transport.poll(self.poller, timeout)
-        if self.results in events:
-            for _ in range(1000):
-                msg = transport.recv_message(self.results, self.bad, self.sockets.max_bytes)
-                if msg is None:
-                    if not self.results.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                        break
-                    continue
-                self.guarded(msg)
+    def step(self) -> bool:
+        """Take the results waiting, release what is due; ``False`` once every
+        camera ended (with ``exit_on_eos``)."""
+        self.notifier.watchdog(time.monotonic())
+        if self.results in transport.poll(self.poller, POLL_SLICE):
+            self.drain(self.results, lambda msg: self.on_message(msg, time.monotonic()))
         now = time.monotonic()
         for cam in self.cameras.values():
             self.deliver(cam, cam.order.expire(now))
         self.reporter.tick(now)
         if self.tap is not None:
             self.tap.tick()
+        if self.cc.exit_on_eos and self.all_ended():
+            log.info("collector %s: every camera ended", self.name)
+            return False
+        return True
+
+    def finish(self) -> int:
+        self.flush()
+        return 0
 
     def camera(self, name: str) -> CameraStats:
         cam = self.cameras.get(name)
@@ -211,17 +189,6 @@ class Collector:
             cam = self.cameras[name] = CameraStats(order)
         return cam
 
-    def guarded(self, msg: wire.Message) -> None:
-        """:meth:`on_message` behind a fence: whatever one message does costs
-        that message (counted as ``internal_error``), never the collector."""
-        try:
-            self.on_message(msg, time.monotonic())
-        except Exception as exc:  # a bug or a message we did not foresee
-            count = self.bad.add("internal_error")
-            if often(count):
-                log.exception("collector %s: message from %s #%d lost (%d so far): %s",
-                              self.name, msg.header.camera, msg.header.seq, count, exc)
-
     def on_message(self, msg: wire.Message, now: float) -> None:
         head = msg.header
         try:
@@ -231,19 +198,16 @@ class Collector:
             return
         self.last_message = now
         if head.kind == wire.RESULT:
-            if head.flags & wire.FLAG_IMAGE and head.encoding not in READABLE:
-                self._image_lost(msg, "bad_encoding")  # the metadata is still good
-            ref = self._map_result(msg)
+            ref = self.results_in.open(msg)
             entry = Entry(seq=head.seq, status=OK, arrived=now, message=msg)
             released = cam.order.add(head.stream, entry)
             if ref is not None and not any(e is entry for e in released):
                 # held for reordering while the handler goes on reusing its
                 # slots: keep a copy (the in-order case uses the slot in place)
-                self._copy_out(msg, ref)
+                self.results_in.keep(msg, ref)
                 ref = None
             self.deliver(cam, released)
-            if ref is not None and not self.result_rings.still(*ref):
-                self._image_lost(msg, "torn", after_use=True)
+            self.results_in.used(msg, ref)
             return
         elif head.kind == wire.DROP:
             reason = drop_reason(msg.meta.get("reason"))
@@ -258,46 +222,6 @@ class Collector:
             return
         self.deliver(cam, released)
 
-    # ------------------------------------------------------------------ shared-memory results
-
-    def _map_result(self, msg: wire.Message) -> Optional[Tuple[str, int, int]]:
-        """Turn a result whose image is in a handler's ring into one with the
-        pixels in place (a view, no copy); the (ring, slot, stamp) to re-check."""
-        head = msg.header
-        if not head.flags & wire.FLAG_IMAGE or head.encoding != wire.SHM:
-            return None
-        try:
-            name, slot, stamp = parse_result_ref(msg.payload)
-            view = self.result_rings.view(name, slot, stamp, head.shape,
-                                          wire.DTYPES[head.dtype])
-        except (wire.WireError, RingError) as exc:
-            self._image_lost(msg, getattr(exc, "reason", "bad_ref"))
-            return None
-        msg.header = head._replace(encoding=wire.RAW, payload_len=view.nbytes)
-        msg.payload = memoryview(view).cast("B")
-        return name, slot, stamp
-
-    def _copy_out(self, msg: wire.Message, ref: Tuple[str, int, int]) -> None:
-        copy = bytearray(msg.payload)
-        if self.result_rings.still(*ref):
-            msg.payload = memoryview(copy)
-        else:
-            self._image_lost(msg, "torn")
-
-    def _image_lost(self, msg: wire.Message, reason: str, after_use: bool = False) -> None:
-        """The result stands, without its image (the metadata is still good)."""
-        self.images_lost[reason] += 1
-        count = self.images_lost[reason]
-        if count in (1, 10, 100, 1000) or count % 10000 == 0:
-            log.warning("collector %s: %s #%d: image from shared memory %s (%s); %d so far",
-                        self.name, msg.header.camera, msg.header.seq,
-                        "was overwritten while in use" if after_use else "lost", reason, count)
-        if not after_use:
-            msg.header = msg.header._replace(flags=msg.header.flags & ~wire.FLAG_IMAGE,
-                                             payload_len=0)
-            msg.payload = None
-            msg.meta["image_lost"] = reason
-
     def deliver(self, cam: CameraStats, entries: List[Entry]) -> None:
         if not entries and (cam.reported or not cam.order.finished):
             return
@@ -310,13 +234,13 @@ class Collector:
                 cam.histogram.add(latency / 1000.0)
                 cam.rate.tick()
             for output in self.outputs:
-                self.fenced(output, "emit", output.emit, cam.order.camera, entry, latency)
+                self.output(output, "emit", output.emit, cam.order.camera, entry, latency)
             if self.tap is not None:
                 self._tap(cam.order, entry)
         if cam.order.finished and not cam.reported:
             cam.reported = True
             for output in self.outputs:
-                self.fenced(output, "end_of_stream", output.end_of_stream, cam.order.camera)
+                self.output(output, "end_of_stream", output.end_of_stream, cam.order.camera)
             if self.tap is not None:
                 o = cam.order
                 self.tap.publish_end(o.camera, wire.control_parts(
@@ -324,17 +248,12 @@ class Collector:
             log.info("collector %s: %s ended: %s", self.name, cam.order.camera,
                      cam.order.summary())
 
-    def fenced(self, output: Output, what: str, call: Any, *args: Any) -> None:
+    def output(self, output: Output, what: str, call: Any, *args: Any) -> None:
         """Call one output: an output that fails on a result costs that output
         that result (counted by output in ``output_errors``), nothing else."""
-        try:
-            call(*args)
-        except Exception as exc:
-            name = type(output).__name__
-            count = self.output_errors.add(name)
-            if often(count):
-                log.exception("collector %s: output %s failed in %s (%d so far): %s",
-                              self.name, name, what, count, exc)
+        name = type(output).__name__
+        self.fenced(lambda: "{}'s {}".format(name, what), call, *args,
+                    errors=self.output_errors, label=name)
 
     def _tap(self, order: CameraOrder, entry: Entry) -> None:
         camera = order.camera
@@ -354,7 +273,8 @@ class Collector:
         return bool(expected) and all(
             name in self.cameras and self.cameras[name].order.finished for name in expected)
 
-    def drain(self) -> None:
+    def flush(self) -> None:
+        """Release everything still held for ordering (at the end)."""
         for cam in self.cameras.values():
             self.deliver(cam, cam.order.flush())
 
@@ -366,24 +286,20 @@ class Collector:
     def status_text(self, now: Optional[float] = None) -> str:
         now = time.monotonic() if now is None else now
         parts = [cam.line() for cam in self.cameras.values()]
-        text = "; ".join(parts) if parts else "collector {}: no cameras yet".format(self.name)
-        if self.bad:
-            text += "; malformed {}".format(self.bad.text())
-        if self.images_lost:
-            text += "; images lost {}".format(self.images_lost.text())
-        if self.output_errors:
-            text += "; output errors {}".format(self.output_errors.text())
-        why = self.why_idle(now)
-        return text + (" - " + why if why else "")
+        head = "; ".join(parts) if parts else "collector {}: no cameras yet".format(self.name)
+        return self.compose_status(head, [("malformed", self.bad),
+                                          ("images lost", self.results_in.lost),
+                                          ("output errors", self.output_errors)],
+                                   self.why_idle(now), sep="; ")
 
     def stats_lines(self, now: float) -> List[str]:
         lines = [cam.line() for cam in self.cameras.values()]
         if self.bad:
             lines.append("collector {}: malformed messages dropped: {}".format(
                 self.name, self.bad.text()))
-        if self.images_lost:
+        if self.results_in.lost:
             lines.append("collector {}: result images lost in shared memory: {}".format(
-                self.name, self.images_lost.text()))
+                self.name, self.results_in.lost.text()))
         if self.output_errors:
             lines.append("collector {}: results an output failed on: {}".format(
                 self.name, self.output_errors.text()))
@@ -397,20 +313,17 @@ class Collector:
     def snapshot(self, now: float) -> Dict[str, Any]:
         return {"cameras": {name: cam.snapshot() for name, cam in self.cameras.items()},
                 "queue_depth": sum(len(cam.order.pending) for cam in self.cameras.values()),
-                "malformed": self.bad.as_dict(), "images_lost": self.images_lost.as_dict(),
+                "malformed": self.bad.as_dict(), "images_lost": self.results_in.lost.as_dict(),
                 "output_errors": self.output_errors.as_dict(),
                 "outputs": list(self.cc.outputs), "why_idle": self.why_idle(now),
                 "recording": self.recording.status() if self.recording else None,
                 "preview_encoded": self.preview.encoded if self.preview else None,
                 "http": "http://{}/".format(self.cc.http_listen) if self.web else None}
 
-    def close(self) -> None:
-        self.reporter.publish(time.monotonic(), "stopped")
-        self.notifier.stopping()
+    def release(self) -> None:
         for line in self.stats_lines(time.monotonic()):
             log.info("%s", line)
         if self.web is not None:
             self.web.close()
         for output in self.outputs:
             output.close()
-        self.sockets.close()

@@ -1,17 +1,41 @@
-"""Which handler gets the next frame: the decoder's bookkeeping of handlers.
+"""How a decoder hands frames to handlers: the dispatch strategies.
 
-Handlers (DEALER sockets) announce themselves with CREDIT messages carrying
-their window (how many frames they take at once); every finished frame
-returns one credit. A handler is free when it holds fewer frames than its
-window. A handler that has not been heard from for ``timeout`` seconds is
-presumed dead and its frames in flight are handed back to the caller.
-This module has no sockets: the decoder feeds it events.
+``pipeline.dispatch`` picks one (:func:`make_dispatcher`); the decoder only
+talks to the object, never to the mode's name:
+
+* ``round-robin`` (:class:`PushDispatcher`): a PUSH socket; libzmq spreads
+  frames over connected handlers; nothing is known of them or acknowledged.
+* ``balanced`` and ``by-camera`` (:class:`CreditDispatcher`): a ROUTER
+  socket. Handlers (DEALER sockets) announce themselves with CREDIT messages
+  carrying their window (how many frames they take at once); every finished
+  frame returns one credit. A handler is free when it holds fewer frames
+  than its window; ``balanced`` picks the freest, ``by-camera`` keeps one
+  handler per camera. A handler that left, whose connection dropped, or
+  that has not been heard from for ``handler_timeout_ms`` hands its frames
+  in flight back to the decoder (:meth:`Owner.frames_lost`).
+
+:class:`Balancer` is the credit bookkeeping, with no sockets.
 """
 
+import logging
+import time
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import zmq
+
+from vidpipe import names, transport, wire
+from vidpipe.config import PipelineConfig
+from vidpipe.stats import Tally
+
+log = logging.getLogger("vidpipe.decoder")
+#: a frame held longer than this by a live handler is given up (a stuck stage
+#: gets its handler restarted by the watchdog long before)
+OVERDUE_S = 60.0
+#: (seq, sent at, message parts) of a frame a handler held
+Held = Tuple[int, float, Any]
 
 # seq -> (sent at, monotonic seconds; the message parts, kept for re-dispatch)
 InFlight = "OrderedDict[int, Tuple[float, Any]]"
@@ -118,3 +142,207 @@ class Balancer:
 
     def in_flight(self) -> int:
         return sum(len(peer.inflight) for peer in self.peers.values())
+
+
+class Owner:
+    """What a dispatcher needs from its decoder (the decoder is one)."""
+
+    label: str
+    bad: Tally
+
+    def drain(self, sock: zmq.Socket, handle: Callable[[Any], None],
+              routed: bool = False) -> int:
+        raise NotImplementedError
+
+    def frame_done(self, seq: int) -> None:
+        """A handler finished ``seq``: its shared-memory slot is free again."""
+        raise NotImplementedError
+
+    def frames_lost(self, frames: List[Held]) -> None:
+        """Frames a lost handler held: send them again while fresh, else drop."""
+        raise NotImplementedError
+
+    def drop(self, seq: int, capture_ns: int, reason: str) -> None:
+        raise NotImplementedError
+
+
+class PushDispatcher:
+    """``round-robin``: PUSH to whoever is connected; nothing comes back."""
+
+    credits = False
+
+    def __init__(self, owner: Owner, sockets: transport.Sockets, pipe: PipelineConfig,
+                 camera: str) -> None:
+        self.owner = owner
+        self.sockets = sockets
+        self.out = sockets.make(zmq.PUSH, sndhwm=1, receives=False)
+
+    def bind(self, endpoint: str) -> None:
+        self.sockets.bind(self.out, endpoint)
+
+    def handlers(self) -> Optional[int]:
+        """How many handlers are connected (``None``: not known)."""
+        return None
+
+    def enough(self, wanted: int) -> bool:
+        """Whether ``wanted`` handlers are there to start a finite source for."""
+        return True
+
+    def send(self, seq: int, parts: List[Any], now: float) -> str:
+        """Hand a frame out; ``""`` when sent, else why not (a drop reason)."""
+        return "" if transport.send_nowait(self.out, parts) else "no_capacity"
+
+    def wait(self, timeout: float) -> None:
+        """Handle what handlers sent, waiting up to ``timeout`` for the first."""
+        if timeout > 0:
+            time.sleep(timeout)
+
+    def housekeeping(self, now: float) -> None:
+        """Notice handlers gone silent and frames held too long."""
+
+    def in_flight(self) -> int:
+        return 0
+
+    def forget_all(self) -> List[Held]:
+        """At the end: every handler forgotten, the frames they still held."""
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class CreditDispatcher(PushDispatcher):
+    """``balanced`` / ``by-camera``: frames go where credits are."""
+
+    credits = True
+
+    def __init__(self, owner: Owner, sockets: transport.Sockets, pipe: PipelineConfig,
+                 camera: str) -> None:
+        self.owner = owner
+        self.sockets = sockets
+        self.balancer = Balancer(pipe.dispatch, camera, pipe.handler_timeout_ms / 1000.0)
+        self.stream = 0  # the decoder's stream id: credits for others are ignored
+        self.out = sockets.make(zmq.ROUTER, sndhwm=64, rcvhwm=1000,
+                                max_part=transport.CONTROL_PART)
+        self.out.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # ZMTP heartbeats run in libzmq's I/O thread: a handler busy in a slow
+        # stage still answers, a dead host's connection is dropped
+        self.out.setsockopt(zmq.HEARTBEAT_IVL, pipe.heartbeat_ms)
+        self.out.setsockopt(zmq.HEARTBEAT_TIMEOUT, pipe.handler_timeout_ms)
+        self.poller = zmq.Poller()
+        self.poller.register(self.out, zmq.POLLIN)
+        self.monitor: Optional[zmq.Socket] = self.out.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED)
+        self.poller.register(self.monitor, zmq.POLLIN)
+
+    def handlers(self) -> Optional[int]:
+        return len(self.balancer)
+
+    def enough(self, wanted: int) -> bool:
+        if len(self.balancer) < wanted:
+            return False
+        log.info("%s: %d handler(s) connected, starting", self.owner.label,
+                 len(self.balancer))
+        return True
+
+    def send(self, seq: int, parts: List[Any], now: float) -> str:
+        while True:
+            peer = self.balancer.choose()
+            if peer is None:
+                return "no_handler" if not len(self.balancer) else "no_capacity"
+            if transport.send_nowait(self.out, [peer.identity] + parts):
+                self.balancer.sent(peer, seq, parts, now)
+                return ""
+            # the handler vanished under us (ROUTER_MANDATORY) or its pipe is full
+            self._lose(peer, "unreachable")
+
+    def wait(self, timeout: float) -> None:
+        events = transport.poll(self.poller, timeout)
+        if self.monitor is not None and self.monitor in events:
+            self._disconnects()
+        if self.out in events:
+            self.owner.drain(self.out, self._on_routed, routed=True)
+
+    def _on_routed(self, got: Tuple[bytes, int, wire.Message]) -> None:
+        identity, fd, msg = got
+        try:
+            self._on_message(identity, msg, time.monotonic())
+        finally:
+            peer = self.balancer.peers.get(identity)
+            if peer is not None:
+                peer.fd = fd
+
+    def _on_message(self, identity: bytes, msg: wire.Message, now: float) -> None:
+        kind = msg.header.kind
+        name = msg.meta.get("handler")
+        name = name if names.valid(name) else "?"  # it is logged and shown
+        if kind == wire.CREDIT:
+            window = msg.meta.get("window", 1)
+            if not isinstance(window, int) or isinstance(window, bool) or not 0 < window <= 64:
+                self.owner.bad["bad_credit"] += 1
+                return
+            known = identity in self.balancer.peers
+            self.balancer.heard(identity, name, window, now)
+            if not known:
+                log.info("%s: handler %s joined (window %d)", self.owner.label, name, window)
+            if msg.header.seq != wire.NO_SEQ and msg.header.stream == self.stream:
+                if self.balancer.done(identity, msg.header.seq):
+                    self.owner.frame_done(msg.header.seq)
+        elif kind == wire.BYE:
+            peer = self.balancer.peers.get(identity)
+            if peer is not None:
+                self._lose(peer, "left")
+        else:
+            self.owner.bad["unexpected_kind"] += 1
+
+    def _disconnects(self) -> None:
+        """A handler's connection dropped (process gone, or host unreachable)."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self.monitor is not None and self.monitor.poll(0):
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except (zmq.Again, ValueError):
+                break
+            fd = int(event.get("value", -1))
+            lost = self.balancer.on_fd(fd)
+            if not lost:
+                log.debug("%s: connection fd %d closed (no handler on it)", self.owner.label,
+                          fd)
+            for peer in lost:
+                self._lose(peer, "disconnected")
+
+    def _lose(self, peer: Peer, why: str) -> None:
+        frames = self.balancer.remove(peer.identity)
+        log.warning("%s: handler %s %s; %d frame(s) in flight", self.owner.label, peer.name,
+                    why, len(frames))
+        self.owner.frames_lost(frames)
+
+    def housekeeping(self, now: float) -> None:
+        for peer in self.balancer.expired(now):
+            self._lose(peer, "went silent (presumed dead)")
+        for peer, seq in self.balancer.overdue(now, OVERDUE_S):
+            _sent, parts = peer.inflight.pop(seq)
+            self.owner.drop(seq, wire.parse_header(parts[0]).capture_ns, "handler_timeout")
+
+    def in_flight(self) -> int:
+        return self.balancer.in_flight()
+
+    def forget_all(self) -> List[Held]:
+        held: List[Held] = []
+        for identity in list(self.balancer.peers):
+            held.extend(self.balancer.remove(identity))
+        return held
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.out.disable_monitor()
+            self.monitor.close(linger=0)
+            self.monitor = None
+
+
+def make_dispatcher(owner: Owner, sockets: transport.Sockets, pipe: PipelineConfig,
+                    camera: str) -> PushDispatcher:
+    """The strategy ``pipeline.dispatch`` names."""
+    kind = PushDispatcher if pipe.dispatch == "round-robin" else CreditDispatcher
+    return kind(owner, sockets, pipe, camera)

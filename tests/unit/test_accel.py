@@ -13,7 +13,7 @@ import pytest
 from conftest import fake_jetson
 from vidpipe import accel, generator
 from vidpipe.config import ConfigError, config_from_dict
-from vidpipe.handler import choose_accelerator
+from vidpipe.accel import for_handler
 from vidpipe.stages import build_chain
 from vidpipe.stages.dnn import Dnn, ort_providers
 
@@ -48,8 +48,8 @@ def test_the_configured_accelerator_is_chosen_when_present(tmp_path: Path,
                                                            monkeypatch: Any) -> None:
     monkeypatch.setenv("VIDPIPE_SYSROOT", str(fake_jetson(tmp_path)))
     config = _config({"2": {"accelerator": "dla1", "fallback": "fail"}})
-    assert choose_accelerator(config, "2") == "dla1"
-    assert choose_accelerator(config, "1") == "cpu"
+    assert for_handler(config, "2") == "dla1"
+    assert for_handler(config, "1") == "cpu"
 
 
 def test_a_missing_dla_fails_naming_the_key_or_falls_back_as_told(tmp_path: Path,
@@ -58,11 +58,11 @@ def test_a_missing_dla_fails_naming_the_key_or_falls_back_as_told(tmp_path: Path
     config = _config({"2": {"accelerator": "dla1", "fallback": "fail"},
                       "3": {"accelerator": "dla1", "fallback": "cpu"}})
     with pytest.raises(ConfigError) as err:
-        choose_accelerator(config, "2")
+        for_handler(config, "2")
     assert err.value.key == "handlers.2.accelerator"
     assert "dla1" in str(err.value) and "cpu, cuda0, dla0" in str(err.value)
     assert err.value.exit_code == 78
-    assert choose_accelerator(config, "3") == "cpu"
+    assert for_handler(config, "3") == "cpu"
 
 
 def test_dla1_builds_tensorrt_options_for_dla_core_1() -> None:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from fuzzing import headers, messages
 from vidpipe import codec, wire
+from vidpipe.payload import FrameReader
 from vidpipe.collector import Collector
 from vidpipe.config import config_from_dict
 
@@ -55,7 +56,7 @@ def test_decode_raises_only_wire_errors_and_accepts_only_consistent_messages(
 @given(messages())
 def test_frame_decoder_raises_only_wire_errors(tmp_path_factory: Any,
                                                parts: List[bytes]) -> None:
-    decoder = codec.FrameDecoder(str(tmp_path_factory.getbasetemp()))
+    decoder = FrameReader(str(tmp_path_factory.getbasetemp()))
     try:
         msg = wire.decode(parts, LIMIT)
         if msg.header.kind != wire.FRAME:
@@ -155,6 +156,6 @@ def test_the_decoder_takes_any_handler_message_without_failing(
             msg = wire.decode(parts, LIMIT)
         except wire.WireError:
             continue
-        decoder._on_message(identity, msg, 0.0)
-    for peer in decoder.balancer.peers.values():  # what it keeps is sane
+        decoder.out._on_message(identity, msg, 0.0)
+    for peer in decoder.out.balancer.peers.values():  # what it keeps is sane
         assert 1 <= peer.window <= 64 and len(peer.name) <= 64

@@ -1,4 +1,4 @@
-"""The handler's short receive path (``FrameDecoder.known``): a shared-memory
+"""The handler's short receive path (``FrameReader.known``): a shared-memory
 FRAME whose bytes, but for stream, sequence number and capture time, equal a
 message that passed the full decode is read from those three fields alone.
 
@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vidpipe import codec, wire
+from vidpipe.payload import FrameReader
 from vidpipe.ring import RingReader, RingWriter
 
 SHAPE = (4, 6, 3)
@@ -39,7 +40,7 @@ def publish(ring: RingWriter, seq: int, camera: str = "cam0", stream: int = 0xAB
                             payload=codec.shm_ref(ring.name, slot))
 
 
-def read(decoder: codec.FrameDecoder, parts: List[Any]
+def read(decoder: FrameReader, parts: List[Any]
          ) -> Tuple[bool, wire.Header, np.ndarray, Tuple[str, int]]:
     """What the handler does: the short path, else the full decode (then learn)."""
     known = decoder.known(parts)
@@ -53,7 +54,7 @@ def read(decoder: codec.FrameDecoder, parts: List[Any]
 
 def test_known_frames_give_what_the_full_decode_gives(tmp_path: Path) -> None:
     ring = RingWriter(str(tmp_path), "cam0", 0xAB, slots=3, slot_size=NBYTES)
-    decoder = codec.FrameDecoder(str(tmp_path))
+    decoder = FrameReader(str(tmp_path))
     short = []
     for seq in range(40):
         parts = publish(ring, seq)
@@ -72,7 +73,7 @@ def test_known_frames_give_what_the_full_decode_gives(tmp_path: Path) -> None:
 def test_two_cameras_and_shapes_are_kept_apart(tmp_path: Path) -> None:
     rings = [RingWriter(str(tmp_path), cam, 1, slots=2, slot_size=NBYTES)
              for cam in ("cam0", "cam1")]
-    decoder = codec.FrameDecoder(str(tmp_path))
+    decoder = FrameReader(str(tmp_path))
     for seq in range(10):
         for n, ring in enumerate(rings):
             parts = publish(ring, seq, camera="cam{}".format(n), stream=1, value=n * 100 + seq)
@@ -102,7 +103,7 @@ def mutate(parts: List[Any], position: int, value: int) -> List[Any]:
 
 def test_a_message_differing_in_any_fixed_byte_takes_the_long_way(tmp_path: Path) -> None:
     ring = RingWriter(str(tmp_path), "cam0", 0xAB, slots=1, slot_size=NBYTES)
-    decoder = codec.FrameDecoder(str(tmp_path))
+    decoder = FrameReader(str(tmp_path))
     parts = publish(ring, 0)
     read(decoder, parts)
     assert decoder.known(parts) is not None
@@ -119,7 +120,7 @@ def test_a_message_differing_in_any_fixed_byte_takes_the_long_way(tmp_path: Path
 
 def test_a_rewritten_slot_is_left_to_the_full_decode_which_names_it(tmp_path: Path) -> None:
     ring = RingWriter(str(tmp_path), "cam0", 0xAB, slots=1, slot_size=NBYTES)
-    decoder = codec.FrameDecoder(str(tmp_path))
+    decoder = FrameReader(str(tmp_path))
     first = publish(ring, 0)
     read(decoder, first)
     second = publish(ring, 1)  # the only slot now holds frame 1
@@ -134,7 +135,7 @@ def test_a_rewritten_slot_is_left_to_the_full_decode_which_names_it(tmp_path: Pa
 def test_an_unmapped_ring_is_forgotten(tmp_path: Path) -> None:
     old = RingWriter(str(tmp_path), "cam0", 1, slots=1, slot_size=NBYTES)
     new = RingWriter(str(tmp_path), "cam1", 2, slots=1, slot_size=NBYTES)
-    decoder = codec.FrameDecoder(str(tmp_path))
+    decoder = FrameReader(str(tmp_path))
     decoder.rings = RingReader(str(tmp_path), keep=1)
     parts = publish(old, 0)
     read(decoder, parts)
@@ -157,7 +158,7 @@ def test_the_short_path_takes_only_what_the_full_decode_accepts(
         tmp_path_factory: Any, changes: List[Tuple[int, int]], cut: int) -> None:
     directory = tmp_path_factory.mktemp("known")
     ring = RingWriter(str(directory), "cam0", 0xAB, slots=2, slot_size=NBYTES)
-    decoder = codec.FrameDecoder(str(directory))
+    decoder = FrameReader(str(directory))
     for seq in range(2):
         read(decoder, publish(ring, seq))
     parts = publish(ring, 2)  # a slot the short path knows, with a new seq

@@ -111,7 +111,7 @@ def test_collector_reads_results_in_place_and_copies_those_it_must_hold(
         ring.publish(np.full(SHAPE, 99, np.uint8))
     collector.on_message(_result(ring, 1, 11), 0.0)
     assert collector.recorder.images == [bytes([v] * NBYTES) for v in (10, 11, 12)]
-    assert not collector.images_lost
+    assert not collector.results_in.lost
     ring.close()
 
 
@@ -124,5 +124,5 @@ def test_an_overwritten_slot_loses_the_image_not_the_result(collector: Any) -> N
     assert collector.recorder.images == [None]
     assert collector.recorder.metas[0]["image_lost"] == "stale"
     assert collector.recorder.metas[0]["handler"] == "h1"
-    assert collector.images_lost["stale"] == 1
+    assert collector.results_in.lost["stale"] == 1
     ring.close()

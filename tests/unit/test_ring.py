@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from vidpipe import codec, wire
+from vidpipe.payload import FrameReader
 from vidpipe.ring import RingError, RingReader, RingWriter, remove_stale
 
 
@@ -89,7 +90,7 @@ def test_a_new_decoder_run_removes_its_camera_s_stale_rings(tmp_path: Path) -> N
 
 def test_codec_round_trips_and_refuses_garbage(tmp_path: Path) -> None:
     image = (np.arange(48 * 64 * 3) % 256).astype(np.uint8).reshape(48, 64, 3)
-    decoder = codec.FrameDecoder(str(tmp_path))
+    decoder = FrameReader(str(tmp_path))
     for encoding in (wire.LZ4, wire.JPEG):
         payload = codec.encode(image, encoding, 95)
         parts = wire.frame_parts(image, "c", 1, 0, 0, encoding=encoding, payload=payload)

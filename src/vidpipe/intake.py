@@ -1,0 +1,124 @@
+"""The handler's side of dispatch: its links to the decoders.
+
+With credit-based dispatch (``balanced``, ``by-camera``) a handler holds a
+DEALER per decoder: it announces itself with a CREDIT carrying its window,
+returns one credit per frame done, repeats the announcement every heartbeat
+(so a decoder that restarted learns of it), and says BYE when it stops. With
+``round-robin`` it holds a PULL per decoder and says nothing. Decoders come
+from the config and from the runtime directory, where a decoder started
+later (by udev) appears as ``decoder-NAME.sock``; only sockets of our own
+user are joined.
+"""
+
+import glob
+import logging
+import os
+import stat
+import time
+from typing import Any, Dict, Iterator, List, Set, Tuple
+
+import zmq
+
+from vidpipe import transport, wire
+from vidpipe.config import Config
+
+log = logging.getLogger("vidpipe.handler")
+DISCOVERY_INTERVAL = 1.0
+
+
+class DecoderLinks:
+    def __init__(self, sockets: transport.Sockets, config: Config, handler: str,
+                 window: int) -> None:
+        self.sockets = sockets
+        self.runtime_dir = config.pipeline.runtime_dir
+        self.handler = handler
+        self.window = window
+        self.credits = config.pipeline.dispatch != "round-robin"
+        self.heartbeat = config.pipeline.heartbeat_ms / 1000.0
+        self.inputs: Dict[str, zmq.Socket] = {}  # endpoint -> socket
+        self.refused: Set[str] = set()  # socket files found that are not ours
+        self.poller = zmq.Poller()
+        self.last_beat = self.last_discovery = 0.0
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def join(self, endpoints: List[str], now: float) -> None:
+        """Connect to ``endpoints`` and to every decoder socket found."""
+        for endpoint in endpoints:
+            self.connect(endpoint)
+        self.discover()
+        self.last_discovery = now
+
+    def connect(self, endpoint: str) -> None:
+        if endpoint in self.inputs:
+            return
+        if self.credits:
+            sock = self.sockets.make(zmq.DEALER, sndhwm=1000, rcvhwm=self.window + 1)
+        else:
+            sock = self.sockets.make(zmq.PULL, rcvhwm=1)
+        self.sockets.connect(sock, endpoint)
+        self.inputs[endpoint] = sock
+        self.poller.register(sock, zmq.POLLIN)
+        self.credit(sock, wire.NO_SEQ, 0)  # announce ourselves at once
+        log.info("handler %s: connected to decoder %s", self.handler, endpoint)
+
+    def discover(self) -> None:
+        """Connect to decoder sockets that appeared in the runtime directory."""
+        pattern = os.path.join(self.runtime_dir, "decoder-*.sock")
+        for path in sorted(glob.glob(pattern)):
+            if "ipc://" + path in self.inputs or not self._ours(path):
+                continue
+            self.connect("ipc://" + path)
+
+    def _ours(self, path: str) -> bool:
+        """A socket our own user made (the decoders run as we do): group members
+        can create files in the runtime directory, but not feed us frames."""
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return False
+        if stat.S_ISSOCK(info.st_mode) and info.st_uid == os.geteuid():
+            return True
+        if path not in self.refused:
+            self.refused.add(path)
+            log.warning("handler %s: ignoring %s (not a socket of uid %d)", self.handler,
+                        path, os.geteuid())
+        return False
+
+    def credit(self, sock: zmq.Socket, seq: int, stream: int) -> None:
+        """Frame ``seq`` of ``stream`` is done (``NO_SEQ``: just announce us)."""
+        if not self.credits:
+            return
+        meta = {"handler": self.handler, "window": self.window}
+        transport.send_nowait(sock, wire.control_parts(wire.CREDIT, meta, stream=stream,
+                                                       seq=seq))
+
+    def tick(self, now: float) -> None:
+        """Heartbeat credits, and a look for new decoders, when due."""
+        if now - self.last_beat >= self.heartbeat:
+            self.last_beat = now
+            for sock in self.inputs.values():
+                self.credit(sock, wire.NO_SEQ, 0)
+        if now - self.last_discovery >= DISCOVERY_INTERVAL:
+            self.last_discovery = now
+            self.discover()
+
+    def receive(self, timeout: float) -> Iterator[Tuple[zmq.Socket, List[Any], float]]:
+        """One message from each decoder that has one, waiting up to ``timeout``
+        for the first: (socket, parts, ``perf_counter()`` before reading it)."""
+        events = transport.poll(self.poller, timeout)
+        for sock in list(self.inputs.values()):
+            if sock in events:
+                started = time.perf_counter()
+                parts = transport.recv_parts(sock)
+                if parts is not None:
+                    yield sock, parts, started
+
+    def leave(self) -> None:
+        """Say BYE to every decoder (credit-based dispatch), as we stop."""
+        if not self.credits:
+            return
+        for sock in self.inputs.values():
+            transport.send_nowait(sock, wire.control_parts(wire.BYE, {"handler": self.handler}))
+            sock.setsockopt(zmq.LINGER, 200)  # let the BYE out
