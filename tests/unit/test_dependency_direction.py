@@ -84,3 +84,37 @@ def test_the_check_catches_a_planted_import(tmp_path: Path) -> None:
                                     "vidpipe.stages imports zmq",
                                     "vidpipe.stages imports zmq.Context",
                                     "vidpipe.wire imports zmq"]
+
+
+def import_cycles(root: Path = SRC) -> List[List[str]]:
+    """Cycles among vidpipe's modules, function-level imports included (a
+    lazy import is still a dependency); each found once, from its smallest name."""
+    mods = modules(root)
+    graph = {m: {n for n in imports(p, m) if n in mods and n != m} for m, p in mods.items()}
+    cycles: List[List[str]] = []
+
+    def walk(start: str, node: str, path: List[str]) -> None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == start:
+                cycles.append(path + [start])
+            elif nxt > start and nxt not in path:
+                walk(start, nxt, path + [nxt])
+
+    for start in sorted(graph):
+        walk(start, start, [start])
+    return cycles
+
+
+def test_no_import_cycles() -> None:
+    assert import_cycles() == []
+
+
+def test_the_cycle_check_catches_the_old_stages_cycle(tmp_path: Path) -> None:
+    pkg = tmp_path / "vidpipe" / "stages"
+    pkg.mkdir(parents=True)
+    (tmp_path / "vidpipe" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("class Stage: pass\ndef registry():\n"
+                                     "    from vidpipe.stages import builtin\n")
+    (pkg / "builtin.py").write_text("from vidpipe.stages import Stage\n")
+    assert import_cycles(tmp_path) == [["vidpipe.stages", "vidpipe.stages.builtin",
+                                        "vidpipe.stages"]]

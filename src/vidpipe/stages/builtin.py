@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 
 from vidpipe.config import Rule
-from vidpipe.stages import Frame, Stage
+from vidpipe.stages.base import Frame, Stage
+from vidpipe.stages.dnn import Dnn
 
 
 def to_gray(image: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -199,7 +200,5 @@ class Sleep(Stage):
 
         time.sleep(self.options["ms"] / 1000.0)
 
-
-from vidpipe.stages.dnn import Dnn  # noqa: E402 (it imports Stage from the package too)
 
 BUILTIN = (Gray, Resize, Motion, Faces, OpticalFlow, Sleep, Dnn)

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from vidpipe.config import Rule
-from vidpipe.stages import Frame, Stage
+from vidpipe.stages.base import Frame, Stage
 
 log = logging.getLogger("vidpipe.stages.dnn")
 MODEL_DIR = "/usr/share/vidpipe/models"
