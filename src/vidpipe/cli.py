@@ -195,7 +195,8 @@ def _devices(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from vidpipe import metrics, status
+    from vidpipe.outputs import metrics
+    from vidpipe.tools import status
 
     config = load_config(args.config)
     try:
@@ -214,12 +215,12 @@ def _status(args: argparse.Namespace) -> int:
 
 def _tap(args: argparse.Namespace) -> int:
     from vidpipe.service import Stopper, setup_logging
-    from vidpipe.tapclient import Tap, print_report
+    from vidpipe.tools.tapclient import Tap, print_report
 
     config = load_config(args.config)
     setup_logging("warning")
     if args.save:
-        from vidpipe.h5store import require_h5py
+        from vidpipe.outputs.h5store import require_h5py
 
         try:
             require_h5py()
@@ -279,7 +280,7 @@ def _udev_name(args: argparse.Namespace) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
-        from vidpipe.bench import main as bench
+        from vidpipe.tools.bench import main as bench
 
         return bench(argv[1:])
     args = _parser().parse_args(argv)
@@ -303,7 +304,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "udev-name":
             return _udev_name(args)
         if args.command == "demo":
-            from vidpipe.demo import run_demo
+            from vidpipe.tools.demo import run_demo
             from vidpipe.service import setup_logging
 
             setup_logging("info")

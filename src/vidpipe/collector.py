@@ -14,18 +14,19 @@ from typing import Any, Dict, List, Optional
 
 import zmq
 
-from vidpipe import metrics, transport, wire
+from vidpipe import transport, wire
+from vidpipe.outputs import metrics
 from vidpipe.config import Config
 from vidpipe.ordering import DROPPED, OK, CameraOrder, Entry
 from vidpipe.outputs import Output, make_outputs
-from vidpipe.preview import PreviewOutput
-from vidpipe.recording import RecordOutput
+from vidpipe.outputs.preview import PreviewOutput
+from vidpipe.outputs.recording import RecordOutput
 from vidpipe.board import read_board
 from vidpipe.payload import ResultReader
 from vidpipe.runtime import Role
 from vidpipe.service import Notifier, Stopper
 from vidpipe.tap import TapPublisher
-from vidpipe.web import Guard, WebServer
+from vidpipe.outputs.web import Guard, WebServer
 from vidpipe.stats import Histogram, LatencyWindow, RateMeter, Tally, fmt_ms
 
 log = logging.getLogger("vidpipe.collector")

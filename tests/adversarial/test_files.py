@@ -13,7 +13,7 @@ import pytest
 
 from conftest import child_env
 from vidpipe import board, ring, safefile
-from vidpipe.recording import Retention
+from vidpipe.outputs.recording import Retention
 
 
 def aged(path: Path, size: int, age: float) -> Path:

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 from conftest import free_port
-from vidpipe import web
+from vidpipe.outputs import web
 from vidpipe.collector import web_guard
 from vidpipe.config import ConfigError, config_from_dict
 

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from vidpipe.bench import (SIZES, Result, max_sustained_fps, run_vidpipe,  # noqa: E402
+from vidpipe.tools.bench import (SIZES, Result, max_sustained_fps, run_vidpipe,  # noqa: E402
                            table)
 from tests.bench.seed_pipeline import run_seed  # noqa: E402
 

@@ -20,7 +20,7 @@ from typing import Any, Dict, List
 import cv2
 import zmq
 
-from vidpipe.bench import Result, Sampler, percentile
+from vidpipe.tools.bench import Result, Sampler, percentile
 from vidpipe.sources import render_testsrc
 
 

@@ -1,6 +1,6 @@
 """The benchmark harness works (figures present and plausible); no timing asserted."""
 
-from vidpipe.bench import run_vidpipe, table
+from vidpipe.tools.bench import run_vidpipe, table
 from tests.bench.seed_pipeline import run_seed
 
 

@@ -1,10 +1,11 @@
 """The dependency direction DESIGN.md names, checked on every module's imports
-(function-level imports included): only the CLI imports a role (so roles
-never import each other, and the runtime, dispatch and payload modules they
-share never reach back into one), ``wire`` imports neither ZeroMQ nor
-OpenCV, stages and payloads never import ZeroMQ, and code that runs as root
-(the udev helper) stays small. The checker is shown to catch a planted
-import."""
+(function-level imports included): only the CLI imports a role or a tool
+(``vidpipe.tools``: commands, not services) -- so roles never import each
+other, and the runtime, dispatch and payload modules they share never reach
+back into one; ``wire`` imports neither ZeroMQ nor OpenCV; stages and
+payloads never import ZeroMQ; code that runs as root (the udev helper)
+stays small; and no two modules import each other, even lazily. Each check
+is shown to catch a planted import."""
 
 import ast
 from pathlib import Path
@@ -12,8 +13,9 @@ from typing import Dict, List, Set
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 ROLES = {"vidpipe.decoder", "vidpipe.handler", "vidpipe.collector"}
-#: the only module that may import a role: it runs them
+#: the only module that may import a role or a tool: it runs them
 RUNS_ROLES = {"vidpipe.cli"}
+TOOLS = "vidpipe.tools"
 #: module -> what it must never import (a prefix matches submodules too)
 RULES = {
     "vidpipe.wire": {"zmq", "cv2"} | ROLES,
@@ -58,6 +60,8 @@ def violations(root: Path = SRC) -> List[str]:
                 banned |= names
         if module not in RUNS_ROLES:
             banned |= ROLES - {module}
+            if not (module == TOOLS or module.startswith(TOOLS + ".")):
+                banned.add(TOOLS)  # CLI-only commands
         for name in sorted(used):
             if any(name == b or name.startswith(b + ".") for b in banned):
                 found.append("{} imports {}".format(module, name))
@@ -78,7 +82,10 @@ def test_the_check_catches_a_planted_import(tmp_path: Path) -> None:
     (pkg / "wire.py").write_text("import zmq\n")
     (pkg / "stages" / "__init__.py").write_text("from zmq import Context\n")
     (pkg / "runtime.py").write_text("from vidpipe.handler import Handler\n")
-    assert violations(tmp_path) == ["vidpipe.decoder imports vidpipe.collector",
+    (pkg / "collector.py").write_text("from vidpipe.tools import status\n")
+    assert violations(tmp_path) == ["vidpipe.collector imports vidpipe.tools",
+                                    "vidpipe.collector imports vidpipe.tools.status",
+                                    "vidpipe.decoder imports vidpipe.collector",
                                     "vidpipe.runtime imports vidpipe.handler",
                                     "vidpipe.runtime imports vidpipe.handler.Handler",
                                     "vidpipe.stages imports zmq",

@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vidpipe import metrics
+from vidpipe.outputs import metrics
 from vidpipe.board import Board, read_board
 from vidpipe.config import ConfigError, config_from_dict
-from vidpipe.preview import box_list
-from vidpipe.recording import Mp4Segment, Retention
+from vidpipe.outputs.preview import box_list
+from vidpipe.outputs.recording import Mp4Segment, Retention
 from vidpipe.stats import Histogram
-from vidpipe.tapclient import GapCounter
+from vidpipe.tools.tapclient import GapCounter
 
 
 # ---------------------------------------------------------------- taps
@@ -218,7 +218,7 @@ def test_box_list_reads_every_stage_that_finds_boxes() -> None:
 def test_preview_render_draws_boxes_scaled_to_the_preview() -> None:
     import cv2
 
-    from vidpipe.preview import PreviewOutput
+    from vidpipe.outputs.preview import PreviewOutput
 
     out = PreviewOutput(5, 320, 95, True, ["cam0"])
     try:

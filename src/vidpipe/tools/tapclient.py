@@ -18,7 +18,7 @@ import zmq
 
 from vidpipe import security, transport, wire
 from vidpipe.config import Config
-from vidpipe.h5store import H5Writer
+from vidpipe.outputs.h5store import H5Writer
 from vidpipe.service import Stopper
 
 log = logging.getLogger("vidpipe.tap")

@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from vidpipe import names
-from vidpipe.h5store import HEADER_BYTES, ROW_OVERHEAD, H5Writer, require_h5py
+from vidpipe.outputs.h5store import HEADER_BYTES, ROW_OVERHEAD, H5Writer, require_h5py
 from vidpipe.ordering import OK, Entry
 from vidpipe.outputs import Output, bgr8
 from vidpipe.stats import Tally

@@ -1,11 +1,15 @@
-"""What the collector does with results released in order.
+"""What the collector does with results released in order: the outputs.
 
+The :class:`Output` interface and the simple outputs are here:
 ``log``: nothing per frame (the collector logs a stats line per camera).
 ``jsonl``: one JSON object per frame (processed, dropped or missing) to a
 file, the machine-readable record that tests and scripts read.
 ``display``: the seed's visualizer, a window per camera (needs a screen).
-``preview`` (module ``preview``) and ``record`` (module ``recording``) build
-on the ``Output`` interface here.
+
+The others have a module each: ``preview`` (:mod:`.preview`, served by the
+collector's HTTP server in :mod:`.web`, with ``/metrics`` rendered by
+:mod:`.metrics`) and ``record`` (:mod:`.recording`, MP4 and HDF5 segments;
+the HDF5 layout in :mod:`.h5store`, which ``vidpipe tap --save`` shares).
 """
 
 import hashlib

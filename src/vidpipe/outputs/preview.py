@@ -18,7 +18,7 @@ import numpy as np
 from vidpipe import names
 from vidpipe.ordering import OK, Entry
 from vidpipe.outputs import Output, bgr8
-from vidpipe.web import Request
+from vidpipe.outputs.web import Request
 
 log = logging.getLogger("vidpipe.preview")
 BOUNDARY = "vidpipeframe"
