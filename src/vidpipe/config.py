@@ -114,188 +114,128 @@ def fill_section(path: str, section: str, raw: Mapping[str, Any], rules: Mapping
 
 
 # --------------------------------------------------------------------------
-# Sections
+# Sections: each key declared once, as a dataclass field carrying its rule
+
+
+def key(default: Any, rule: Rule) -> Any:
+    """A config key: its default and the :class:`Rule` its value must meet."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"rule": rule})
+    return field(default=default, metadata={"rule": rule})
+
+
+def rules_of(section: type) -> Dict[str, Rule]:
+    """The keys of a section's dataclass and their rules."""
+    return {f.name: f.metadata["rule"] for f in fields(section) if "rule" in f.metadata}
+
+
+_ENDPOINT = Rule(str, pattern=re.compile(r"^(ipc://.+|tcp://.+:[0-9]+)?$"),
+                 allowed="an ipc://PATH or tcp://HOST:PORT endpoint")
+_KEY_NAME = Rule(str, pattern=re.compile(r"^[A-Za-z0-9_.-]{1,64}$"),
+                 allowed="a key name such as 'server' (letters, digits, _ . -)")
 
 
 @dataclass
 class PipelineConfig:
-    dispatch: str = "balanced"
-    max_latency_ms: int = 250
-    runtime_dir: str = DEFAULT_RUNTIME_DIR
-    heartbeat_ms: int = 250
-    handler_timeout_ms: int = 1500
-    max_frame_bytes: int = 256 * 1024 * 1024
-    stats_interval_s: float = 10.0
-    log_level: str = "info"
-    taps: bool = True
-    tap_hwm: int = 8
-
-
-PIPELINE_RULES = {
-    "dispatch": Rule(str, choices=DISPATCH_MODES),
-    "max_latency_ms": Rule(int, 1, 600000),
-    "runtime_dir": Rule(str, pattern=re.compile(r"^/"), allowed="an absolute path"),
-    "heartbeat_ms": Rule(int, 10, 60000),
-    "handler_timeout_ms": Rule(int, 50, 600000),
-    "max_frame_bytes": Rule(int, 1024, 4 * 1024 ** 3),
-    "stats_interval_s": Rule(float, 0, 86400),
-    "log_level": Rule(str, choices=("debug", "info", "warning", "error")),
-    "taps": Rule(bool),
-    "tap_hwm": Rule(int, 1, 10000),
-}
+    dispatch: str = key("balanced", Rule(str, choices=DISPATCH_MODES))
+    max_latency_ms: int = key(250, Rule(int, 1, 600000))
+    runtime_dir: str = key(DEFAULT_RUNTIME_DIR,
+                           Rule(str, pattern=re.compile(r"^/"), allowed="an absolute path"))
+    heartbeat_ms: int = key(250, Rule(int, 10, 60000))
+    handler_timeout_ms: int = key(1500, Rule(int, 50, 600000))
+    max_frame_bytes: int = key(256 * 1024 * 1024, Rule(int, 1024, 4 * 1024 ** 3))
+    stats_interval_s: float = key(10.0, Rule(float, 0, 86400))
+    log_level: str = key("info", Rule(str, choices=("debug", "info", "warning", "error")))
+    taps: bool = key(True, Rule(bool))
+    tap_hwm: int = key(8, Rule(int, 1, 10000))
 
 
 @dataclass
 class CameraConfig:
     name: str = ""
-    source: str = "auto"
-    width: int = 640
-    height: int = 480
-    fps: float = 30.0
-    pixel_format: str = ""
-    frames: int = 0
-    loop: bool = False
-    wait_for_handlers: int = 0
-    bind: str = ""
-    connect: str = ""
-    reconnect_max_s: float = 30.0
-    transport: str = "auto"
-    shm_slots: int = 8
-    encoding: str = "raw"
-    jpeg_quality: int = 90
-    prerender: int = 0
-    match_serial: str = ""
-    match_by_id: str = ""
-    match_by_path: str = ""
-    tap: str = ""
-
-
-_ENDPOINT = Rule(str, pattern=re.compile(r"^(ipc://.+|tcp://.+:[0-9]+)?$"),
-                 allowed="an ipc://PATH or tcp://HOST:PORT endpoint")
-CAMERA_RULES = {
-    "source": Rule(str),
-    "width": Rule(int, 16, 16384),
-    "height": Rule(int, 16, 16384),
-    "fps": Rule(float, 0, 1000),
-    "pixel_format": Rule(str, pattern=re.compile(r"^([A-Za-z0-9 ]{4})?$"),
-                         allowed="a four-character code such as 'MJPG' or 'YUYV', or ''"),
-    "frames": Rule(int, 0),
-    "loop": Rule(bool),
-    "wait_for_handlers": Rule(int, 0, 1024),
-    "bind": _ENDPOINT,
-    "connect": _ENDPOINT,
-    "reconnect_max_s": Rule(float, 0.1, 3600),
-    "transport": Rule(str, choices=("auto", "shm", "inline")),
-    "shm_slots": Rule(int, 2, 1024),
-    "encoding": Rule(str, choices=("raw", "lz4", "jpeg")),
-    "jpeg_quality": Rule(int, 1, 100),
-    "prerender": Rule(int, 0, 1024),
-    "match_serial": Rule(str),
-    "match_by_id": Rule(str),
-    "match_by_path": Rule(str),
-    "tap": _ENDPOINT,
-}
+    source: str = key("auto", Rule(str))
+    width: int = key(640, Rule(int, 16, 16384))
+    height: int = key(480, Rule(int, 16, 16384))
+    fps: float = key(30.0, Rule(float, 0, 1000))
+    pixel_format: str = key("", Rule(str, pattern=re.compile(r"^([A-Za-z0-9 ]{4})?$"),
+                                     allowed="a four-character code such as 'MJPG' or "
+                                             "'YUYV', or ''"))
+    frames: int = key(0, Rule(int, 0))
+    loop: bool = key(False, Rule(bool))
+    wait_for_handlers: int = key(0, Rule(int, 0, 1024))
+    bind: str = key("", _ENDPOINT)
+    connect: str = key("", _ENDPOINT)
+    reconnect_max_s: float = key(30.0, Rule(float, 0.1, 3600))
+    transport: str = key("auto", Rule(str, choices=("auto", "shm", "inline")))
+    shm_slots: int = key(8, Rule(int, 2, 1024))
+    encoding: str = key("raw", Rule(str, choices=("raw", "lz4", "jpeg")))
+    jpeg_quality: int = key(90, Rule(int, 1, 100))
+    prerender: int = key(0, Rule(int, 0, 1024))
+    match_serial: str = key("", Rule(str))
+    match_by_id: str = key("", Rule(str))
+    match_by_path: str = key("", Rule(str))
+    tap: str = key("", _ENDPOINT)
 
 
 @dataclass
 class HandlerConfig:
     name: str = ""
-    stages: List[str] = field(default_factory=lambda: ["gray"])
-    prefetch: int = 1
-    send_image: bool = True
-    cpus: List[int] = field(default_factory=list)
-    accelerator: str = "cpu"
-    fallback: str = "cpu"
-    result_transport: str = "auto"
-    result_ring_mb: int = 64
-
-
-HANDLER_RULES = {
-    "stages": Rule(list, item=str),
-    "prefetch": Rule(int, 1, 64),
-    "send_image": Rule(bool),
-    "cpus": Rule(list, 0, 4095, item=int),
-    "accelerator": Rule(str, pattern=ACCELERATOR_RE, allowed="'cpu', 'cudaN' or 'dlaN'"),
-    "fallback": Rule(str, choices=("cpu", "fail")),
-    "result_transport": Rule(str, choices=("auto", "shm", "inline")),
-    "result_ring_mb": Rule(int, 8, 4096),
-}
+    stages: List[str] = key(["gray"], Rule(list, item=str))
+    prefetch: int = key(1, Rule(int, 1, 64))
+    send_image: bool = key(True, Rule(bool))
+    cpus: List[int] = key([], Rule(list, 0, 4095, item=int))
+    accelerator: str = key("cpu",
+                           Rule(str, pattern=ACCELERATOR_RE, allowed="'cpu', 'cudaN' or 'dlaN'"))
+    fallback: str = key("cpu", Rule(str, choices=("cpu", "fail")))
+    result_transport: str = key("auto", Rule(str, choices=("auto", "shm", "inline")))
+    result_ring_mb: int = key(64, Rule(int, 8, 4096))
 
 
 @dataclass
 class CollectorConfig:
-    outputs: List[str] = field(default_factory=lambda: ["log"])
-    bind: str = ""
-    connect: str = ""
-    reorder_window: int = 32
-    jsonl_path: str = ""
-    jsonl_checksum: bool = False
-    exit_on_eos: bool = False
-    http_listen: str = "127.0.0.1:8090"
-    http_hosts: List[str] = field(default_factory=list)
-    http_user: str = "vidpipe"
-    http_password_file: str = ""
-    metrics: bool = False
-    preview_fps: float = 5.0
-    preview_width: int = 960
-    preview_quality: int = 80
-    preview_boxes: bool = True
-    record_dir: str = "/var/lib/vidpipe/recordings"
-    record_formats: List[str] = field(default_factory=lambda: ["mp4"])
-    record_segment_s: float = 300.0
-    record_max_bytes: int = 1024 ** 3
-    record_max_age_s: float = 0.0
-    record_min_free_mb: int = 256
-    tap: str = ""
+    outputs: List[str] = key(["log"], Rule(list, item=str, choices=OUTPUTS))
+    bind: str = key("", _ENDPOINT)
+    connect: str = key("", _ENDPOINT)
+    reorder_window: int = key(32, Rule(int, 1, 4096))
+    jsonl_path: str = key("", Rule(str))
+    jsonl_checksum: bool = key(False, Rule(bool))
+    exit_on_eos: bool = key(False, Rule(bool))
+    http_listen: str = key("127.0.0.1:8090", Rule(str))
+    http_hosts: List[str] = key([], Rule(list, item=str))
+    http_user: str = key("vidpipe", Rule(str, pattern=re.compile(r"^[^:\s]{1,64}$"),
+                                         allowed="1-64 characters, no colon or space"))
+    http_password_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
+                                           allowed="an absolute path, or \"\""))
+    metrics: bool = key(False, Rule(bool))
+    preview_fps: float = key(5.0, Rule(float, 0.1, 60))
+    preview_width: int = key(960, Rule(int, 16, 16384))
+    preview_quality: int = key(80, Rule(int, 1, 100))
+    preview_boxes: bool = key(True, Rule(bool))
+    record_dir: str = key("/var/lib/vidpipe/recordings",
+                          Rule(str, pattern=re.compile(r"^/"), allowed="an absolute path"))
+    record_formats: List[str] = key(["mp4"], Rule(list, item=str, choices=RECORD_FORMATS))
+    record_segment_s: float = key(300.0, Rule(float, 1, 86400))
+    record_max_bytes: int = key(1024 ** 3, Rule(int, 1024 * 1024))
+    record_max_age_s: float = key(0.0, Rule(float, 0))
+    record_min_free_mb: int = key(256, Rule(int, 0))
+    tap: str = key("", _ENDPOINT)
 
-
-COLLECTOR_RULES = {
-    "outputs": Rule(list, item=str, choices=OUTPUTS),
-    "bind": _ENDPOINT,
-    "connect": _ENDPOINT,
-    "reorder_window": Rule(int, 1, 4096),
-    "jsonl_path": Rule(str),
-    "jsonl_checksum": Rule(bool),
-    "exit_on_eos": Rule(bool),
-    "http_listen": Rule(str),
-    "http_hosts": Rule(list, item=str),
-    "http_user": Rule(str, pattern=re.compile(r"^[^:\s]{1,64}$"),
-                      allowed="1-64 characters, no colon or space"),
-    "http_password_file": Rule(str, pattern=re.compile(r"^(/.*)?$"),
-                               allowed="an absolute path, or \"\""),
-    "metrics": Rule(bool),
-    "preview_fps": Rule(float, 0.1, 60),
-    "preview_width": Rule(int, 16, 16384),
-    "preview_quality": Rule(int, 1, 100),
-    "preview_boxes": Rule(bool),
-    "record_dir": Rule(str, pattern=re.compile(r"^/"), allowed="an absolute path"),
-    "record_formats": Rule(list, item=str, choices=RECORD_FORMATS),
-    "record_segment_s": Rule(float, 1, 86400),
-    "record_max_bytes": Rule(int, 1024 * 1024),
-    "record_max_age_s": Rule(float, 0),
-    "record_min_free_mb": Rule(int, 0),
-    "tap": _ENDPOINT,
-}
 
 @dataclass
 class SecurityConfig:
-    curve: bool = False
-    keys_dir: str = "/etc/vidpipe/keys"
-    server_key: str = "server"
-    client_key: str = "client"
-    allowed_dir: str = ""  # default: keys_dir/allowed
+    curve: bool = key(False, Rule(bool))
+    keys_dir: str = key("/etc/vidpipe/keys", Rule(str))
+    server_key: str = key("server", _KEY_NAME)
+    client_key: str = key("client", _KEY_NAME)
+    allowed_dir: str = key("", Rule(str))  # default: keys_dir/allowed
 
 
-_KEY_NAME = Rule(str, pattern=re.compile(r"^[A-Za-z0-9_.-]{1,64}$"),
-                 allowed="a key name such as 'server' (letters, digits, _ . -)")
-SECURITY_RULES = {
-    "curve": Rule(bool),
-    "keys_dir": Rule(str),
-    "server_key": _KEY_NAME,
-    "client_key": _KEY_NAME,
-    "allowed_dir": Rule(str),
-}
-
+#: each section's keys and rules, derived from its fields
+PIPELINE_RULES = rules_of(PipelineConfig)
+CAMERA_RULES = rules_of(CameraConfig)
+HANDLER_RULES = rules_of(HandlerConfig)
+COLLECTOR_RULES = rules_of(CollectorConfig)
+SECURITY_RULES = rules_of(SecurityConfig)
 TOP_LEVEL = ("pipeline", "cameras", "handlers", "collector", "stage", "security")
 
 
@@ -440,25 +380,38 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<built-in>") -> Confi
     pipeline = PipelineConfig(**fill_section(path, "pipeline", data.get("pipeline", {}),
                                              PIPELINE_RULES, _defaults(PipelineConfig)))
     runtime = pipeline.runtime_dir.rstrip("/") or "/"
+    cameras = _cameras(path, runtime, pipeline, data.get("cameras", {}))
+    handler_defaults, overrides = _handlers(path, data.get("handlers", {}))
+    collector = _collector(path, runtime, data.get("collector", {}))
+    _check_result_transport(path, collector, handler_defaults, overrides)
+    return Config(path=path, pipeline=pipeline, cameras=cameras, collector=collector,
+                  handler_defaults=handler_defaults, handler_overrides=overrides,
+                  stage_options=_stages(path, data.get("stage", {})),
+                  security=_security(path, data.get("security", {})))
 
-    cameras: Dict[str, CameraConfig] = {}
-    raw_cameras = data.get("cameras", {})
+
+def _cameras(path: str, runtime: str, pipeline: PipelineConfig,
+             raw_cameras: Any) -> Dict[str, CameraConfig]:
+    """The ``[cameras.NAME]`` sections."""
     if not isinstance(raw_cameras, Mapping):
         raise ConfigError(path, "cameras", "must be a table of [cameras.NAME] sections")
+    cameras: Dict[str, CameraConfig] = {}
     for name, raw in raw_cameras.items():
         cameras[name] = make_camera(path, runtime, name, raw)
         if cameras[name].transport == "shm" and pipeline.dispatch == "round-robin":
             raise ConfigError(path, "cameras.{}.transport".format(name),
                               "'shm' needs dispatch \"balanced\" or \"by-camera\" (handlers "
                               "must hand slots back)")
+    return cameras
 
-    raw_handlers = data.get("handlers", {})
+
+def _handlers(path: str, raw_handlers: Any) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
+    """``[handlers]`` (the defaults) and its ``[handlers.NAME]`` overrides."""
     if not isinstance(raw_handlers, Mapping):
         raise ConfigError(path, "handlers", "must be a table")
     plain = {k: v for k, v in raw_handlers.items() if not isinstance(v, Mapping)}
-    handler_defaults = fill_section(path, "handlers", plain, HANDLER_RULES,
-                                    _defaults(HandlerConfig))
-    _check_cpus(path, "handlers.cpus", handler_defaults["cpus"])
+    defaults = fill_section(path, "handlers", plain, HANDLER_RULES, _defaults(HandlerConfig))
+    _check_cpus(path, "handlers.cpus", defaults["cpus"])
     overrides: Dict[str, Dict[str, Any]] = {}
     for name, raw in raw_handlers.items():
         if not isinstance(raw, Mapping):
@@ -469,22 +422,18 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<built-in>") -> Confi
         overrides[name] = fill_section(path, section, raw, HANDLER_RULES, {})
         if "cpus" in overrides[name]:
             _check_cpus(path, section + ".cpus", overrides[name]["cpus"])
+    return defaults, overrides
 
-    collector = CollectorConfig(**fill_section(path, "collector", data.get("collector", {}),
-                                               COLLECTOR_RULES, _defaults(CollectorConfig)))
+
+def _collector(path: str, runtime: str, raw: Any) -> CollectorConfig:
+    """``[collector]``, endpoints filled in."""
+    collector = CollectorConfig(**fill_section(path, "collector", raw, COLLECTOR_RULES,
+                                               _defaults(CollectorConfig)))
     if not collector.bind:
         collector.bind = "ipc://{}/collector.sock".format(runtime)
     if not collector.connect:
         collector.connect = connect_from_bind(collector.bind)
     _check_endpoint(path, "collector.bind", collector.bind)
-    if not collector.connect.startswith("ipc://"):
-        for section, values in [("handlers", handler_defaults)] + [
-                ("handlers.{}".format(n), o) for n, o in overrides.items()]:
-            if values.get("result_transport") == "shm":
-                raise ConfigError(path, section + ".result_transport",
-                                  "'shm' needs the collector on this host (collector.connect "
-                                  "is {}); use \"auto\" or \"inline\"".format(
-                                      collector.connect))
     if not collector.tap:
         collector.tap = "ipc://{}/tap-collector.sock".format(runtime)
     _check_endpoint(path, "collector.tap", collector.tap)
@@ -492,29 +441,46 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<built-in>") -> Confi
     if "jsonl" in collector.outputs and not collector.jsonl_path:
         raise ConfigError(path, "collector.jsonl_path",
                           "must be set when outputs contains 'jsonl'")
+    return collector
 
-    stage_options = data.get("stage", {})
-    if not isinstance(stage_options, Mapping) or not all(
-            isinstance(v, Mapping) for v in stage_options.values()):
+
+def _check_result_transport(path: str, collector: CollectorConfig, defaults: Dict[str, Any],
+                            overrides: Dict[str, Dict[str, Any]]) -> None:
+    if collector.connect.startswith("ipc://"):
+        return
+    for section, values in [("handlers", defaults)] + [
+            ("handlers.{}".format(n), o) for n, o in overrides.items()]:
+        if values.get("result_transport") == "shm":
+            raise ConfigError(path, section + ".result_transport",
+                              "'shm' needs the collector on this host (collector.connect "
+                              "is {}); use \"auto\" or \"inline\"".format(collector.connect))
+
+
+def _stages(path: str, raw: Any) -> Dict[str, Dict[str, Any]]:
+    """The ``[stage.NAME]`` tables (each stage checks its own options when built)."""
+    if not isinstance(raw, Mapping) or not all(isinstance(v, Mapping) for v in raw.values()):
         raise ConfigError(path, "stage", "must hold [stage.NAME] tables of stage options")
-    security = SecurityConfig(**fill_section(path, "security", data.get("security", {}),
-                                             SECURITY_RULES, _defaults(SecurityConfig)))
+    return {k: dict(v) for k, v in raw.items()}
+
+
+def _security(path: str, raw: Any) -> SecurityConfig:
+    """``[security]``; with ``curve`` on, the public keys must be readable."""
+    security = SecurityConfig(**fill_section(path, "security", raw, SECURITY_RULES,
+                                             _defaults(SecurityConfig)))
     if not security.allowed_dir:
         security.allowed_dir = os.path.join(security.keys_dir, "allowed")
-    if security.curve:
-        for key in ("server_key", "client_key"):
-            public = os.path.join(security.keys_dir, getattr(security, key) + ".key")
-            problem = unreadable(public)
-            if problem:
-                raise ConfigError(path, "security." + key, problem + "; " + (
-                    "make the key pair with: vidpipe keygen {}".format(getattr(security, key))
-                    if "does not exist" in problem else
-                    "the keys must be readable by the user the service runs as (vidpipe): "
-                    "vidpipe keygen as root sets root:vidpipe 0750/0640"))
-    return Config(path=path, pipeline=pipeline, cameras=cameras, collector=collector,
-                  handler_defaults=handler_defaults, handler_overrides=overrides,
-                  stage_options={k: dict(v) for k, v in stage_options.items()},
-                  security=security)
+    if not security.curve:
+        return security
+    for key in ("server_key", "client_key"):
+        public = os.path.join(security.keys_dir, getattr(security, key) + ".key")
+        problem = unreadable(public)
+        if problem:
+            raise ConfigError(path, "security." + key, problem + "; " + (
+                "make the key pair with: vidpipe keygen {}".format(getattr(security, key))
+                if "does not exist" in problem else
+                "the keys must be readable by the user the service runs as (vidpipe): "
+                "vidpipe keygen as root sets root:vidpipe 0750/0640"))
+    return security
 
 
 def unreadable(file: str) -> str:

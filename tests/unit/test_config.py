@@ -1,6 +1,7 @@
 import pytest
 
-from vidpipe.config import ConfigError, config_from_dict, connect_from_bind, dump_toml
+from vidpipe.config import (ConfigError, HandlerConfig, config_from_dict, connect_from_bind,
+                            dump_toml)
 
 try:
     import tomllib  # novermin
@@ -62,3 +63,28 @@ def test_dump_toml_round_trips() -> None:
             "handlers": {"stages": ["gray"], "2": {"cpus": [1, 2]}},
             "stage": {"pkg.mod:Cls": {"x": 1}}}
     assert tomllib.loads(dump_toml(data)) == data
+
+
+def test_every_key_is_declared_once_with_its_rule() -> None:
+    """Each section's keys are its dataclass fields (but the section's own
+    name), each carrying its rule; the *_RULES tables are derived from them."""
+    from dataclasses import fields
+
+    from vidpipe import config as cfg
+
+    for section, rules in ((cfg.PipelineConfig, cfg.PIPELINE_RULES),
+                           (cfg.CameraConfig, cfg.CAMERA_RULES),
+                           (cfg.HandlerConfig, cfg.HANDLER_RULES),
+                           (cfg.CollectorConfig, cfg.COLLECTOR_RULES),
+                           (cfg.SecurityConfig, cfg.SECURITY_RULES)):
+        names = [f.name for f in fields(section) if f.name != "name"]
+        assert list(rules) == names, section.__name__
+        assert all(isinstance(rule, cfg.Rule) for rule in rules.values())
+        # a default must pass its own rule
+        cfg.fill_section("x", "s", cfg._defaults(section), rules, {})
+
+
+def test_list_defaults_are_not_shared_between_sections() -> None:
+    a, b = HandlerConfig(), HandlerConfig()
+    a.stages.append("motion")
+    assert b.stages == ["gray"]
