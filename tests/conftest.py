@@ -34,9 +34,11 @@ def child_env(**extra: str) -> Dict[str, str]:
 class NotifySocket:
     """A real AF_UNIX datagram socket standing in for systemd's notify socket.
 
-    A thread reads it all the time, as systemd does."""
+    A thread reads it all the time, as systemd does; with ``reading=False``
+    nobody does (a busy systemd: the kernel queue fills up) until the test
+    calls :meth:`received`."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, reading: bool = True) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(path)
@@ -44,8 +46,20 @@ class NotifySocket:
         self.log: List[Dict[str, str]] = []
         self._lock = threading.Lock()
         self._closed = False
-        self._thread = threading.Thread(target=self._reader, daemon=True)
-        self._thread.start()
+        self._thread: Optional[threading.Thread] = None
+        if reading:
+            self._thread = threading.Thread(target=self._reader, daemon=True)
+            self._thread.start()
+
+    def received(self, wait: float = 0.05) -> List[str]:
+        """The datagrams queued now, as sent (without a reader thread)."""
+        out = []
+        self.sock.settimeout(wait)
+        try:
+            while True:
+                out.append(self.sock.recv(4096).decode())
+        except socket.timeout:
+            return out
 
     def _reader(self) -> None:
         while not self._closed:
@@ -96,7 +110,8 @@ class NotifySocket:
 
     def close(self) -> None:
         self._closed = True
-        self._thread.join(1)
+        if self._thread is not None:
+            self._thread.join(1)
         self.sock.close()
 
 
@@ -223,6 +238,18 @@ def pytest_runtest_makereport(item: Any, call: Any) -> Any:
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def zmq_ctx() -> Any:
+    """A ZeroMQ context of the test's own (as pyzmq's own tests have), for the
+    sockets a test opens itself: destroyed at teardown, whatever the test left
+    open (a test may destroy it earlier to drop its connections)."""
+    import zmq
+
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
 
 
 @pytest.fixture

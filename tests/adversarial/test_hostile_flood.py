@@ -41,7 +41,7 @@ def live_ok(pipeline: Any) -> int:
     return sum(1 for r in pipeline.results() if r["camera"] == "live" and r["status"] == "ok")
 
 
-def test_ten_thousand_hostile_messages(pipeline: Any, tmp_path: Any) -> None:
+def test_ten_thousand_hostile_messages(pipeline: Any, tmp_path: Any, zmq_ctx: Any) -> None:
     port = free_port()
     pipeline.write_config({
         # frames are never too old to look at here, however long the flood takes
@@ -67,7 +67,7 @@ def test_ten_thousand_hostile_messages(pipeline: Any, tmp_path: Any) -> None:
     jpeg = small_jpeg()
     expect: Dict[str, Counter] = {"collector": Counter(), "handlers": Counter(),
                                   "decoder": Counter()}
-    ctx = zmq.Context()
+    ctx = zmq_ctx
     started = time.monotonic()
     try:
         collector, decoder = hostile_peers(ctx, pipeline.runtime, "live")

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from test_pipeline import accounted, camera, wait_exit
+from helpers import accounted, camera, wait_exit
 
 
 def test_a_handler_killed_every_few_seconds_for_a_minute_loses_no_frame(

@@ -8,7 +8,7 @@ from typing import Any, Dict
 import zmq
 
 from conftest import Role, run_cli
-from test_pipeline import accounted, camera, wait_exit
+from helpers import accounted, camera, wait_exit
 from vidpipe import wire
 from vidpipe.config import dump_toml
 
@@ -53,7 +53,8 @@ def _config(pipeline: Any, keydir: Path, port: int, **security: Any) -> Dict[str
     }
 
 
-def test_right_keys_work_and_wrong_keys_or_plaintext_get_nothing(pipeline: Any) -> None:
+def test_right_keys_work_and_wrong_keys_or_plaintext_get_nothing(pipeline: Any,
+                                                                zmq_ctx: Any) -> None:
     keydir = keys(pipeline.root / "keys")
     pipeline.write_config(_config(pipeline, keydir, 5761))
     # the same site's config but with a key nobody admitted (its own runtime
@@ -69,7 +70,7 @@ def test_right_keys_work_and_wrong_keys_or_plaintext_get_nothing(pipeline: Any) 
     pipeline.roles.append(rogue)
     rogue.ready()
     # a plaintext peer that speaks vidpipe's protocol but no Curve
-    ctx = zmq.Context()
+    ctx = zmq_ctx
     plain = ctx.socket(zmq.DEALER)
     plain.setsockopt(zmq.LINGER, 0)
     plain.connect("tcp://127.0.0.1:5761")

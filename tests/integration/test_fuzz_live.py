@@ -32,7 +32,8 @@ def live_ok(pipeline: Any) -> int:
     return sum(1 for r in pipeline.results() if r["camera"] == "live" and r["status"] == "ok")
 
 
-def test_generated_garbage_over_live_sockets_is_counted_and_harms_nobody(pipeline: Any) -> None:
+def test_generated_garbage_over_live_sockets_is_counted_and_harms_nobody(pipeline: Any,
+                                                                         zmq_ctx: Any) -> None:
     pipeline.write_config({
         "pipeline": {"max_frame_bytes": 1 << 20},
         "cameras": {"live": {"source": "testsrc", "width": 160, "height": 120, "fps": 30,
@@ -44,7 +45,7 @@ def test_generated_garbage_over_live_sockets_is_counted_and_harms_nobody(pipelin
              pipeline.start("handler", "2"), pipeline.start("decoder", "live")]
     wait_until(lambda: live_ok(pipeline) > 10, 20, "frames from the live camera")
 
-    ctx = zmq.Context()
+    ctx = zmq_ctx
     try:
         collector, decoder = hostile_peers(ctx, pipeline.runtime, "live")
         tap = ctx.socket(zmq.XSUB)

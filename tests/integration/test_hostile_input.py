@@ -7,7 +7,6 @@ import struct
 import time
 from typing import Any, Dict, List
 
-import zmq
 
 from conftest import fake_decoder, hostile_peers
 from vidpipe import wire
@@ -85,7 +84,8 @@ def wait_status(role: Any, want: Dict[str, int], timeout: float = 10) -> str:
         role.role, role.name, want, status))
 
 
-def test_garbage_everywhere_is_counted_and_the_pipeline_goes_on(pipeline: Any) -> None:
+def test_garbage_everywhere_is_counted_and_the_pipeline_goes_on(pipeline: Any,
+                                                             zmq_ctx: Any) -> None:
     pipeline.write_config({
         "pipeline": {"max_frame_bytes": 2 * 1024 * 1024},
         "cameras": {"cam0": {"source": "testsrc", "frames": 240, "wait_for_handlers": 2}},
@@ -96,7 +96,7 @@ def test_garbage_everywhere_is_counted_and_the_pipeline_goes_on(pipeline: Any) -
     handlers = [pipeline.start("handler", str(n)) for n in (1, 2)]
     decoder = pipeline.start("decoder", "cam0")
 
-    ctx = zmq.Context()
+    ctx = zmq_ctx
     try:
         to_collector, to_decoder = hostile_peers(ctx, pipeline.runtime, "cam0")
         # a fake decoder in the runtime directory: the handlers find it and connect

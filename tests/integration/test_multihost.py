@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from test_pipeline import camera, wait_exit
+from helpers import camera, wait_exit
 
 A_IP, B_IP = "10.231.77.1", "10.231.77.2"
 

@@ -6,13 +6,14 @@ datagram socket (tests/conftest.py), as systemd would run it."""
 import os
 import re
 import time
-from typing import Any, List
+from typing import Any, Dict, List
+
+from helpers import camera
 
 
-def camera(**extra: Any) -> dict:
-    cam = {"source": "testsrc", "width": 320, "height": 240, "fps": 30, "frames": 0}
-    cam.update(extra)
-    return cam
+def cam(**extra: Any) -> Dict[str, Any]:
+    """A small live test-pattern camera."""
+    return camera(0, 320, 240, **extra)
 
 
 def watchdog_times(role: Any) -> List[float]:
@@ -20,7 +21,7 @@ def watchdog_times(role: Any) -> List[float]:
 
 
 def test_ready_comes_after_the_sockets_are_bound(pipeline: Any) -> None:
-    pipeline.write_config({"cameras": {"cam0": camera()}})
+    pipeline.write_config({"cameras": {"cam0": cam()}})
     collector = pipeline.start("collector", "main", ready=False)
     collector.ready()
     assert (pipeline.runtime / "collector.sock").exists()
@@ -32,7 +33,7 @@ def test_ready_comes_after_the_sockets_are_bound(pipeline: Any) -> None:
 
 def test_watchdog_pings_stop_while_a_stage_hangs_and_resume(pipeline: Any) -> None:
     pipeline.write_config({
-        "cameras": {"cam0": camera(fps=2)},
+        "cameras": {"cam0": cam(fps=2)},
         "handlers": {"stages": ["sleep"]},
         "stage": {"sleep": {"ms": 1500}},
     })
@@ -56,7 +57,7 @@ def test_watchdog_pings_stop_while_a_stage_hangs_and_resume(pipeline: Any) -> No
 
 
 def test_idle_roles_keep_pinging_without_work(pipeline: Any) -> None:
-    pipeline.write_config({"cameras": {"cam0": camera(source="/dev/video-absent-77")}})
+    pipeline.write_config({"cameras": {"cam0": cam(source="/dev/video-absent-77")}})
     decoder = pipeline.start("decoder", "cam0", env={"WATCHDOG_USEC": "200000"})
     time.sleep(1.0)
     times = watchdog_times(decoder)
@@ -66,7 +67,7 @@ def test_idle_roles_keep_pinging_without_work(pipeline: Any) -> None:
 
 
 def test_status_says_why_frames_do_not_flow(pipeline: Any) -> None:
-    pipeline.write_config({"cameras": {"cam0": camera()}, "handlers": {"stages": ["gray"]}})
+    pipeline.write_config({"cameras": {"cam0": cam()}, "handlers": {"stages": ["gray"]}})
     decoder = pipeline.start("decoder", "cam0")
     time.sleep(0.8)
     assert "no handler connected" in (decoder.notify.last("STATUS") or "")

@@ -6,61 +6,19 @@ import re
 import signal
 import time
 from collections import Counter
-from typing import Any, Dict, List
+from typing import Any
 
 import cv2
-import numpy as np
 import pytest
 
 from conftest import write_clip
+from helpers import accounted, camera, in_order, rss_kb, wait_exit
 from vidpipe.sources import render_testsrc
 
 
 def gray_sha1(index: int, width: int, height: int) -> str:
     frame = render_testsrc(index, width, height)
     return hashlib.sha1(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).tobytes()).hexdigest()
-
-
-def camera(frames: int, width: int = 640, height: int = 480, fps: float = 30,
-           wait: int = 0, **extra: Any) -> Dict[str, Any]:
-    cam = {"source": "testsrc", "width": width, "height": height, "fps": fps,
-           "frames": frames, "wait_for_handlers": wait}
-    cam.update(extra)
-    return cam
-
-
-def wait_exit(role: Any, timeout: float, pipeline: Any) -> int:
-    try:
-        return role.proc.wait(timeout)
-    except Exception:
-        raise AssertionError("{} {} did not finish in {}s\n{}".format(
-            role.role, role.name, timeout, pipeline.logs())) from None
-
-
-def accounted(records: List[Dict[str, Any]], cam: str) -> Dict[int, Dict[str, Any]]:
-    """seq -> the record that accounts for it; fails on double accounting.
-
-    A frame the collector gave up waiting for ("missing") is accounted by its
-    drop notice, or else by its result arriving late."""
-    out: Dict[int, Dict[str, Any]] = {}
-    late: Dict[int, Dict[str, Any]] = {}
-    for rec in records:
-        if rec["camera"] != cam or rec["status"] == "missing":
-            continue
-        if rec.get("late"):
-            assert rec["seq"] not in late, rec
-            late[rec["seq"]] = rec
-            continue
-        assert rec["seq"] not in out, rec
-        out[rec["seq"]] = rec
-    for seq, rec in late.items():
-        out.setdefault(seq, rec)  # a drop notice that came in time wins
-    return out
-
-
-def in_order(records: List[Dict[str, Any]], cam: str) -> List[int]:
-    return [r["seq"] for r in records if r["camera"] == cam and not r.get("late")
-            and r["status"] != "missing"]
 
 
 def test_four_handlers_deliver_all_300_frames_in_order_and_correct(pipeline: Any) -> None:
@@ -170,14 +128,6 @@ def test_optical_flow_by_camera_sees_the_true_previous_frame(pipeline: Any) -> N
         if flow["prev_seq"] == seq - 1 and not wraps:
             # the box moved +7, +3 px since the previous frame: the flow points that way
             assert flow["mean_dx"] > max(0.0, flow["mean_dy"]), rec
-
-
-def rss_kb(pid: int) -> int:
-    with open("/proc/{}/status".format(pid)) as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_slow_stage_drops_and_counts_instead_of_queueing(pipeline: Any) -> None:

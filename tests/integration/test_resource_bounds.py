@@ -6,7 +6,7 @@ import socket
 import time
 from typing import Any, List
 
-from test_pipeline import accounted, camera, rss_kb, wait_exit
+from helpers import accounted, camera, rss_kb, wait_exit
 
 
 def fds(pid: int) -> int:

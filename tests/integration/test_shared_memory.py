@@ -88,14 +88,14 @@ class Rewriter(Stage):
         frame.image = frame.image[:, :, 0]
 
 
-def test_handler_drops_a_frame_whose_slot_was_rewritten(short_tmp: Any) -> None:
+def test_handler_drops_a_frame_whose_slot_was_rewritten(short_tmp: Any, zmq_ctx: Any) -> None:
     config = config_from_dict({"pipeline": {"runtime_dir": str(short_tmp)},
                                "handlers": {"stages": ["gray"]}})
     handler = Handler(config, "1")
     handler.chain = [Rewriter({})]
     ring = RingWriter(str(short_tmp), "cam0", 5, slots=1, slot_size=48 * 64 * 3)
     Rewriter.ring = ring
-    ctx = zmq.Context()
+    ctx = zmq_ctx
     sink = ctx.socket(zmq.PULL)
     sink.bind(config.collector.bind)
     handler.results.connect(config.collector.connect)

@@ -150,6 +150,7 @@ def _umount(path: Path) -> None:
 def chroot(root: Path, cmd: List[str], timeout: float = 900, offline: bool = False) -> str:
     """Run ``cmd`` inside ``root`` (Debian's PATH, no locale from the host);
     ``offline``: in a network namespace of its own with no interfaces up."""
-    return sh((["unshare", "--net"] if offline else []) + ["chroot", str(root), "/usr/bin/env", "-i", "PATH=" + HOST_PATH,
-               "HOME=/root", "LC_ALL=C.UTF-8", "DEBIAN_FRONTEND=noninteractive"] + cmd,
-              timeout=timeout)
+    isolate = ["unshare", "--net"] if offline else []
+    return sh(isolate + ["chroot", str(root), "/usr/bin/env", "-i", "PATH=" + HOST_PATH,
+                         "HOME=/root", "LC_ALL=C.UTF-8", "DEBIAN_FRONTEND=noninteractive"]
+              + cmd, timeout=timeout)

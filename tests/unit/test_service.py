@@ -1,34 +1,17 @@
 """sd_notify against a real AF_UNIX datagram socket, CPU pinning for real."""
 
 import os
-import socket
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import pytest
 
+from conftest import NotifySocket
 from vidpipe.service import Notifier, pin_cpus
 
 
-def listener(path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.settimeout(1.0)
-    return sock
-
-
-def received(sock: socket.socket) -> List[str]:
-    out = []
-    sock.settimeout(0.05)
-    try:
-        while True:
-            out.append(sock.recv(4096).decode())
-    except socket.timeout:
-        return out
-
-
 def test_notifier_speaks_the_protocol(short_tmp: Path) -> None:
-    sock = listener(short_tmp / "notify")
+    sock = NotifySocket(str(short_tmp / "notify"), reading=False)
     env: Dict[str, str] = {"NOTIFY_SOCKET": str(short_tmp / "notify"),
                            "WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid())}
     notifier = Notifier(env)
@@ -41,7 +24,7 @@ def test_notifier_speaks_the_protocol(short_tmp: Path) -> None:
     notifier.watchdog(now=100.01)  # rate-limited
     notifier.watchdog(now=100.2)
     notifier.stopping()
-    assert received(sock) == ["READY=1\nSTATUS=starting", "STATUS=3.0 fps", "WATCHDOG=1",
+    assert sock.received() == ["READY=1\nSTATUS=starting", "STATUS=3.0 fps", "WATCHDOG=1",
                               "WATCHDOG=1", "STOPPING=1"]
 
 
@@ -52,7 +35,7 @@ def test_ready_is_never_lost_to_a_busy_systemd(short_tmp: Path) -> None:
     import threading
     import time
 
-    sock = listener(short_tmp / "busy")
+    sock = NotifySocket(str(short_tmp / "busy"), reading=False)
     notifier = Notifier({"NOTIFY_SOCKET": str(short_tmp / "busy"), "WATCHDOG_USEC": "200000",
                          "WATCHDOG_PID": str(os.getpid())})
     sent = 0
@@ -62,9 +45,9 @@ def test_ready_is_never_lost_to_a_busy_systemd(short_tmp: Path) -> None:
     notifier.watchdog(now=100.0)  # lost: the socket is full
     assert notifier.lost == 2
     def catch_up() -> None:  # systemd gets round to the queue
-        sock.settimeout(5)
+        sock.sock.settimeout(5)
         for _ in range(sent):
-            sock.recv(4096)
+            sock.sock.recv(4096)
 
     threading.Timer(0.5, catch_up).start()
     started = time.monotonic()
@@ -72,16 +55,16 @@ def test_ready_is_never_lost_to_a_busy_systemd(short_tmp: Path) -> None:
     assert 0.3 < time.monotonic() - started < 5
     notifier.watchdog(now=100.01)  # retried on the next turn of the loop, not 2.5 s later
     time.sleep(0.2)
-    got = received(sock)
+    got = sock.received()
     assert got[:2] == ["READY=1\nSTATUS=up", "WATCHDOG=1"], got
     notifier.extend_watchdog(300)
     notifier.restore_watchdog()
-    assert received(sock) == ["WATCHDOG_USEC=300000000\nWATCHDOG=1",
+    assert sock.received() == ["WATCHDOG_USEC=300000000\nWATCHDOG=1",
                               "WATCHDOG_USEC=200000\nWATCHDOG=1"]
 
 
 def test_watchdog_for_another_pid_is_ignored(short_tmp: Path) -> None:
-    listener(short_tmp / "n")
+    NotifySocket(str(short_tmp / "n"), reading=False)
     notifier = Notifier({"NOTIFY_SOCKET": str(short_tmp / "n"), "WATCHDOG_USEC": "1000000",
                          "WATCHDOG_PID": "1"})
     assert notifier.watchdog_interval is None
@@ -101,7 +84,7 @@ def test_a_broken_notify_socket_is_reported_not_swallowed(short_tmp: Path, caplo
 
 
 def test_a_full_notify_socket_never_blocks(short_tmp: Path) -> None:
-    sock = listener(short_tmp / "full")
+    sock = NotifySocket(str(short_tmp / "full"), reading=False)
     notifier = Notifier({"NOTIFY_SOCKET": str(short_tmp / "full")})
     for i in range(5000):  # nobody reads: the kernel queue fills up
         notifier.send("STATUS={}".format(i))
