@@ -53,7 +53,7 @@ class Role:
         self.reporter = Reporter(self.notifier, pipe.stats_interval_s, self.status_text,
                                  self.stats_lines, board=Board(pipe.runtime_dir, self.role, name),
                                  snapshot=self.snapshot)
-        self._stopping_sent = False
+        self._stopping_sent = self._closed = False
 
     # ------------------------------------------------------------------ life
 
@@ -87,6 +87,10 @@ class Role:
             self.notifier.stopping()
 
     def close(self) -> None:
+        """Everything the role holds, once (a second call does nothing)."""
+        if self._closed:
+            return
+        self._closed = True
         self.stopping()
         self.reporter.publish(time.monotonic(), "stopped")
         try:
