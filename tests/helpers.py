@@ -2,7 +2,11 @@
 modules never import each other). Fixtures and process plumbing are in
 conftest.py."""
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from vidpipe.sources import Source
 
 
 def camera(frames: int, width: int = 640, height: int = 480, fps: float = 30,
@@ -53,3 +57,24 @@ def rss_kb(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+class Numbered(Source):
+    """A source for in-process tests: frames of ``shape`` whose every pixel is
+    the frame's number (mod 256); ``count`` of them, or without end."""
+
+    kind = "numbered"
+
+    def __init__(self, camera: Any, shape: Tuple[int, ...] = (8, 8),
+                 count: Optional[int] = None) -> None:
+        super().__init__(camera)
+        self.shape, self.count, self.given = shape, count, 0
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Optional[np.ndarray]:
+        if self.count is not None and self.given >= self.count:
+            return None
+        self.given += 1
+        return np.full(self.shape, (self.given - 1) % 256, np.uint8)

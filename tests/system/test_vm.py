@@ -2,33 +2,19 @@
 in a QEMU VM with two virtual (vivid) cameras. See guest/scenario.sh."""
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
 from system import vm
+from system.conftest import need_root
 
 pytestmark = pytest.mark.system
 
 
-@pytest.fixture(scope="module")
-def deb() -> Path:
-    result = subprocess.run(["make", "deb"], cwd=str(ROOT), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, universal_newlines=True,
-                            env=dict(os.environ, PATH=vm.HOST_PATH), timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:]
-    return ROOT / "vidpipe.deb"
-
-
 def test_install_and_operate_in_a_debian_vm(deb: Path, tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        message = "the VM system test builds a root file system with debootstrap: run as root"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # CI runs as root: not running it there is a failure
-        pytest.skip(message)
+    need_root("the VM system test builds a root file system with debootstrap")
     out = vm.run_scenario(deb, tmp_path)
     steps = out["steps"]
     summary = "\n".join("  {step}: {status} - {detail}".format(**s) for s in steps)

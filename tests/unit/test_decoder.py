@@ -5,40 +5,20 @@ strategy."""
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List
 
-import numpy as np
 import pytest
 import zmq
 
 from conftest import wait_until
+from helpers import Numbered
 from vidpipe import wire
 from vidpipe.config import config_from_dict
 from vidpipe.decoder import Decoder
-from vidpipe.sources import Source
-
-
-class Frames(Source):
-    """``count`` numbered 8x8 gray frames, then the end."""
-
-    kind = "frames"
-
-    def __init__(self, camera: Any, count: int) -> None:
-        super().__init__(camera)
-        self.count, self.given = count, 0
-
-    def open(self) -> None:
-        pass
-
-    def read(self) -> Optional[np.ndarray]:
-        if self.given >= self.count:
-            return None
-        self.given += 1
-        return np.full((8, 8), self.given - 1, np.uint8)
 
 
 class Bench:
-    """A decoder on ``Frames``, a collector's PULL and handlers' DEALERs."""
+    """A decoder on ``Numbered`` frames, a collector's PULL and handlers' DEALERs."""
 
     def __init__(self, root: Path, dispatch: str, frames: int, transport: str = "inline",
                  **camera: Any) -> None:
@@ -52,7 +32,7 @@ class Bench:
         })
         self.collector = self.ctx.socket(zmq.PULL)
         self.collector.bind(config.collector.connect)
-        self.decoder = Decoder(config, "cam0", source=Frames(config.camera("cam0"), frames))
+        self.decoder = Decoder(config, "cam0", source=Numbered(config.camera("cam0"), count=frames))
         self.decoder.start()
         # notices are sent only over a connection that is up (immediate)
         wait_until(lambda: self.decoder.notices.poll(0, zmq.POLLOUT), 5, "collector link")

@@ -10,27 +10,10 @@ from typing import Any, List, Optional
 import numpy as np
 import pytest
 
+from helpers import Numbered
 from vidpipe import wire
 from vidpipe.config import config_from_dict
 from vidpipe.payload import FrameReader, FrameWriter, ResultReader, ResultWriter
-from vidpipe.sources import Source
-
-
-class Still(Source):
-    """Frames whose every pixel is their number."""
-
-    kind = "still"
-
-    def __init__(self, camera: Any, shape: tuple) -> None:
-        super().__init__(camera)
-        self.shape, self.n = shape, 0
-
-    def open(self) -> None:
-        pass
-
-    def read(self) -> Optional[np.ndarray]:
-        self.n += 1
-        return np.full(self.shape, (self.n - 1) % 256, np.uint8)
 
 
 def over_the_wire(parts: List[Any]) -> List[Any]:
@@ -54,7 +37,7 @@ def test_frames_arrive_as_written(tmp_path: Path, transport: str, encoding: str,
     cam = camera(tmp_path, transport=transport, encoding=encoding)
     writer = FrameWriter(cam, "balanced", str(tmp_path), stream=7)
     reader = FrameReader(str(tmp_path))
-    source = Still(cam, (48, 64, 3))
+    source = Numbered(cam, (48, 64, 3))
     try:
         for seq in range(5):
             image, slot = writer.read(source)
@@ -80,7 +63,7 @@ def test_a_shared_memory_frame_rewritten_in_use_is_caught(tmp_path: Path) -> Non
     cam = camera(tmp_path, transport="shm", shm_slots=2)
     writer = FrameWriter(cam, "balanced", str(tmp_path), stream=7)
     reader = FrameReader(str(tmp_path))
-    source = Still(cam, (8, 8))
+    source = Numbered(cam)
     try:
         image, slot = writer.read(source)
         msg = wire.decode(over_the_wire(writer.parts(image, slot, 0, 1, "cam0")))
