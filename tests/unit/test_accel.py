@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import fake_jetson
-from vidpipe import accel, generator
+from vidpipe import accel
+from vidpipe import systemd_generator as generator
 from vidpipe.config import ConfigError, config_from_dict
 from vidpipe.accel import for_handler
 from vidpipe.stages import build_chain
