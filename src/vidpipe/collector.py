@@ -109,6 +109,15 @@ class Collector(Role):
             self.preview = PreviewOutput(cc.preview_fps, cc.preview_width, cc.preview_quality,
                                          cc.preview_boxes, sorted(cameras))
             outputs.append(self.preview)
+        if "mqtt" in cc.outputs:
+            from vidpipe.outputs.mqtt import MqttOutput  # paho only when configured
+
+            try:
+                outputs.append(MqttOutput(cc))
+            except (OSError, ValueError) as exc:  # the spool or the credentials file
+                log.error("collector %s: output mqtt is off: %s (collector.spool_dir = %s, "
+                          "collector.mqtt_credentials_file = %s)", self.name, exc,
+                          cc.spool_dir, cc.mqtt_credentials_file or '""')
         if "record" in cc.outputs:
             try:
                 self.recording = RecordOutput(
@@ -288,9 +297,12 @@ class Collector(Role):
         now = time.monotonic() if now is None else now
         parts = [cam.line() for cam in self.cameras.values()]
         head = "; ".join(parts) if parts else "collector {}: no cameras yet".format(self.name)
+        brokers = ["{} {}, spooled {}".format(name, st.get("broker", "?"), st.get("depth", 0))
+                   for name, st in self.output_status().items() if "broker" in st]
         return self.compose_status(head, [("malformed", self.bad),
                                           ("images lost", self.results_in.lost),
-                                          ("output errors", self.output_errors)],
+                                          ("output errors", self.output_errors),
+                                          ("broker", "; ".join(brokers))],
                                    self.why_idle(now), sep="; ")
 
     def stats_lines(self, now: float) -> List[str]:
@@ -317,9 +329,19 @@ class Collector(Role):
                 "malformed": self.bad.as_dict(), "images_lost": self.results_in.lost.as_dict(),
                 "output_errors": self.output_errors.as_dict(),
                 "outputs": list(self.cc.outputs), "why_idle": self.why_idle(now),
+                "output_status": self.output_status(),
                 "recording": self.recording.status() if self.recording else None,
                 "preview_encoded": self.preview.encoded if self.preview else None,
                 "http": "http://{}/".format(self.cc.http_listen) if self.web else None}
+
+    def output_status(self) -> Dict[str, Any]:
+        """Each output that has something to say (e.g. ``mqtt``: broker, spool)."""
+        out = {}
+        for output in self.outputs:
+            status = output.status()
+            if status is not None:
+                out[output.name or type(output).__name__] = status
+        return out
 
     def release(self) -> None:
         for line in self.stats_lines(time.monotonic()):

@@ -18,7 +18,7 @@ EX_CONFIG = 78
 DEFAULT_PATH = "/etc/vidpipe/pipeline.toml"
 DEFAULT_RUNTIME_DIR = "/run/vidpipe"
 DISPATCH_MODES = ("balanced", "round-robin", "by-camera")
-OUTPUTS = ("log", "jsonl", "display", "preview", "record")
+OUTPUTS = ("log", "jsonl", "display", "preview", "record", "mqtt")
 RECORD_FORMATS = ("mp4", "hdf5")
 ACCELERATOR_RE = re.compile(r"^(cpu|cuda[0-9]+|dla[0-9]+)$")
 
@@ -219,6 +219,25 @@ class CollectorConfig:
     record_max_age_s: float = key(0.0, Rule(float, 0))
     record_min_free_mb: int = key(256, Rule(int, 0))
     tap: str = key("", _ENDPOINT)
+    mqtt_host: str = key("127.0.0.1", Rule(str, pattern=re.compile(r"^[A-Za-z0-9_.:-]{1,255}$"),
+                                           allowed="a host name or address"))
+    mqtt_port: int = key(1883, Rule(int, 1, 65535))
+    mqtt_topic: str = key("vidpipe", Rule(str, pattern=re.compile(r"^[^#+\s\0]{1,128}$"),
+                                          allowed="an MQTT topic prefix without # or +"))
+    mqtt_client_id: str = key("", Rule(str, pattern=re.compile(r"^[A-Za-z0-9_.-]{0,64}$"),
+                                       allowed="letters, digits, _ . - (up to 64)"))
+    mqtt_credentials_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
+                                              allowed="an absolute path, or \"\""))
+    mqtt_tls: bool = key(False, Rule(bool))
+    mqtt_ca_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
+                                     allowed="an absolute path, or \"\""))
+    spool_dir: str = key("/var/lib/vidpipe/spool",
+                         Rule(str, pattern=re.compile(r"^/"), allowed="an absolute path"))
+    spool_max_mb: int = key(64, Rule(int, 1, 1024 * 1024))
+    events_min_frames: int = key(2, Rule(int, 1, 1000))
+    events_end_after_s: float = key(2.0, Rule(float, 0, 3600))
+    events_update_s: float = key(5.0, Rule(float, 0.1, 86400))
+    state_hz: float = key(1.0, Rule(float, 0, 100))
 
 
 @dataclass
@@ -336,6 +355,12 @@ def _check_collector_outputs(path: str, cc: "CollectorConfig") -> None:
                               "serves beyond this host: set http_password_file (a file "
                               "holding the password, root:vidpipe 0640) so browsers must "
                               "log in".format(cc.http_listen))
+    if "mqtt" in cc.outputs:
+        try:
+            import paho.mqtt.client  # noqa: F401
+        except ImportError:
+            raise ConfigError(path, "collector.outputs", "'mqtt' needs the paho-mqtt module "
+                              "(Debian: apt install python3-paho-mqtt)") from None
     if "record" in cc.outputs:
         if not cc.record_formats:
             raise ConfigError(path, "collector.record_formats",

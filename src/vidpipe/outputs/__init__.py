@@ -42,8 +42,15 @@ def bgr8(image: Any) -> Any:
 
 
 class Output:
+    #: the name its status is shown under (``vidpipe status``, /metrics)
+    name = ""
+
     def emit(self, camera: str, entry: Entry, latency_ms: Optional[float]) -> None:
         pass
+
+    def status(self) -> Optional[Dict[str, Any]]:
+        """What an operator should see of this output (``None``: nothing)."""
+        return None
 
     def end_of_stream(self, camera: str) -> None:
         """Every frame of ``camera``'s stream has been emitted."""

@@ -24,6 +24,15 @@ HELP = {
                             "(collector)"),
     "vidpipe_malformed_messages_total": ("counter", "Messages dropped as malformed, by "
                                          "reason"),
+    "vidpipe_broker_connected": ("gauge", "1 while a broker output is connected"),
+    "vidpipe_spool_messages": ("gauge", "Messages in a broker output's disk spool"),
+    "vidpipe_spool_bytes": ("gauge", "Bytes in a broker output's disk spool"),
+    "vidpipe_spool_oldest_seconds": ("gauge", "Age of the oldest spooled message"),
+    "vidpipe_broker_messages_total": ("counter", "Broker output messages by what became "
+                                      "of them (published, acked, dropped_queue, "
+                                      "spool_full)"),
+    "vidpipe_spool_dropped_total": ("counter", "Spooled messages dropped at the spool's "
+                                    "limit, by kind"),
 }
 
 
@@ -75,6 +84,9 @@ def render(entries: Iterable[Dict[str, Any]]) -> str:
         for reason, count in (doc.get("malformed") or {}).items():
             out.add("vidpipe_malformed_messages_total", count, role=role, name=name,
                     reason=reason)
+        for output, st in sorted((doc.get("output_status") or {}).items()):
+            if isinstance(st, dict) and "broker" in st:
+                _broker(out, st, {"role": role, "name": name, "output": str(output)})
         for camera, cam in sorted((doc.get("cameras") or {}).items()):
             labels = {"camera": camera, "role": role, "name": name}
             out.add("vidpipe_frames_total", cam.get("frames"), **labels)
@@ -95,3 +107,19 @@ def _histogram(out: Exposition, hist: Any, labels: Dict[str, str]) -> None:
     out.add("vidpipe_latency_seconds", hist["count"], "_bucket", le="+Inf", **labels)
     out.add("vidpipe_latency_seconds", hist["sum"], "_sum", **labels)
     out.add("vidpipe_latency_seconds", hist["count"], "_count", **labels)
+
+
+def _broker(out: Exposition, st: Dict[str, Any], labels: Dict[str, str]) -> None:
+    def number(value: Any) -> Any:
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            else None
+
+    out.add("vidpipe_broker_connected", 1 if st.get("broker") == "connected" else 0, **labels)
+    out.add("vidpipe_spool_messages", number(st.get("depth")), **labels)
+    out.add("vidpipe_spool_bytes", number(st.get("bytes")), **labels)
+    out.add("vidpipe_spool_oldest_seconds", number(st.get("oldest_s")), **labels)
+    for what in ("published", "acked", "dropped_queue", "spool_full"):
+        out.add("vidpipe_broker_messages_total", number(st.get(what, 0)), what=what, **labels)
+    dropped = st.get("dropped")
+    for kind, count in sorted(dropped.items() if isinstance(dropped, dict) else []):
+        out.add("vidpipe_spool_dropped_total", number(count), kind=str(kind), **labels)
