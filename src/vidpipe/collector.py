@@ -113,7 +113,7 @@ class Collector(Role):
             from vidpipe.outputs.mqtt import MqttOutput  # paho only when configured
 
             try:
-                outputs.append(MqttOutput(cc))
+                outputs.append(MqttOutput(cc, sorted(cameras)))
             except (OSError, ValueError) as exc:  # the spool or the credentials file
                 log.error("collector %s: output mqtt is off: %s (collector.spool_dir = %s, "
                           "collector.mqtt_credentials_file = %s)", self.name, exc,

@@ -238,6 +238,10 @@ class CollectorConfig:
     events_end_after_s: float = key(2.0, Rule(float, 0, 3600))
     events_update_s: float = key(5.0, Rule(float, 0.1, 86400))
     state_hz: float = key(1.0, Rule(float, 0, 100))
+    mqtt_discovery: bool = key(False, Rule(bool))
+    mqtt_discovery_prefix: str = key("homeassistant",
+                                     Rule(str, pattern=re.compile(r"^[^#+\s\0]{1,128}$"),
+                                          allowed="an MQTT topic prefix without # or +"))
 
 
 @dataclass

@@ -155,9 +155,18 @@ def test_events_state_and_availability_reach_a_subscriber(broker: Broker,
     from vidpipe.outputs.mqtt import MqttOutput
 
     sub = Subscriber(broker.port)
-    output = MqttOutput(collector_config(tmp_path, broker.port))
+    hass = Subscriber(broker.port, prefix="homeassistant", client_id="hass")
+    output = MqttOutput(collector_config(tmp_path, broker.port, mqtt_discovery=True),
+                        ["cam0"])
     try:
         wait_until(lambda: output.connected, 10, "connected")
+        # Home Assistant discovery: retained, one config per entity, on connect
+        wait_until(lambda: len(hass.got) >= 5, 10, "discovery configs")
+        configs = {t: p for t, p, _r in hass.got}
+        assert "homeassistant/binary_sensor/vidpipe_cam0/motion/config" in configs
+        assert configs["homeassistant/binary_sensor/vidpipe_cam0/motion/config"][
+            "state_topic"] == "vidpipe/cam0/state"
+        hass.close()
         feed(output, 300, fps=300)
         output.end_of_stream("cam0")
         want = expected(300)

@@ -28,13 +28,13 @@ import queue
 import socket
 import threading
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from vidpipe import safefile
 from vidpipe.config import CollectorConfig
 from vidpipe.events import Tracker
 from vidpipe.ordering import DROPPED, MISSING, OK, Entry
-from vidpipe.outputs import Output
+from vidpipe.outputs import Output, hass
 from vidpipe.outputs.spool import EVENT, STATE, Spool, SpoolError
 from vidpipe.stats import LatencyWindow, RateMeter, Tally
 
@@ -83,8 +83,11 @@ class _CameraState:
 class MqttOutput(Output):
     name = "mqtt"
 
-    def __init__(self, cc: CollectorConfig) -> None:
+    def __init__(self, cc: CollectorConfig, cameras: Optional[List[str]] = None) -> None:
         self.mqtt = require_paho()
+        self.discovery = cc.mqtt_discovery_prefix if cc.mqtt_discovery else ""
+        self.announced: set = set()  # cameras whose discovery config went out
+        self.known = list(cameras or [])
         self.prefix = cc.mqtt_topic.rstrip("/")
         self.tracker = Tracker(cc.events_min_frames, cc.events_end_after_s, cc.events_update_s)
         self.state_period = 1.0 / cc.state_hz if cc.state_hz > 0 else 0.0
@@ -130,7 +133,19 @@ class MqttOutput(Output):
             return
         self.connected, self.state = True, "connected"
         client.publish(self.availability, b"online", qos=1, retain=True)
+        self.announced.clear()  # a broker without a store has forgotten them
+        for camera in self.known:
+            self._announce(camera)
         log.info("mqtt: connected; %d message(s) spooled", self.spool.stats()["depth"])
+
+    def _announce(self, camera: str) -> None:
+        """Home Assistant discovery for ``camera`` (retained, on each connect)."""
+        if not self.discovery or camera in self.announced or not self.connected:
+            return
+        self.announced.add(camera)
+        for topic, payload in hass.discovery(self.discovery, self.prefix, camera,
+                                             socket.gethostname()):
+            self.client.publish(topic, payload, qos=1, retain=True)
 
     def _on_disconnect(self, _client: Any, _userdata: Any, rc: int) -> None:
         self.connected = False
@@ -208,6 +223,9 @@ class MqttOutput(Output):
         cam = self.cameras.get(camera)
         if cam is None:
             cam = self.cameras[camera] = _CameraState()
+            if camera not in self.known:  # a camera udev named that the config does not
+                self.known.append(camera)
+            self._announce(camera)
         if entry.late:  # already counted missing: events follow the in-order stream
             return
         cam.counts[entry.status] += 1
