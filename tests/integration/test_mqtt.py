@@ -204,6 +204,7 @@ def test_events_state_and_availability_reach_a_subscriber(broker: Broker,
     sub.close()
 
 
+@pytest.mark.once  # 30 s of waiting; the floor suites run the rest of this file
 def test_a_broker_away_for_30_s_loses_nothing_and_slows_nothing(broker: Broker,
                                                                 tmp_path: Path) -> None:
     from vidpipe.outputs.mqtt import MqttOutput
