@@ -261,9 +261,11 @@ class Collector(Role):
     def output(self, output: Output, what: str, call: Any, *args: Any) -> None:
         """Call one output: an output that fails on a result costs that output
         that result (counted by output in ``output_errors``), nothing else."""
-        name = type(output).__name__
-        self.fenced(lambda: "{}'s {}".format(name, what), call, *args,
-                    errors=self.output_errors, label=name)
+        try:
+            call(*args)
+        except Exception as exc:
+            name = type(output).__name__
+            self.lost("{}'s {}".format(name, what), exc, self.output_errors, name)
 
     def _tap(self, order: CameraOrder, entry: Entry) -> None:
         camera = order.camera

@@ -239,10 +239,11 @@ class Handler(Role):
         timings: Dict[str, float] = {}
         for stage in self.chain:
             started = time.perf_counter()
-            # a plugin's bug costs the frame, never the handler
-            if not self.fenced(lambda: "{} #{} in stage {}".format(frame.camera, frame.seq,
-                                                                   stage.name),
-                               stage.process, frame, label="stage_error:" + stage.name):
+            try:
+                stage.process(frame)
+            except Exception as exc:  # a plugin's bug costs the frame, never the handler
+                self.lost("{} #{} in stage {}".format(frame.camera, frame.seq, stage.name),
+                          exc, label="stage_error:" + stage.name)
                 return None
             elapsed = (time.perf_counter() - started) * 1000.0
             timings[stage.name] = round(elapsed, 3)

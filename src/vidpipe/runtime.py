@@ -135,11 +135,18 @@ class Role:
             call(*args)
             return True
         except Exception as exc:  # a bug, or an input nobody foresaw
-            count = (self.bad if errors is None else errors).add(label)
-            if often(count):
-                self.log.exception("%s: %s lost (%d so far): %s", self.label,
-                                   what() if callable(what) else what, count, exc)
+            self.lost(what, exc, errors, label)
             return False
+
+    def lost(self, what: Union[str, Callable[[], str]], exc: Exception,
+             errors: Optional[Tally] = None, label: str = "internal_error") -> None:
+        """The except branch of :meth:`fenced`, for loops that catch themselves
+        (a hot path: nothing is built unless something failed). Call it from
+        inside the ``except`` block: the traceback is logged."""
+        count = (self.bad if errors is None else errors).add(label)
+        if often(count):
+            self.log.exception("%s: %s lost (%d so far): %s", self.label,
+                               what() if callable(what) else what, count, exc)
 
     # ------------------------------------------------------------------ status
 
