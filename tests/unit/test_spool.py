@@ -39,6 +39,23 @@ def test_records_come_back_in_order_and_go_only_when_acked(tmp_path: Path) -> No
     again.close()
 
 
+def test_tick_persists_acks_and_results_when_nothing_else_happens(tmp_path: Path) -> None:
+    import time
+
+    spool = Spool(str(tmp_path / "s"), max_bytes=1 << 20, sync_interval_s=0.2)
+    first = spool.append(RESULT, b"one")
+    spool.append(RESULT, b"two")
+    spool.ack(first)
+    acked = tmp_path / "s" / "acked"
+    spool.tick()  # too early: nothing yet
+    assert not acked.exists() or acked.read_text().strip() != str(first)
+    time.sleep(0.25)
+    spool.tick()
+    assert acked.read_text().strip() == str(first)
+    assert not spool._dirty  # the results are on disk too
+    spool.close()
+
+
 def test_acked_segments_are_deleted_and_the_directory_stays_small(tmp_path: Path) -> None:
     spool = Spool(str(tmp_path / "s"), max_bytes=1 << 20, segment_bytes=4096)
     for n in range(200):

@@ -181,6 +181,7 @@ class MqttOutput(Output):
                     item = None
             if self.connected:
                 self._publish_spooled()
+            self.spool.tick()
 
     def _spool(self, kind: int, topic: str, payload: bytes, retain: bool) -> None:
         try:

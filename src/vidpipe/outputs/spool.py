@@ -17,7 +17,9 @@ segment's readable part and is counted as ``torn``.
 Durability (the fsync policy): an event is fsynced before :meth:`append`
 returns; results and state are fsynced at most ``sync_interval_s`` later
 (a crash may lose the last second of those, never an event). Acks are
-persisted at most ``sync_interval_s`` later: after a crash a few records
+persisted at most ``sync_interval_s`` later (the writer calls
+:meth:`Spool.tick` regularly, so this holds when nothing else happens):
+after a crash a few records
 may be handed out twice, which at-least-once delivery allows (each carries
 its own id).
 
@@ -257,7 +259,8 @@ class Spool:
 
     def pending(self, after: int = 0, limit: int = 100) -> List[Record]:
         """Up to ``limit`` live records with a sequence number above ``after``,
-        oldest first."""
+        oldest first. Read under the lock: an ack may compact a segment (new
+        offsets) at any moment."""
         with self._lock:
             chosen = []
             for seq, entry in self._live.items():
@@ -265,16 +268,22 @@ class Spool:
                     chosen.append((seq, entry))
                     if len(chosen) >= limit:
                         break
-            if self._file is not None and self._dirty:
-                os.fsync(self._file)  # what we read back must be what is on disk
-                self._dirty = False
-        return [self._read(seq, entry) for seq, entry in chosen]
-
-    def _read(self, seq: int, entry: _Entry) -> Record:
-        with self._open(entry.segment) as handle:
-            handle.seek(entry.offset + _HEADER.size)
-            payload = handle.read(entry.size - _HEADER.size)
-        return Record(seq, entry.kind, entry.spooled_ns, payload)
+            records = []
+            handle: Optional[BinaryIO] = None
+            segment = -1
+            try:
+                for seq, entry in chosen:  # in order: one open per segment
+                    if entry.segment != segment:
+                        if handle is not None:
+                            handle.close()
+                        handle, segment = self._open(entry.segment), entry.segment
+                    handle.seek(entry.offset + _HEADER.size)
+                    records.append(Record(seq, entry.kind, entry.spooled_ns,
+                                          handle.read(entry.size - _HEADER.size)))
+            finally:
+                if handle is not None:
+                    handle.close()
+            return records
 
     # ------------------------------------------------------------------ acks
 
@@ -345,6 +354,16 @@ class Spool:
     def flush(self) -> None:
         with self._lock:
             self._sync()
+
+    def tick(self) -> None:
+        """Sync what waits, if ``sync_interval_s`` has passed: the writer calls
+        this regularly, so the policy holds when no append or ack comes."""
+        if time.monotonic() - self._last_sync >= self.sync_interval:
+            with self._lock:
+                if self._dirty or self._acked != self._saved_acked:
+                    self._sync()
+                else:
+                    self._last_sync = time.monotonic()
 
     def close(self) -> None:
         with self._lock:
