@@ -241,6 +241,22 @@ def pytest_runtest_makereport(item: Any, call: Any) -> Any:
 
 
 @pytest.fixture
+def closing() -> Any:
+    """``closing(thing)`` returns ``thing`` and closes it (``thing.close()``)
+    at teardown, the last made first: for in-process rigs a test makes
+    through a factory fixture."""
+    made: List[Any] = []
+
+    def keep(thing: Any) -> Any:
+        made.append(thing)
+        return thing
+
+    yield keep
+    for thing in reversed(made):
+        thing.close()
+
+
+@pytest.fixture
 def zmq_ctx() -> Any:
     """A ZeroMQ context of the test's own (as pyzmq's own tests have), for the
     sockets a test opens itself: destroyed at teardown, whatever the test left

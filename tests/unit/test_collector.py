@@ -4,7 +4,7 @@ of a stream seen, and a failing output costing only itself."""
 
 import time
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -45,6 +45,9 @@ class Rig:
         self.push = ctx.socket(zmq.PUSH)
         self.push.connect(config.collector.connect)
 
+    def close(self) -> None:
+        self.collector.close()
+
     def result(self, seq: int) -> None:
         self.push.send_multipart(wire.result_parts(
             np.full((4, 4), seq, np.uint8), {"handler": "1"}, "cam0", 3, seq, time.time_ns()))
@@ -64,16 +67,8 @@ class Rig:
 
 
 @pytest.fixture
-def rig(short_tmp: Path, zmq_ctx: Any) -> Iterator[Any]:
-    made: List[Rig] = []
-
-    def make(*outputs: Output) -> Rig:
-        made.append(Rig(short_tmp, zmq_ctx, list(outputs)))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.collector.close()
+def rig(short_tmp: Path, zmq_ctx: Any, closing: Any) -> Any:
+    return lambda *outputs: closing(Rig(short_tmp, zmq_ctx, list(outputs)))
 
 
 def test_results_are_released_in_order_with_drops_in_their_place(rig: Any) -> None:

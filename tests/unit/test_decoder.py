@@ -68,16 +68,8 @@ class Bench:
 
 
 @pytest.fixture
-def bench(short_tmp: Path) -> Iterator[Any]:
-    made: List[Bench] = []
-
-    def make(*args: Any, **kw: Any) -> Bench:
-        made.append(Bench(short_tmp, *args, **kw))
-        return made[-1]
-
-    yield make
-    for b in made:
-        b.close()
+def bench(short_tmp: Path, closing: Any) -> Any:
+    return lambda *args, **kw: closing(Bench(short_tmp, *args, **kw))
 
 
 def frames_at(sock: zmq.Socket, routed: bool = True) -> List[int]:

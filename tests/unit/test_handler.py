@@ -5,7 +5,7 @@ whatever the frame or the stage does."""
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Iterator, List
 
 import numpy as np
 import pytest
@@ -46,6 +46,9 @@ class Rig:
         wait_until(lambda: self.handler.step() and self.handler.joined, 60, "stages ready")
         self.identity = self.hello()
 
+    def close(self) -> None:
+        self.handler.close()
+
     def hello(self) -> bytes:
         """The handler's announcement (CREDIT, no seq) at the decoder."""
         wait_until(lambda: self.decoder.poll(0), 10, "the handler's first credit")
@@ -77,16 +80,8 @@ class Rig:
 
 
 @pytest.fixture
-def rig(short_tmp: Path, zmq_ctx: Any) -> Iterator[Any]:
-    made: List[Rig] = []
-
-    def make(stages: List[str]) -> Rig:
-        made.append(Rig(short_tmp, zmq_ctx, stages))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.handler.close()
+def rig(short_tmp: Path, zmq_ctx: Any, closing: Any) -> Any:
+    return lambda stages: closing(Rig(short_tmp, zmq_ctx, stages))
 
 
 def test_a_frame_becomes_a_result_and_a_credit(rig: Any) -> None:
