@@ -62,7 +62,6 @@ class Decoder(Role):
         self.period = 0.0
         self.open_failures = 0
         self.out = make_dispatcher(self, self.sockets, pipe, name)
-        self.out.stream = self.stream
         self.tap = TapPublisher(self.sockets, self.cam.tap, pipe.tap_hwm) if pipe.taps \
             else None
         self.notices = self.sockets.make(zmq.PUSH, sndhwm=10000, receives=False,

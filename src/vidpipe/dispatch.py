@@ -149,6 +149,7 @@ class Owner:
 
     label: str
     bad: Tally
+    stream: int  # this run's stream id: credits for frames of another run are ignored
 
     def drain(self, sock: zmq.Socket, handle: Callable[[Any], None],
               routed: bool = False) -> int:
@@ -221,7 +222,6 @@ class CreditDispatcher(PushDispatcher):
         self.owner = owner
         self.sockets = sockets
         self.balancer = Balancer(pipe.dispatch, camera, pipe.handler_timeout_ms / 1000.0)
-        self.stream = 0  # the decoder's stream id: credits for others are ignored
         self.out = sockets.make(zmq.ROUTER, sndhwm=64, rcvhwm=1000,
                                 max_part=transport.CONTROL_PART)
         self.out.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -285,7 +285,8 @@ class CreditDispatcher(PushDispatcher):
             self.balancer.heard(identity, name, window, now)
             if not known:
                 log.info("%s: handler %s joined (window %d)", self.owner.label, name, window)
-            if msg.header.seq != wire.NO_SEQ and msg.header.stream == self.stream:
+            # a credit for a frame of this stream (not of the decoder's earlier run)
+            if msg.header.seq != wire.NO_SEQ and msg.header.stream == self.owner.stream:
                 if self.balancer.done(identity, msg.header.seq):
                     self.owner.frame_done(msg.header.seq)
         elif kind == wire.BYE:
