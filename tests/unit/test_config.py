@@ -88,3 +88,29 @@ def test_list_defaults_are_not_shared_between_sections() -> None:
     a, b = HandlerConfig(), HandlerConfig()
     a.stages.append("motion")
     assert b.stages == ["gray"]
+
+
+def test_mqtt_without_paho_is_a_config_error_naming_the_package() -> None:
+    import subprocess
+    import sys
+
+    from conftest import SRC
+
+    code = ("import sys; sys.modules['paho'] = None  # as if python3-paho-mqtt were absent\n"
+            "from vidpipe.config import ConfigError, config_from_dict\n"
+            "try:\n"
+            "    config_from_dict({'collector': {'outputs': ['mqtt']}})\n"
+            "except ConfigError as exc:\n"
+            "    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         universal_newlines=True, env={"PYTHONPATH": str(SRC)}).stdout
+    assert out.strip() == ("<built-in>: collector.outputs: 'mqtt' needs the paho-mqtt "
+                           "module (Debian: apt install python3-paho-mqtt)")
+
+
+def test_mqtt_keys_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"collector.mqtt_topic: must be an MQTT topic "
+                                          r"prefix without # or \+"):
+        config_from_dict({"collector": {"mqtt_topic": "a/#"}})
+    with pytest.raises(ConfigError, match="collector.mqtt_port: must be <= 65535"):
+        config_from_dict({"collector": {"mqtt_port": 70000}})
