@@ -24,12 +24,11 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
-import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import Dict, Iterator, List, Tuple
 
-from system.vm import HOST_PATH, VMError, guest_dependencies, host_mirror, sh
+from system.vm import (HOST_PATH, VMError, cached_build, guest_dependencies, host_mirror,
+                       sh)
 
 CACHE = Path(os.environ.get("VIDPIPE_ROOT_CACHE", "~/.cache/vidpipe/roots")).expanduser()
 RECIPE_VERSION = "2"  # bump to force a rebuild of cached roots
@@ -67,44 +66,30 @@ class Root:
     def __init__(self, suite: str, arch: str, deb: Path) -> None:
         self.suite, self.arch, self.deb = suite, arch, deb
         self.packages = guest_dependencies(deb)  # the cache key: Depends + Recommends
-        packages = self.packages
-        key = json.dumps([RECIPE_VERSION, suite, arch, packages])
+        key = json.dumps([RECIPE_VERSION, suite, arch, self.packages])
         self.dir = CACHE / "{}-{}-{}".format(suite, arch,
                                              hashlib.sha256(key.encode()).hexdigest()[:12])
         self.tree = self.dir / "root"
 
-    def ready(self) -> bool:
-        return (self.dir / "complete").exists()
-
     def build(self, log: List[str]) -> None:
         ensure_binfmt(self.arch)
-        if self.ready():
-            log.append("root: cached {}".format(self.dir))
-            return
-        started = time.monotonic()
-        CACHE.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="build-", dir=str(CACHE)))
-        try:
-            root = work / "root"
-            sh(["debootstrap", "--arch=" + self.arch, "--variant=minbase",
-                "--include=python3", self.suite, str(root), host_mirror()], timeout=3600)
-            with mounted(root):
-                chroot(root, ["apt-get", "update", "-qq"])
-                # resolved by apt from the package itself (on bullseye it
-                # picks python3-toml, on bookworm python3 >= 3.11 needs nothing)
-                shutil.copy(str(self.deb), str(root / "root" / "vidpipe.deb"))
-                chroot(root, ["apt-get", "install", "-y", "-qq", "--download-only",
-                              "/root/vidpipe.deb"], timeout=1800)
-                (root / "root" / "vidpipe.deb").unlink()
-                for cached in (root / "var/cache/apt/archives").glob("vidpipe_*.deb"):
-                    cached.unlink()  # each run installs the package under test
-            if self.dir.exists():
-                shutil.rmtree(str(self.dir))
-            work.rename(self.dir)
-            (self.dir / "complete").write_text(json.dumps({"packages": self.packages}))
-            log.append("root: built in {:.0f} s".format(time.monotonic() - started))
-        finally:
-            shutil.rmtree(str(work), ignore_errors=True)
+        cached_build(self.dir, "root", log, self._make)
+
+    def _make(self, work: Path) -> Tuple[Path, Dict[str, object]]:
+        root = work / "root"
+        sh(["debootstrap", "--arch=" + self.arch, "--variant=minbase",
+            "--include=python3", self.suite, str(root), host_mirror()], timeout=3600)
+        with mounted(root):
+            chroot(root, ["apt-get", "update", "-qq"])
+            # resolved by apt from the package itself (on bullseye it picks
+            # python3-toml, on bookworm python3 >= 3.11 needs nothing)
+            shutil.copy(str(self.deb), str(root / "root" / "vidpipe.deb"))
+            chroot(root, ["apt-get", "install", "-y", "-qq", "--download-only",
+                          "/root/vidpipe.deb"], timeout=1800)
+            (root / "root" / "vidpipe.deb").unlink()
+            for cached in (root / "var/cache/apt/archives").glob("vidpipe_*.deb"):
+                cached.unlink()  # each run installs the package under test
+        return work, {"packages": self.packages}
 
     @contextlib.contextmanager
     def session(self, workdir: Path) -> Iterator[Path]:

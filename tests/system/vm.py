@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 GUEST = HERE / "guest"
@@ -81,6 +81,29 @@ def guest_dependencies(deb: Path) -> List[str]:
     return sorted(names)
 
 
+def cached_build(final: Path, what: str, log: List[str],
+                 make: Callable[[Path], Tuple[Path, Dict[str, object]]]) -> None:
+    """``final`` as ``make`` builds it, once: ``make(work)`` builds in a scratch
+    directory under the cache and returns the directory to keep and what to
+    record of it; that directory becomes ``final`` with a ``complete`` marker
+    (a build cut short leaves no half-made cache behind)."""
+    if (final / "complete").exists():
+        log.append("{}: cached {}".format(what, final))
+        return
+    started = time.monotonic()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="build-", dir=str(final.parent)))
+    try:
+        keep, record = make(work)
+        if final.exists():
+            shutil.rmtree(str(final))
+        keep.rename(final)
+        (final / "complete").write_text(json.dumps(record))
+        log.append("{}: built in {:.0f} s".format(what, time.monotonic() - started))
+    finally:
+        shutil.rmtree(str(work), ignore_errors=True)
+
+
 class Image:
     """The cached base image: ext4 root file system, kernel and initrd."""
 
@@ -93,49 +116,34 @@ class Image:
         self.kernel = self.dir / "vmlinuz"
         self.initrd = self.dir / "initrd.img"
 
-    def ready(self) -> bool:
-        return (self.dir / "complete").exists()
-
     def build(self, log: List[str]) -> None:
-        if self.ready():
-            log.append("image: cached {}".format(self.dir))
-            return
-        started = time.monotonic()
-        CACHE.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="build-", dir=str(CACHE)))
+        cached_build(self.dir, "image", log, self._make)
+
+    def _make(self, work: Path) -> Tuple[Path, Dict[str, object]]:
         root = work / "root"
-        try:
-            mirror = host_mirror()
-            sh(["debootstrap", "--variant=minbase", "--include=" + ",".join(BASE_PACKAGES),
-                SUITE, str(root), mirror], timeout=1800)
-            chroot = ["chroot", str(root)]
-            sh(chroot + ["apt-get", "update", "-qq"])
-            sh(chroot + ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                         "linux-image-amd64"])
-            # the vidpipe dependencies, downloaded with their Recommends (as a
-            # user's apt would install them) but not installed
-            sh(chroot + ["apt-get", "install", "-y", "-qq", "--download-only"]
-               + self.packages)
-            self._configure(root)
-            kernels = sorted((root / "boot").glob("vmlinuz-*"))
-            initrds = sorted((root / "boot").glob("initrd.img-*"))
-            if not kernels or not initrds:
-                raise VMError("no kernel or initrd in the guest's /boot")
-            stage = work / "image"
-            stage.mkdir()
-            shutil.copy(str(kernels[-1]), str(stage / "vmlinuz"))
-            shutil.copy(str(initrds[-1]), str(stage / "initrd.img"))
-            sh(["truncate", "-s", "6G", str(stage / "base.img")])
-            sh(["mkfs.ext4", "-q", "-F", "-L", "vidpipe-root", "-d", str(root),
-                str(stage / "base.img")], timeout=600)
-            if self.dir.exists():
-                shutil.rmtree(str(self.dir))
-            stage.rename(self.dir)
-            (self.dir / "complete").write_text(json.dumps({"packages": self.packages,
-                                                           "mirror": mirror}))
-            log.append("image: built in {:.0f} s".format(time.monotonic() - started))
-        finally:
-            shutil.rmtree(str(work), ignore_errors=True)
+        mirror = host_mirror()
+        sh(["debootstrap", "--variant=minbase", "--include=" + ",".join(BASE_PACKAGES),
+            SUITE, str(root), mirror], timeout=1800)
+        chroot = ["chroot", str(root)]
+        sh(chroot + ["apt-get", "update", "-qq"])
+        sh(chroot + ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                     "linux-image-amd64"])
+        # the vidpipe dependencies, downloaded with their Recommends (as a
+        # user's apt would install them) but not installed
+        sh(chroot + ["apt-get", "install", "-y", "-qq", "--download-only"] + self.packages)
+        self._configure(root)
+        kernels = sorted((root / "boot").glob("vmlinuz-*"))
+        initrds = sorted((root / "boot").glob("initrd.img-*"))
+        if not kernels or not initrds:
+            raise VMError("no kernel or initrd in the guest's /boot")
+        stage = work / "image"
+        stage.mkdir()
+        shutil.copy(str(kernels[-1]), str(stage / "vmlinuz"))
+        shutil.copy(str(initrds[-1]), str(stage / "initrd.img"))
+        sh(["truncate", "-s", "6G", str(stage / "base.img")])
+        sh(["mkfs.ext4", "-q", "-F", "-L", "vidpipe-root", "-d", str(root),
+            str(stage / "base.img")], timeout=600)
+        return stage, {"packages": self.packages, "mirror": mirror}
 
     @staticmethod
     def _configure(root: Path) -> None:
