@@ -6,6 +6,7 @@ measures end-to-end latency (capture to release), counts gaps and feeds the
 outputs. The pipeline runs without it; nothing upstream blocks on it.
 """
 
+import importlib
 import json
 import logging
 import re
@@ -29,6 +30,8 @@ from vidpipe.tap import TapPublisher
 from vidpipe.outputs.web import Guard, WebServer
 from vidpipe.stats import Histogram, LatencyWindow, RateMeter, Tally, fmt_ms
 
+#: outputs that publish to a broker: vidpipe.outputs.NAME.OUTPUT
+BROKERS = ("mqtt", "amqp")
 log = logging.getLogger("vidpipe.collector")
 POLL_SLICE = 0.05
 _REASON_BAD = re.compile(r"[^a-z0-9_:.-]")
@@ -109,15 +112,16 @@ class Collector(Role):
             self.preview = PreviewOutput(cc.preview_fps, cc.preview_width, cc.preview_quality,
                                          cc.preview_boxes, sorted(cameras))
             outputs.append(self.preview)
-        if "mqtt" in cc.outputs:
-            from vidpipe.outputs.mqtt import MqttOutput  # paho only when configured
-
-            try:
-                outputs.append(MqttOutput(cc, sorted(cameras)))
-            except (OSError, ValueError) as exc:  # the spool or the credentials file
-                log.error("collector %s: output mqtt is off: %s (collector.spool_dir = %s, "
-                          "collector.mqtt_credentials_file = %s)", self.name, exc,
-                          cc.spool_dir, cc.mqtt_credentials_file or '""')
+        for name in BROKERS:
+            if name in cc.outputs:  # its client library only when configured
+                module = importlib.import_module("vidpipe.outputs." + name)
+                try:
+                    outputs.append(module.OUTPUT(cc, sorted(cameras)))
+                except (OSError, ValueError) as exc:  # the spool or the credentials file
+                    log.error("collector %s: output %s is off: %s (collector.spool_dir = %s, "
+                              "collector.%s_credentials_file = %s)", self.name, name, exc,
+                              cc.spool_dir, name,
+                              getattr(cc, name + "_credentials_file") or '""')
         if "record" in cc.outputs:
             try:
                 self.recording = RecordOutput(

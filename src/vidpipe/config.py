@@ -6,6 +6,7 @@ exit status 78 (EX_CONFIG) so systemd units with
 """
 
 import difflib
+import importlib
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -18,7 +19,7 @@ EX_CONFIG = 78
 DEFAULT_PATH = "/etc/vidpipe/pipeline.toml"
 DEFAULT_RUNTIME_DIR = "/run/vidpipe"
 DISPATCH_MODES = ("balanced", "round-robin", "by-camera")
-OUTPUTS = ("log", "jsonl", "display", "preview", "record", "mqtt")
+OUTPUTS = ("log", "jsonl", "display", "preview", "record", "mqtt", "amqp")
 RECORD_FORMATS = ("mp4", "hdf5")
 ACCELERATOR_RE = re.compile(r"^(cpu|cuda[0-9]+|dla[0-9]+)$")
 
@@ -133,6 +134,8 @@ _ENDPOINT = Rule(str, pattern=re.compile(r"^(ipc://.+|tcp://.+:[0-9]+)?$"),
                  allowed="an ipc://PATH or tcp://HOST:PORT endpoint")
 _KEY_NAME = Rule(str, pattern=re.compile(r"^[A-Za-z0-9_.-]{1,64}$"),
                  allowed="a key name such as 'server' (letters, digits, _ . -)")
+_AMQP_NAME = Rule(str, pattern=re.compile(r"^[A-Za-z0-9_.:-]{1,200}$"),
+                  allowed="letters, digits, _ . : - (up to 200)")
 
 
 @dataclass
@@ -242,6 +245,22 @@ class CollectorConfig:
     mqtt_discovery_prefix: str = key("homeassistant",
                                      Rule(str, pattern=re.compile(r"^[^#+\s\0]{1,128}$"),
                                           allowed="an MQTT topic prefix without # or +"))
+    events_snapshot_kb: int = key(0, Rule(int, 0, 4096))
+    amqp_host: str = key("127.0.0.1", Rule(str, pattern=re.compile(r"^[A-Za-z0-9_.:-]{1,255}$"),
+                                           allowed="a host name or address"))
+    amqp_port: int = key(5672, Rule(int, 1, 65535))
+    amqp_vhost: str = key("/", Rule(str, pattern=re.compile(r"^[^\s\0]{1,255}$"),
+                                    allowed="a virtual host name"))
+    amqp_exchange: str = key("vidpipe", _AMQP_NAME)
+    amqp_queue: str = key("vidpipe.events",
+                          Rule(str, pattern=re.compile(r"^[A-Za-z0-9_.:-]{0,200}$"),
+                               allowed="letters, digits, _ . : - (up to 200), or \"\" for none"))
+    amqp_results: bool = key(False, Rule(bool))
+    amqp_credentials_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
+                                              allowed="an absolute path, or \"\""))
+    amqp_tls: bool = key(False, Rule(bool))
+    amqp_ca_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
+                                     allowed="an absolute path, or \"\""))
 
 
 @dataclass
@@ -359,12 +378,15 @@ def _check_collector_outputs(path: str, cc: "CollectorConfig") -> None:
                               "serves beyond this host: set http_password_file (a file "
                               "holding the password, root:vidpipe 0640) so browsers must "
                               "log in".format(cc.http_listen))
-    if "mqtt" in cc.outputs:
-        try:
-            import paho.mqtt.client  # noqa: F401
-        except ImportError:
-            raise ConfigError(path, "collector.outputs", "'mqtt' needs the paho-mqtt module "
-                              "(Debian: apt install python3-paho-mqtt)") from None
+    for output, module, package in (("mqtt", "paho.mqtt.client", "paho-mqtt"),
+                                    ("amqp", "pika", "pika")):
+        if output in cc.outputs:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                raise ConfigError(path, "collector.outputs", "{!r} needs the {} module (Debian: "
+                                  "apt install python3-{})".format(output, package, package)
+                                  ) from None
     if "record" in cc.outputs:
         if not cc.record_formats:
             raise ConfigError(path, "collector.record_formats",

@@ -5,65 +5,21 @@ when the collector is killed, and the pipeline never waits for the broker."""
 
 import json
 import os
-import pwd
 import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from conftest import SRC, free_port, need_module, wait_until
-from vidpipe import wire
-from vidpipe.config import config_from_dict
+from brokers import Mosquitto, Rabbit, collector_config, expected, feed, unique_in_order
+from conftest import SRC, need_module, wait_until
 from vidpipe.events import Tracker
-from vidpipe.ordering import OK, Entry
 
 mqtt = need_module("paho.mqtt.client")  # Debian: python3-paho-mqtt (./dev test installs it)
-MOSQUITTO = "/usr/sbin/mosquitto"
-
-
-class Broker:
-    """mosquitto on a port of its own, with a persistent store (so a
-    subscriber's session survives a restart, as on a real installation)."""
-
-    def __init__(self, root: Path) -> None:
-        if not os.path.exists(MOSQUITTO):
-            pytest.fail("mosquitto is not installed (./dev test installs it)")
-        self.port = free_port()
-        self.root = root
-        conf = root / "mosquitto.conf"
-        # as root, mosquitto would switch to its own user, which cannot write
-        # its store into the test's directory: stay who we are
-        user = "user {}\n".format(pwd.getpwuid(os.geteuid()).pw_name)
-        conf.write_text("listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                        "persistence_location {}/\nautosave_interval 1\n"
-                        "log_dest stderr\n{}".format(self.port, root, user))
-        self.proc: Optional[subprocess.Popen] = None
-        self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.root / "mosquitto.conf")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import socket
-
-        def up() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return True
-            except OSError:
-                return False
-
-        wait_until(up, 10, "mosquitto listening")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()  # saves its store
-            self.proc.wait(10)
-            self.proc = None
 
 
 class Subscriber:
@@ -104,60 +60,20 @@ class Subscriber:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path)
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    b = Mosquitto(tmp_path)
     yield b
     b.stop()
 
 
-def collector_config(tmp_path: Path, port: int, **extra: Any) -> Any:
-    cc = dict({"outputs": ["mqtt"], "mqtt_port": port, "spool_dir": str(tmp_path / "spool"),
-               "events_min_frames": 2, "events_end_after_s": 0.3, "state_hz": 2.0}, **extra)
-    return config_from_dict({"collector": cc}).collector
-
-
-def motion_entry(seq: int, on: bool, capture_ns: int) -> Entry:
-    head = wire.Header(wire.RESULT, "cam0", 1, seq, capture_ns)
-    meta = {"motion": {"boxes": [[seq % 50, 1, 8, 8]] if on else [], "fraction": 0.02}}
-    return Entry(seq=seq, status=OK, arrived=0.0, message=wire.Message(head, meta))
-
-
-def pattern(frames: int) -> List[bool]:
-    """Motion in bursts: 12 frames on, 18 off (400 ms at 30 fps > end_after_s)."""
-    return [n % 30 < 12 for n in range(frames)]
-
-
-def expected(frames: int) -> List[Tuple[str, int]]:
-    tracker = Tracker(2, 0.3, 5.0)
-    out = []
-    for seq, on in enumerate(pattern(frames)):
-        for e in tracker.feed("cam0", seq, seq * 33_333_333, motion_entry(seq, on, 0)
-                              .message.meta):
-            out.append((e["type"], e["seq"]))
-    return out
-
-
-def feed(output: Any, frames: int, start: int = 0, fps: float = 0.0) -> List[float]:
-    """Emit frames ``start``.. as the collector would; the time each emit took."""
-    took = []
-    on = pattern(start + frames)
-    for seq in range(start, start + frames):
-        began = time.perf_counter()
-        output.emit("cam0", motion_entry(seq, on[seq], seq * 33_333_333), 1.0)
-        took.append(time.perf_counter() - began)
-        if fps:
-            time.sleep(1.0 / fps)
-    return took
-
-
-def test_events_state_and_availability_reach_a_subscriber(broker: Broker,
+def test_events_state_and_availability_reach_a_subscriber(broker: Mosquitto,
                                                           tmp_path: Path) -> None:
     from vidpipe.outputs.mqtt import MqttOutput
 
     sub = Subscriber(broker.port)
     hass = Subscriber(broker.port, prefix="homeassistant", client_id="hass")
-    output = MqttOutput(collector_config(tmp_path, broker.port, mqtt_discovery=True),
-                        ["cam0"])
+    output = MqttOutput(collector_config(tmp_path / "spool", "mqtt", broker.port,
+                                         mqtt_discovery=True), ["cam0"])
     try:
         wait_until(lambda: output.connected, 10, "connected")
         # Home Assistant discovery: retained, one config per entity, on connect
@@ -205,12 +121,12 @@ def test_events_state_and_availability_reach_a_subscriber(broker: Broker,
 
 
 @pytest.mark.once  # 30 s of waiting; the floor suites run the rest of this file
-def test_a_broker_away_for_30_s_loses_nothing_and_slows_nothing(broker: Broker,
+def test_a_broker_away_for_30_s_loses_nothing_and_slows_nothing(broker: Mosquitto,
                                                                 tmp_path: Path) -> None:
     from vidpipe.outputs.mqtt import MqttOutput
 
     sub = Subscriber(broker.port)
-    output = MqttOutput(collector_config(tmp_path, broker.port))
+    output = MqttOutput(collector_config(tmp_path / "spool", "mqtt", broker.port))
     try:
         wait_until(lambda: output.connected, 10, "connected")
         wait_until(lambda: bool(sub.on("vidpipe/availability")), 10, "subscriber")
@@ -228,12 +144,7 @@ def test_a_broker_away_for_30_s_loses_nothing_and_slows_nothing(broker: Broker,
         wait_until(lambda: len({(e["id"], e["type"], e["seq"]) for e in sub.events()})
                    >= len(want), 30, "every event after the broker came back")
         events = sub.events()
-        unique = []
-        for e in events:  # at least once: a repeat carries the same id, type and seq
-            key = (e["type"], e["seq"])
-            if not unique or unique[-1] != key:
-                if key not in unique:
-                    unique.append(key)
+        unique = unique_in_order(events)
         assert unique == want
         assert len(events) - len(unique) <= 100  # only what was in flight may repeat
         print("broker away {:.0f} s, {} message(s) spooled meanwhile; emit p99 before "
@@ -270,7 +181,7 @@ time.sleep(60)
 
 
 def test_events_spooled_by_a_killed_collector_are_delivered_after_restart(
-        broker: Broker, tmp_path: Path) -> None:
+        broker: Mosquitto, tmp_path: Path) -> None:
     from vidpipe.outputs.mqtt import MqttOutput
 
     sub = Subscriber(broker.port)
@@ -285,8 +196,7 @@ def test_events_spooled_by_a_killed_collector_are_delivered_after_restart(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     broker.start()
-    output = MqttOutput(collector_config(tmp_path / "spool", broker.port,
-                                         spool_dir=str(tmp_path / "spool" / "x")))
+    output = MqttOutput(collector_config(tmp_path / "spool" / "x", "mqtt", broker.port))
     try:
         want = expected(300)
         try:
@@ -303,19 +213,22 @@ def test_events_spooled_by_a_killed_collector_are_delivered_after_restart(
 
 
 def test_a_real_pipeline_publishes_exactly_the_events_its_record_implies(
-        broker: Broker, pipeline: Any) -> None:
-    """Decoder -> 2 handlers (motion) -> collector with jsonl and mqtt: the
-    subscriber's events are those a tracker makes from the JSONL record."""
+        broker: Mosquitto, pipeline: Any) -> None:
+    """Decoder -> 2 handlers (motion) -> collector with jsonl, mqtt and amqp:
+    each broker's subscriber gets the events a tracker makes from the JSONL
+    record (rabbitmq-server too: this is where the collector builds both)."""
     from helpers import camera, wait_exit
 
     sub = Subscriber(broker.port)
+    rabbit = Rabbit(pipeline.root / "rabbit")
     pipeline.write_config({
         "pipeline": {"dispatch": "by-camera"},
         "cameras": {"cam0": camera(300, 320, 240, wait=2)},
         "handlers": {"stages": ["motion"]},
         "stage": {"motion": {"min_area": 20}},
-        "collector": {"outputs": ["jsonl", "mqtt"], "exit_on_eos": True,
-                      "mqtt_port": broker.port, "spool_dir": str(pipeline.root / "spool"),
+        "collector": {"outputs": ["jsonl", "mqtt", "amqp"], "exit_on_eos": True,
+                      "mqtt_port": broker.port, "amqp_port": rabbit.port,
+                      "spool_dir": str(pipeline.root / "spool"),
                       "events_min_frames": 2, "events_end_after_s": 0.2},
     })
     collector = pipeline.start("collector", "main")
@@ -333,8 +246,27 @@ def test_a_real_pipeline_publishes_exactly_the_events_its_record_implies(
                     implied.append((e["type"], e["seq"], e["id"]))
         implied += [(e["type"], e["seq"], e["id"]) for e in tracker.end_all("cam0")]
         assert any(t == "start" for t, _s, _i in implied), "the test pattern made no motion"
-        wait_until(lambda: len(sub.events()) >= len(implied), 15, "every event")
+        wait_until(lambda: len(sub.events()) >= len(implied), 15, "every MQTT event")
         assert [(e["type"], e["seq"], e["id"]) for e in sub.events()] == implied
+        amqp = [(e["type"], e["seq"], e["id"]) for e in queued_events(rabbit.port)]
+        assert amqp == implied  # the collector drained the spool before it exited
         print("{} events from {} frames".format(len(implied), len(pipeline.results())))
     finally:
         sub.close()
+        rabbit.close()
+
+
+def queued_events(port: int) -> List[Dict[str, Any]]:
+    """What waits in the amqp output's events queue."""
+    import pika
+
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+    try:
+        channel, out = conn.channel(), []
+        while True:
+            method, _props, body = channel.basic_get("vidpipe.events", auto_ack=True)
+            if method is None:
+                return out
+            out.append(json.loads(body.decode()))
+    finally:
+        conn.close()

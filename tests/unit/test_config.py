@@ -90,22 +90,25 @@ def test_list_defaults_are_not_shared_between_sections() -> None:
     assert b.stages == ["gray"]
 
 
-def test_mqtt_without_paho_is_a_config_error_naming_the_package() -> None:
+@pytest.mark.parametrize("output,module,package", [("mqtt", "paho", "paho-mqtt"),
+                                                    ("amqp", "pika", "pika")])
+def test_a_broker_output_without_its_library_is_a_config_error_naming_the_package(
+        output: str, module: str, package: str) -> None:
     import subprocess
     import sys
 
     from conftest import SRC
 
-    code = ("import sys; sys.modules['paho'] = None  # as if python3-paho-mqtt were absent\n"
+    code = ("import sys; sys.modules[{!r}] = None  # as if its Debian package were absent\n"
             "from vidpipe.config import ConfigError, config_from_dict\n"
             "try:\n"
-            "    config_from_dict({'collector': {'outputs': ['mqtt']}})\n"
+            "    config_from_dict({{'collector': {{'outputs': [{!r}]}}}})\n"
             "except ConfigError as exc:\n"
-            "    print(exc)\n")
+            "    print(exc)\n").format(module, output)
     out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
                          universal_newlines=True, env={"PYTHONPATH": str(SRC)}).stdout
-    assert out.strip() == ("<built-in>: collector.outputs: 'mqtt' needs the paho-mqtt "
-                           "module (Debian: apt install python3-paho-mqtt)")
+    assert out.strip() == ("<built-in>: collector.outputs: '{}' needs the {} module (Debian: "
+                           "apt install python3-{})".format(output, package, package))
 
 
 def test_mqtt_keys_are_checked() -> None:
@@ -114,3 +117,14 @@ def test_mqtt_keys_are_checked() -> None:
         config_from_dict({"collector": {"mqtt_topic": "a/#"}})
     with pytest.raises(ConfigError, match="collector.mqtt_port: must be <= 65535"):
         config_from_dict({"collector": {"mqtt_port": 70000}})
+
+
+def test_amqp_keys_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"collector.amqp_exchange: must be letters, digits"):
+        config_from_dict({"collector": {"amqp_exchange": "a b"}})
+    with pytest.raises(ConfigError, match=r"collector.amqp_queue: must be letters"):
+        config_from_dict({"collector": {"amqp_queue": "q#"}})
+    with pytest.raises(ConfigError, match="collector.events_snapshot_kb: must be <= 4096"):
+        config_from_dict({"collector": {"events_snapshot_kb": 5000}})
+    cc = config_from_dict({"collector": {"amqp_queue": ""}}).collector
+    assert cc.amqp_queue == "" and cc.amqp_exchange == "vidpipe" and cc.amqp_port == 5672

@@ -41,6 +41,30 @@ def bgr8(image: Any) -> Any:
     return image
 
 
+def frame_record(camera: str, entry: Entry, latency_ms: Optional[float],
+                 checksum: bool = False) -> Dict[str, Any]:
+    """What one frame came to, as the ``jsonl`` output writes it (and the
+    ``amqp`` output's results stream publishes it): processed with its
+    metadata, dropped with the reason, or a run of missing frames."""
+    record: Dict[str, Any] = {"camera": camera, "seq": entry.seq, "status": entry.status}
+    if entry.late:
+        record["late"] = True
+    if entry.status == OK:
+        msg = entry.message
+        record["capture_ns"] = msg.header.capture_ns
+        record["latency_ms"] = None if latency_ms is None else round(latency_ms, 3)
+        record["meta"] = msg.meta
+        if msg.payload is not None and len(msg.payload):
+            record["shape"] = list(msg.header.shape)
+            if checksum:
+                record["sha1"] = hashlib.sha1(msg.payload).hexdigest()
+    elif entry.status == "dropped":
+        record["reason"] = entry.reason
+    else:
+        record["count"] = entry.count
+    return record
+
+
 class Output:
     #: the name its status is shown under (``vidpipe status``, /metrics)
     name = ""
@@ -68,22 +92,7 @@ class JsonlOutput(Output):
         self.checksum = checksum
 
     def emit(self, camera: str, entry: Entry, latency_ms: Optional[float]) -> None:
-        record: Dict[str, Any] = {"camera": camera, "seq": entry.seq, "status": entry.status}
-        if entry.late:
-            record["late"] = True
-        if entry.status == OK:
-            msg = entry.message
-            record["capture_ns"] = msg.header.capture_ns
-            record["latency_ms"] = None if latency_ms is None else round(latency_ms, 3)
-            record["meta"] = msg.meta
-            if msg.payload is not None and len(msg.payload):
-                record["shape"] = list(msg.header.shape)
-                if self.checksum:
-                    record["sha1"] = hashlib.sha1(msg.payload).hexdigest()
-        elif entry.status == "dropped":
-            record["reason"] = entry.reason
-        else:
-            record["count"] = entry.count
+        record = frame_record(camera, entry, latency_ms, self.checksum)
         self.handle.write(json.dumps(record, separators=(",", ":")) + "\n")
 
     def close(self) -> None:

@@ -1,0 +1,294 @@
+"""What the broker outputs (``mqtt``, ``amqp``) share: events, state,
+snapshots and results made from the in-order stream, handed to a thread of
+their own through a bounded queue, kept in a disk spool until the broker
+acknowledged them.
+
+The collector's thread only calls :meth:`BrokerOutput.emit`, which tracks
+events (:mod:`vidpipe.events`) and puts messages on a bounded queue: it
+never waits for the network or the disk (a full queue is counted as
+``dropped_queue``). The output's publisher thread moves what is queued into
+the spool (:mod:`.spool`: events fsynced, results dropped first when it is
+full), then calls :meth:`BrokerOutput.service`, where a subclass publishes
+what the spool holds, in order, and acknowledges each record the broker
+confirmed (:meth:`BrokerOutput.acked`). So nothing is lost while the broker
+is away, across a collector crash or a reboot; a message whose
+acknowledgement was lost is sent again, with the same event ``id``.
+
+What is published (JSON, schema version 1 -- ``"v": 1`` in each):
+
+* *events*: start, update and end per camera and label (:mod:`vidpipe.events`);
+* *state*: per camera, at most ``state_hz`` a second: fps, latency p50/p99,
+  frames processed/dropped/missing, the labels active now;
+* *snapshot* (``events_snapshot_kb`` > 0 and the result carries an image):
+  a JPEG of the event's best frame so far, published with the start and
+  with each update that raised the best score, at most
+  ``events_snapshot_kb`` kilobytes (made smaller until it fits);
+* *results* (AMQP, ``amqp_results = true``): every frame's record, the same
+  object the ``jsonl`` output writes.
+
+Each subclass says where they go (:meth:`BrokerOutput.address`).
+"""
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from vidpipe import safefile
+from vidpipe.config import CollectorConfig
+from vidpipe.events import Tracker
+from vidpipe.ordering import DROPPED, MISSING, OK, Entry
+from vidpipe.outputs import Output, bgr8, frame_record
+from vidpipe.outputs.spool import EVENT, RESULT, STATE, Spool, SpoolError
+from vidpipe.stats import LatencyWindow, RateMeter, Tally
+
+log = logging.getLogger("vidpipe.broker")
+QUEUE = 10000  # messages between the collector's thread and the publisher
+VERSION = 1
+#: spool kind of each stream: what is dropped first when the spool is full
+KIND = {"events": EVENT, "state": STATE, "snapshot": STATE, "results": RESULT}
+
+
+def read_credentials(path: str) -> Tuple[str, str]:
+    """(user, password) from a file: the user on its first line, the password
+    on its second (root:vidpipe 0640: it is a secret)."""
+    lines = safefile.read_plain(path, limit=4096).decode("utf-8").splitlines()
+    if len(lines) < 2 or not lines[0].strip():
+        raise ValueError("{}: expected the user name on the first line and the password on "
+                         "the second".format(path))
+    return lines[0].strip(), lines[1].rstrip("\r\n")
+
+
+def jpeg_under(image: Any, max_bytes: int) -> Optional[bytes]:
+    """``image`` as a JPEG of at most ``max_bytes``: lower quality first,
+    then smaller; ``None`` if even a small one does not fit."""
+    import cv2
+
+    image = bgr8(image)
+    for scale in (1.0, 0.5, 0.25):
+        if scale < 1.0:
+            image = cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+        for quality in (85, 60, 35):
+            ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if ok and len(data) <= max_bytes:
+                return data.tobytes()
+    return None
+
+
+class Message:
+    """One spooled message: where it goes, what it says, and how."""
+
+    __slots__ = ("stream", "address", "payload", "retain", "headers")
+
+    def __init__(self, stream: str, address: str, payload: bytes, retain: bool = False,
+                 headers: Optional[Dict[str, Any]] = None) -> None:
+        self.stream, self.address, self.payload = stream, address, payload
+        self.retain, self.headers = retain, headers or {}
+
+    @property
+    def content_type(self) -> str:
+        return "image/jpeg" if self.stream == "snapshot" else "application/json"
+
+    def pack(self) -> bytes:
+        head = json.dumps({"s": self.stream, "a": self.address, "r": self.retain,
+                           "h": self.headers}, separators=(",", ":")).encode()
+        return head + b"\n" + self.payload
+
+    @classmethod
+    def unpack(cls, record: bytes) -> "Message":
+        head, _, payload = record.partition(b"\n")
+        doc = json.loads(head.decode("utf-8"))
+        return cls(doc["s"], doc["a"], payload, bool(doc.get("r")), doc.get("h"))
+
+
+class _CameraState:
+    def __init__(self) -> None:
+        self.rate = RateMeter()
+        self.latency = LatencyWindow()
+        self.counts = Tally()
+        self.last_sent = 0.0
+
+
+class BrokerOutput(Output):
+    """The shared half; a subclass connects, publishes and says where each
+    stream goes. It calls :meth:`start` once its client is set up."""
+
+    def __init__(self, cc: CollectorConfig, cameras: Optional[List[str]] = None,
+                 results: bool = False) -> None:
+        self.known = list(cameras or [])
+        self.results = results
+        self.tracker = Tracker(cc.events_min_frames, cc.events_end_after_s, cc.events_update_s)
+        self.snapshot_bytes = cc.events_snapshot_kb * 1024
+        self.state_period = 1.0 / cc.state_hz if cc.state_hz > 0 else 0.0
+        self.cameras: Dict[str, _CameraState] = {}
+        # queued, published, acked, dropped_queue, spool_full, snapshot_too_big
+        self.counts = Tally()
+        self.queue: "queue.Queue[Tuple[str, str, Any, bool, Dict[str, Any]]]" = \
+            queue.Queue(QUEUE)
+        self.spool = Spool(os.path.join(cc.spool_dir, self.name), cc.spool_max_mb * 1024 * 1024)
+        self.connected = False
+        self.state = "connecting"
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    # ------------------------------------------------------------------ for subclasses
+
+    def address(self, camera: str, stream: str, label: str = "") -> str:
+        """Where ``stream`` (events, state, snapshot, results) of ``camera`` goes."""
+        raise NotImplementedError
+
+    def service(self) -> None:
+        """In the publisher thread, every 50 ms or sooner: (re)connect if it is
+        time, publish what :attr:`spool` holds, call :meth:`acked`."""
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """In :meth:`close`, after the publisher thread stopped: say goodbye."""
+
+    def new_camera(self, camera: str) -> None:
+        """``camera`` was seen for the first time."""
+
+    def acked(self, seq: int) -> None:
+        self.spool.ack(seq)
+        self.counts["acked"] += 1
+
+    def spooled(self, after: int, limit: int) -> List[Tuple[int, Message]]:
+        """Up to ``limit`` spooled messages after spool seq ``after``, oldest
+        first. A record this version cannot read (written by another) is
+        counted as ``unreadable`` and let go, so it cannot block the rest."""
+        out = []
+        for record in self.spool.pending(after=after, limit=limit):
+            try:
+                out.append((record.seq, Message.unpack(record.payload)))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                self.counts["unreadable"] += 1
+                self.spool.ack(record.seq)
+        return out
+
+    # ------------------------------------------------------------------ the publisher thread
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = self.queue.get(timeout=0.05)
+            except queue.Empty:
+                item = None
+            while item is not None:
+                self._spool(*item)
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    item = None
+            try:
+                self.service()
+            except Exception:  # a bug must not end publishing for the collector's life
+                log.exception("%s: publishing failed; retrying", self.name)
+                time.sleep(1.0)
+            self.spool.tick()
+
+    def _spool(self, stream: str, address: str, payload: Any, retain: bool,
+               headers: Dict[str, Any]) -> None:
+        if not isinstance(payload, bytes):  # a snapshot's image, encoded here, off the pipeline
+            payload = jpeg_under(payload, self.snapshot_bytes)
+            if payload is None:
+                self.counts["snapshot_too_big"] += 1
+                return
+        try:
+            self.spool.append(KIND[stream],
+                              Message(stream, address, payload, retain, headers).pack())
+        except SpoolError as exc:  # full of more precious records: counted by the spool
+            self.counts["spool_full"] += 1
+            log.debug("%s: %s", self.name, exc)
+
+    # ------------------------------------------------------------------ the collector's side
+
+    def _offer(self, camera: str, stream: str, doc: Any, retain: bool = False,
+               label: str = "", headers: Optional[Dict[str, Any]] = None) -> None:
+        payload = doc if stream == "snapshot" else \
+            json.dumps(doc, separators=(",", ":")).encode()
+        try:
+            self.queue.put_nowait((stream, self.address(camera, stream, label), payload,
+                                   retain, headers or {}))
+            self.counts["queued"] += 1
+        except queue.Full:  # the disk is stuck: counted, the pipeline goes on
+            self.counts["dropped_queue"] += 1
+
+    def emit(self, camera: str, entry: Entry, latency_ms: Optional[float]) -> None:
+        cam = self.cameras.get(camera)
+        if cam is None:
+            cam = self.cameras[camera] = _CameraState()
+            if camera not in self.known:  # a camera udev named that the config does not
+                self.known.append(camera)
+            self.new_camera(camera)
+        if entry.late:  # already counted missing: events follow the in-order stream
+            return
+        cam.counts[entry.status] += 1
+        if self.results:
+            self._offer(camera, "results", dict(frame_record(camera, entry, latency_ms),
+                                                v=VERSION))
+        if entry.status == OK and entry.message is not None:
+            cam.rate.tick()
+            if latency_ms is not None:
+                cam.latency.add(latency_ms)
+            head = entry.message.header
+            for event in self.tracker.feed(camera, head.seq, head.capture_ns,
+                                           entry.message.meta):
+                self._offer(camera, "events", event)
+                if event["type"] != "end" and event["best_seq"] == head.seq:
+                    self._snapshot(camera, entry, event)
+        now = time.monotonic()
+        if self.state_period and now - cam.last_sent >= self.state_period:
+            cam.last_sent = now
+            self._offer(camera, "state", self._state(camera, cam), retain=True)
+
+    def _snapshot(self, camera: str, entry: Entry, event: Dict[str, Any]) -> None:
+        payload = entry.message.payload
+        if not self.snapshot_bytes or payload is None or not len(payload):
+            return
+        self._offer(camera, "snapshot", entry.message.image().copy(), retain=True,
+                    label=event["label"],
+                    headers={"v": VERSION, "event_id": event["id"], "camera": camera,
+                             "label": event["label"], "seq": event["seq"],
+                             "capture_ns": event["capture_ns"]})
+
+    def _state(self, camera: str, cam: _CameraState) -> Dict[str, Any]:
+        active = sorted(label for label, st in self.tracker.cameras.get(camera, {}).items()
+                        if st.active is not None)
+        return {"v": VERSION, "camera": camera, "time": round(time.time(), 3),
+                "fps": round(cam.rate.rate(), 2),
+                "latency_p50_ms": cam.latency.percentile(50),
+                "latency_p99_ms": cam.latency.percentile(99),
+                "processed": cam.counts[OK], "dropped": cam.counts[DROPPED],
+                "missing": cam.counts[MISSING], "active": active}
+
+    def end_of_stream(self, camera: str) -> None:
+        for event in self.tracker.end_all(camera):
+            self._offer(camera, "events", event)
+
+    def status(self) -> Dict[str, Any]:
+        """For the status board, STATUS and /metrics."""
+        return dict(self.spool.stats(), broker=self.state, **self.counts.as_dict())
+
+    def close(self, drain_s: float = 2.0) -> None:
+        """Spool what is queued; give the broker ``drain_s`` to take what is
+        spooled; stop. What is left stays spooled for next time."""
+        deadline = time.monotonic() + drain_s
+        while (not self.queue.empty() or (self.connected and self.spool.stats()["depth"])) \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self._stop.set()
+        if self.thread.is_alive():
+            self.thread.join(10.0)  # longer than a connect attempt may take
+        while True:  # what the thread did not get to
+            try:
+                self._spool(*self.queue.get_nowait())
+            except queue.Empty:
+                break
+        self.shutdown()
+        self.spool.close()

@@ -1,0 +1,183 @@
+"""Real brokers for the broker-output tests, started and stopped by the tests
+from Debian's packages (``./dev test`` installs them): mosquitto and
+rabbitmq-server, each on ports of its own and with its store in the test's
+directory; and the motion pattern the tests feed, with the events a tracker
+makes of it."""
+
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
+
+import numpy as np
+import pytest
+
+from conftest import free_port, wait_until
+from vidpipe import wire
+from vidpipe.config import config_from_dict
+from vidpipe.events import Tracker
+from vidpipe.ordering import OK, Entry
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+RABBITMQ = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+EPMD = "/usr/bin/epmd"
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+class Mosquitto:
+    """mosquitto on a port of its own, with a persistent store (so a
+    subscriber's session survives a restart, as on a real installation)."""
+
+    def __init__(self, root: Path) -> None:
+        if not os.path.exists(MOSQUITTO):
+            pytest.fail("mosquitto is not installed (./dev test installs it)")
+        self.port = free_port()
+        self.root = root
+        conf = root / "mosquitto.conf"
+        # as root, mosquitto would switch to its own user, which cannot write
+        # its store into the test's directory: stay who we are
+        user = "user {}\n".format(pwd.getpwuid(os.geteuid()).pw_name)
+        conf.write_text("listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                        "persistence_location {}/\nautosave_interval 1\n"
+                        "log_dest stderr\n{}".format(self.port, root, user))
+        self.proc: Optional[subprocess.Popen] = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.root / "mosquitto.conf")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: listening(self.port), 10, "mosquitto listening")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()  # saves its store
+            self.proc.wait(10)
+            self.proc = None
+
+
+class Rabbit:
+    """rabbitmq-server as a node of its own (name, AMQP port, distribution
+    port, its own epmd), its database in ``root`` so durable queues and
+    persistent messages survive a restart."""
+
+    def __init__(self, root: Path) -> None:
+        if not os.path.exists(RABBITMQ):
+            pytest.fail("rabbitmq-server is not installed (./dev test installs it)")
+        self.root = root
+        self.port = free_port()
+        self.epmd_port = free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "enabled_plugins").write_text("[].\n")
+        (root / "rabbitmq.conf").write_text("loopback_users = none\n")
+        self.env = dict(
+            os.environ, HOME=str(root), ERL_EPMD_PORT=str(self.epmd_port),
+            RABBITMQ_NODENAME="vidpipe-test-{}@localhost".format(self.port),
+            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1", RABBITMQ_NODE_PORT=str(self.port),
+            RABBITMQ_DIST_PORT=str(free_port()), RABBITMQ_MNESIA_BASE=str(root / "mnesia"),
+            RABBITMQ_LOG_BASE=str(root / "log"), RABBITMQ_CONFIG_FILE=str(root / "rabbitmq.conf"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(root / "enabled_plugins"),
+            RABBITMQ_PID_FILE=str(root / "pid"))
+        # an epmd of its own, ended with the test (rabbitmq would leave a daemon behind)
+        self.epmd = subprocess.Popen([EPMD, "-port", str(self.epmd_port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc: Optional[subprocess.Popen] = None
+        self.start()
+
+    def start(self) -> None:
+        log = open(self.root / "server.log", "ab")
+        self.proc = subprocess.Popen([RABBITMQ], env=self.env, stdout=log, stderr=log,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        began = time.monotonic()
+        wait_until(lambda: listening(self.port) or self.proc.poll() is not None, 60,
+                   "rabbitmq-server listening")
+        if self.proc.poll() is not None:
+            raise AssertionError("rabbitmq-server exited: {}".format(
+                (self.root / "server.log").read_text()[-2000:]))
+        self.started_s = time.monotonic() - began
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # a clean stop, as systemd does
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+            self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        self.epmd.terminate()
+        self.epmd.wait(10)
+
+
+def collector_config(spool: Path, output: str, port: int, **extra: Any) -> Any:
+    cc = dict({"outputs": [output], output + "_port": port, "spool_dir": str(spool),
+               "events_min_frames": 2, "events_end_after_s": 0.3, "state_hz": 2.0}, **extra)
+    return config_from_dict({"collector": cc}).collector
+
+
+def motion_entry(seq: int, on: bool, capture_ns: int, image: bool = False) -> Entry:
+    """A result as the collector releases it: motion boxes while ``on``; with
+    ``image``, a 160x120 gray frame whose brightness is its seq."""
+    payload = None
+    size = {}
+    if image:
+        payload = memoryview(np.full((120, 160), seq % 256, np.uint8).tobytes())
+        size = dict(width=160, height=120, channels=1, dtype=1, payload_len=len(payload))
+    head = wire.Header(wire.RESULT, "cam0", 1, seq, capture_ns, **size)
+    meta = {"motion": {"boxes": [[seq % 50, 1, 8, 8]] if on else [], "fraction": 0.02}}
+    return Entry(seq=seq, status=OK, arrived=0.0, message=wire.Message(head, meta, payload))
+
+
+def pattern(frames: int) -> List[bool]:
+    """Motion in bursts: 12 frames on, 18 off (400 ms at 30 fps > end_after_s)."""
+    return [n % 30 < 12 for n in range(frames)]
+
+
+def expected(frames: int) -> List[Tuple[str, int]]:
+    tracker = Tracker(2, 0.3, 5.0)
+    out = []
+    for seq, on in enumerate(pattern(frames)):
+        for e in tracker.feed("cam0", seq, seq * 33_333_333, motion_entry(seq, on, 0)
+                              .message.meta):
+            out.append((e["type"], e["seq"]))
+    return out
+
+
+def feed(output: Any, frames: int, start: int = 0, fps: float = 0.0,
+         image: bool = False) -> List[float]:
+    """Emit frames ``start``.. as the collector would; the time each emit took."""
+    took = []
+    on = pattern(start + frames)
+    for seq in range(start, start + frames):
+        entry = motion_entry(seq, on[seq], seq * 33_333_333, image)
+        began = time.perf_counter()
+        output.emit("cam0", entry, 1.0)
+        took.append(time.perf_counter() - began)
+        if fps:
+            time.sleep(1.0 / fps)
+    return took
+
+
+def unique_in_order(events: List[Any]) -> List[Tuple[str, int]]:
+    """(type, seq) of ``events`` with at-least-once repeats folded: a repeat
+    carries the same id, type and seq as the first delivery."""
+    unique: List[Tuple[str, int]] = []
+    for e in events:
+        key = (e["type"], e["seq"])
+        if key not in unique:
+            unique.append(key)
+    return unique
