@@ -1,5 +1,7 @@
 """The benchmark harness works (figures present and plausible); no timing asserted."""
 
+import pytest
+
 from vidpipe.tools.bench import run_vidpipe, table
 from tests.bench.seed_pipeline import run_seed
 
@@ -26,3 +28,17 @@ def test_the_startup_benchmark_measures_every_role() -> None:
     for runs in results.values():
         assert 0 < runs[0]["ready"] <= runs[0]["working"] < 120
     assert "| handler |" in table(results)
+
+
+@pytest.mark.once  # two brokers started: the main suite only
+def test_the_event_latency_benchmark_measures_both_brokers() -> None:
+    from tests.bench.events import measure, table
+
+    run = measure(150)
+    assert run["received"] == 150
+    for broker in ("mqtt", "amqp"):
+        lat = run[broker]
+        assert lat["events"] >= 10, run  # a start, updates every 0.1 s, an end
+        assert 0 < lat["p50"] <= lat["p99"] < 5000, run
+        assert lat["glass_p50"] is not None and lat["glass_p50"] > lat["p50"], run
+    assert "| amqp |" in table(run)

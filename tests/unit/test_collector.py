@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import wait_until
+from conftest import need_module, wait_until
 from vidpipe import wire
 from vidpipe.collector import Collector
 from vidpipe.config import config_from_dict
@@ -121,3 +121,24 @@ def test_garbage_is_counted_and_the_stream_goes_on(rig: Any) -> None:
     assert out.got == [(0, "ok", None)]
     bad = r.collector.bad.as_dict()
     assert bad.get("unexpected_kind") == 1 and sum(bad.values()) == 2
+
+
+def test_a_broker_output_that_cannot_start_is_off_and_named(tmp_path: Path,
+                                                            caplog: Any) -> None:
+    """A credentials file that is not there: the collector runs without that
+    output and the log names the key; the other broker output still runs."""
+    need_module("pika")
+    need_module("paho.mqtt.client")
+    config = config_from_dict({
+        "pipeline": {"runtime_dir": str(tmp_path / "run")},
+        "collector": {"outputs": ["mqtt", "amqp"], "spool_dir": str(tmp_path / "spool"),
+                      "amqp_credentials_file": str(tmp_path / "missing"),
+                      "mqtt_port": 1, "amqp_port": 1}})
+    collector = Collector(config)
+    try:
+        assert [o.name for o in collector.outputs] == ["mqtt"]
+        text = caplog.text
+        assert "output amqp is off" in text and "collector.amqp_credentials_file = " + \
+            str(tmp_path / "missing") in text
+    finally:
+        collector.close()

@@ -118,7 +118,8 @@ def _broker(out: Exposition, st: Dict[str, Any], labels: Dict[str, str]) -> None
     out.add("vidpipe_spool_messages", number(st.get("depth")), **labels)
     out.add("vidpipe_spool_bytes", number(st.get("bytes")), **labels)
     out.add("vidpipe_spool_oldest_seconds", number(st.get("oldest_s")), **labels)
-    for what in ("published", "acked", "dropped_queue", "spool_full"):
+    for what in ("published", "acked", "dropped_queue", "spool_full", "nacked", "unreadable",
+                 "snapshot_too_big"):
         out.add("vidpipe_broker_messages_total", number(st.get(what, 0)), what=what, **labels)
     dropped = st.get("dropped")
     for kind, count in sorted(dropped.items() if isinstance(dropped, dict) else []):

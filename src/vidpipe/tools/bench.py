@@ -143,12 +143,16 @@ def _free_port() -> int:
 def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "shm",
                 timeout: float = 120.0, stage_ms: float = 0.0,
                 stages: Optional[Dict[str, Dict[str, Any]]] = None, prefetch: int = 1,
-                rss_track: Optional[Dict[str, List[Tuple[float, float]]]] = None) -> Result:
-    """One run of vidpipe's pipeline; ``link`` is shm, ipc, or tcp-raw/-lz4/-jpeg."""
+                rss_track: Optional[Dict[str, List[Tuple[float, float]]]] = None,
+                collector: Optional[Dict[str, Any]] = None, prerender: int = 8) -> Result:
+    """One run of vidpipe's pipeline; ``link`` is shm, ipc, or tcp-raw/-lz4/-jpeg;
+    ``collector``: keys added to the collector's section (e.g. more outputs);
+    ``prerender``: frames of the test pattern drawn ahead and cycled (0: each
+    frame drawn anew, so the box keeps moving: what a motion stage needs)."""
     width, height = SIZES[size]
     root = Path(tempfile.mkdtemp(prefix="vpb-", dir="/tmp"))
     camera: Dict[str, Any] = {"source": "testsrc", "width": width, "height": height,
-                              "fps": fps, "frames": frames, "prerender": 8,
+                              "fps": fps, "frames": frames, "prerender": prerender,
                               "wait_for_handlers": handlers}
     if link == "shm":
         camera["transport"] = "shm"
@@ -168,8 +172,8 @@ def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "
                      "result_transport": "shm" if link == "shm" else "inline",
                      "prefetch": prefetch},
         "stage": dict(stages or {}, sleep={"ms": stage_ms}),
-        "collector": {"outputs": ["jsonl"], "jsonl_path": str(root / "results.jsonl"),
-                      "exit_on_eos": True, "reorder_window": 64},
+        "collector": dict({"outputs": ["jsonl"], "exit_on_eos": True, "reorder_window": 64},
+                          **(collector or {}), jsonl_path=str(root / "results.jsonl")),
     }
     if stage_ms:
         config["pipeline"]["max_latency_ms"] = 250
@@ -183,7 +187,7 @@ def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "
     path = root / "pipeline.toml"
     path.write_text(dump_toml(config))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    src = str(Path(__file__).resolve().parent.parent)
+    src = str(Path(__file__).resolve().parents[2])  # the directory holding vidpipe/
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, "-m", "vidpipe", "--config", str(path), "run"]
     logs = open(str(root / "roles.log"), "wb")
