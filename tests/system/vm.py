@@ -26,6 +26,8 @@ CACHE = Path(os.environ.get("VIDPIPE_VM_CACHE", "~/.cache/vidpipe/vm")).expandus
 SUITE = "bookworm"
 BASE_PACKAGES = ["systemd", "systemd-sysv", "udev", "kmod", "v4l-utils", "iproute2",
                  "ca-certificates", "procps", "psmisc", "apt", "python3"]
+#: what the scenario installs beside vidpipe (from the image's apt cache, offline)
+GUEST_TOOLS = ["mosquitto", "mosquitto-clients"]
 RECIPE_VERSION = "3"  # bump to force a rebuild of cached images
 HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -196,7 +198,7 @@ def debugfs_read(image: Path, name: str) -> Optional[str]:
 def run_scenario(deb: Path, workdir: Path, timeout: float = 1800) -> Dict[str, object]:
     """Boot the VM on the scenario; returns steps, result, journal and timings."""
     log: List[str] = []
-    image = Image(guest_dependencies(deb))
+    image = Image(guest_dependencies(deb) + GUEST_TOOLS)
     image.build(log)
     io = workdir / "io"
     io.mkdir(parents=True, exist_ok=True)

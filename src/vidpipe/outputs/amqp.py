@@ -81,7 +81,7 @@ class AmqpOutput(BrokerOutput):
         return pika.ConnectionParameters(
             host=cc.amqp_host, port=cc.amqp_port, virtual_host=cc.amqp_vhost,
             heartbeat=30, blocked_connection_timeout=10, connection_attempts=1,
-            socket_timeout=3, stack_timeout=5, client_properties={
+            socket_timeout=2, stack_timeout=3, client_properties={
                 "connection_name": "vidpipe collector"}, **kwargs)
 
     # ------------------------------------------------------------------ the connection

@@ -284,8 +284,9 @@ class BrokerOutput(Output):
             time.sleep(0.02)
         self._stop.set()
         if self.thread.is_alive():
-            self.thread.join(10.0)  # longer than a connect attempt may take
-        while True:  # what the thread did not get to
+            # a connect attempt takes at most 3 s; the unit's TimeoutStopSec is 5
+            self.thread.join(3.5)
+        while True:  # what the thread did not get to (the spool is thread-safe)
             try:
                 self._spool(*self.queue.get_nowait())
             except queue.Empty:

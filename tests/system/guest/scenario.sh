@@ -100,8 +100,10 @@ CONF=/etc/vidpipe/pipeline.toml
 # box) so that restarted services get CPU to start in
 sed -i 's/^#max_latency_ms = 250$/max_latency_ms = 3000/' $CONF
 sed -i 's/^#width = 640$/width = 320/; s/^#height = 480$/height = 240/; s/^#fps = 30.0$/fps = 10.0/' $CONF
-sed -i 's/^outputs = \["log", "preview"\]$/outputs = ["log", "preview", "jsonl", "record"]/' $CONF
-grep -q '^outputs = \["log", "preview", "jsonl", "record"\]$' $CONF \
+# mqtt from the start: no broker on the box yet (it comes in step 5c), so the
+# collector spools and keeps trying
+sed -i 's/^outputs = \["log", "preview"\]$/outputs = ["log", "preview", "jsonl", "record", "mqtt"]/' $CONF
+grep -q '^outputs = \["log", "preview", "jsonl", "record", "mqtt"\]$' $CONF \
     || fail "the shipped pipeline.toml has no 'outputs = [\"log\", \"preview\"]' line to edit"
 cat >> $CONF <<'EOF'
 jsonl_path = "/var/lib/vidpipe/results.jsonl"
@@ -186,6 +188,29 @@ echo "$out" | grep -q '"received": 5' || fail "the tap did not get 5 frames: $ou
 recorded() { ls /var/lib/vidpipe/recordings/cam0/ 2>/dev/null | grep -q '\.mp4$'; }
 wait_until 30 recorded || fail "no recording in /var/lib/vidpipe/recordings/cam0: $(journalctl -u vid-collector --no-pager | grep -i record | tail -3)"
 pass "status table ok; $web; tap got 5 frames; recording $(ls /var/lib/vidpipe/recordings/cam0 | head -1)"
+
+# ---------------------------------------------------------------- 5c. a broker arrives
+CURRENT=broker
+echo "$(status_text vid-collector)" | grep -q "broker mqtt" \
+    || fail "collector STATUS does not show the mqtt output waiting: $(status_text vid-collector)"
+if ! out=$(apt-get install -y --no-download mosquitto mosquitto-clients 2>&1); then
+    fail "apt-get install mosquitto failed offline: $(echo "$out" | tail -5)"
+fi
+wait_until 30 active mosquitto || fail "mosquitto not running: $(status_text mosquitto)"
+connected() { status_text vid-collector | grep -q "broker mqtt connected"; }
+wait_until 30 connected || fail "the collector did not connect to mosquitto within 30 s: $(status_text vid-collector); $(journalctl -u vid-collector --no-pager -o cat | grep -i mqtt | tail -3)"
+# retained availability and state: a subscriber arriving now gets them at once
+out=$(timeout 30 mosquitto_sub -h 127.0.0.1 -t 'vidpipe/availability' -t 'vidpipe/cam0/state' -v -C 3 -W 25 2>&1) \
+    || fail "mosquitto_sub got no retained availability and state: $out"
+echo "$out" | grep -q '^vidpipe/availability online$' || fail "availability is not online: $out"
+python3 - "$out" <<'EOF' || fail "the cam0 state message is not what the README says: $out"
+import json, sys
+line = [l for l in sys.argv[1].splitlines() if l.startswith("vidpipe/cam0/state ")][0]
+state = json.loads(line.split(" ", 1)[1])
+assert state["v"] == 1 and state["camera"] == "cam0" and state["processed"] > 0, state
+EOF
+FACTS[mqtt_status]=$(status_text vid-collector | grep -o "broker mqtt[^;]*")
+pass "mosquitto installed offline; the collector connected (${FACTS[mqtt_status]}); retained availability online and cam0 state received"
 
 # ---------------------------------------------------------------- 6. pinning
 CURRENT=pinning
