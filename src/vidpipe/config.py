@@ -178,6 +178,11 @@ class CameraConfig:
     match_by_id: str = key("", Rule(str))
     match_by_path: str = key("", Rule(str))
     tap: str = key("", _ENDPOINT)
+    decode: str = key("ffmpeg", Rule(str, choices=("auto", "ffmpeg", "nvdec", "v4l2m2m",
+                                                   "vaapi", "software")))
+    codec: str = key("h264", Rule(str, choices=("h264", "h265")))
+    rtsp_transport: str = key("tcp", Rule(str, choices=("tcp", "udp", "auto")))
+    rtsp_latency_ms: int = key(200, Rule(int, 0, 10000))
 
 
 @dataclass

@@ -120,7 +120,11 @@ class Decoder(Role):
             return True
         if not self.started:
             if not self._may_start():
-                self.out.wait(POLL_SLICE)
+                if self.source.live:  # a camera cannot pause: its frames until then go
+                    self._let_go_one()
+                    self.out.wait(0)  # what the handlers sent meanwhile (hello, credit)
+                else:
+                    self.out.wait(POLL_SLICE)
                 return True
             self.due = now
         if self.period:
@@ -134,23 +138,33 @@ class Decoder(Role):
         return self._read_one()
 
     def _may_start(self) -> bool:
-        """Live sources start at once; a finite one waits for the handlers it
-        asked for (``wait_for_handlers``) so that none of it is dropped."""
+        """The stream starts (seq 0) once the handlers it asked for
+        (``wait_for_handlers``) are there, so that none of it is dropped; a
+        live source's frames until then are read and let go, unnumbered."""
         wanted = self.cam.wait_for_handlers
-        self.started = self.source.live or not wanted or self.out.enough(wanted)
+        self.started = not wanted or self.out.enough(wanted)
         return self.started
+
+    def _let_go_one(self) -> None:
+        try:
+            self.source.skip()
+        except SourceError as exc:
+            self._source_failed(exc)
+
+    def _source_failed(self, exc: SourceError) -> None:
+        self.source.close()
+        self.source_open = False
+        self.open_failures = 1
+        self.source_error = str(exc)
+        self.next_open = time.monotonic() + 0.5
+        log.warning("%s: %s; reopening", self.name, exc)
 
     def _read_one(self) -> bool:
         """Read and dispatch one frame; ``False`` at the end of the source."""
         try:
             image, slot = self.framer.read(self.source)
         except SourceError as exc:
-            self.source.close()
-            self.source_open = False
-            self.open_failures = 1
-            self.source_error = str(exc)
-            self.next_open = time.monotonic() + 0.5
-            log.warning("%s: %s; reopening", self.name, exc)
+            self._source_failed(exc)
             return True
         if image is None:
             log.info("%s: end of %s after %d frames", self.name, self.source.describe(),

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from vidpipe import cameras, naming, redact
+from vidpipe import cameras, gstreamer, naming, redact
 from vidpipe.config import CameraConfig, ConfigError
 
 log = logging.getLogger("vidpipe.sources")
@@ -48,6 +48,11 @@ class Source:
             return frame
         np.copyto(out, frame)
         return out
+
+    def skip(self) -> None:
+        """Read a frame and let it go, not counted against ``frames`` (a live
+        source's frames before the stream starts)."""
+        self.read()
 
     def close(self) -> None:
         pass
@@ -191,6 +196,10 @@ class CaptureSource(Source):
     def _on_failure(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
         raise SourceError("read from {} failed".format(self.describe()))
 
+    def skip(self) -> None:
+        if not self._grab(None)[0]:
+            self._on_failure(None)
+
     def close(self) -> None:
         if self.cap is not None:
             self.cap.release()
@@ -308,8 +317,48 @@ class URLSource(CaptureSource):
         except TypeError:  # OpenCV < 4.5.2 has no params argument
             return cv2.VideoCapture(self.camera.source, cv2.CAP_FFMPEG)
 
+    def read_into(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        if self.camera.frames and self.count >= self.camera.frames:
+            return None
+        return super().read_into(out)
+
     def describe(self) -> str:
         return "stream {}".format(redact.url(self.camera.source))
+
+
+class GstSource(URLSource):
+    """A network stream (or file:// URL) through a GStreamer pipeline built for
+    this box (:mod:`vidpipe.gstreamer`): hardware decoding where there is
+    some, scaled and rated to the camera's width/height/fps before frames
+    are handed out."""
+
+    kind = "gstreamer"
+
+    def __init__(self, camera: CameraConfig) -> None:
+        super().__init__(camera)
+        self.choice: Optional[gstreamer.Choice] = None
+
+    def _capture(self) -> Any:
+        cam = self.camera
+        try:
+            self.choice = gstreamer.choose(cam.codec, cam.decode, gstreamer.element_exists)
+        except gstreamer.NoDecoder as exc:
+            raise SourceError(str(exc)) from None
+        # the description holds the URL and so perhaps a password: never logged
+        return cv2.VideoCapture(gstreamer.describe_pipeline(
+            cam.source, self.choice, cam.width, cam.height, cam.fps, cam.rtsp_transport,
+            cam.rtsp_latency_ms, exists=gstreamer.element_exists), cv2.CAP_GSTREAMER)
+
+    def open(self) -> None:
+        super().open()
+        assert self.choice is not None
+        self.info["decoder"] = self.choice.text()
+        log.info("%s: %s, delivering %dx%d", self.describe(), self.choice.text(),
+                 self.info["width"], self.info["height"])
+
+    def describe(self) -> str:
+        how = self.choice.text() if self.choice else "gstreamer, decode = " + self.camera.decode
+        return "stream {} ({})".format(redact.url(self.camera.source), how)
 
 
 def make_source(camera: CameraConfig, config_path: str = "") -> Source:
@@ -322,7 +371,7 @@ def make_source(camera: CameraConfig, config_path: str = "") -> Source:
     if src.startswith("/dev/"):
         return V4L2Source(camera)
     if URL_RE.match(src):
-        return URLSource(camera)
+        return URLSource(camera) if camera.decode == "ffmpeg" else GstSource(camera)
     if not os.path.isfile(src):
         raise ConfigError(config_path, "cameras.{}.source".format(camera.name),
                           "{!r} is not 'auto', 'testsrc', a /dev/ device, a URL or an "

@@ -1,0 +1,62 @@
+"""A real RTSP camera for the tests: GStreamer's RTSP server (Debian's
+gir1.2-gst-rtsp-server-1.0, x264/x265 encoders) serving a live moving test
+pattern as H.264 on /h264 and H.265 on /h265, over TCP and UDP.
+
+    python3 tests/rtsp_camera.py PORT [WIDTH HEIGHT FPS [USER:PASSWORD]]
+
+Prints "ready" once it serves; runs until terminated. With USER:PASSWORD,
+clients must log in (basic auth): a wrong password gets 401 Unauthorized.
+Run by /usr/bin/python3 (the GObject bindings are Debian's)."""
+
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+ENCODERS = {
+    "h264": "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} "
+            "! video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 config-interval=1",
+    "h265": "x265enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} "
+            "! rtph265pay name=pay0 pt=96 config-interval=1",
+}
+
+
+def main() -> None:
+    Gst.init(None)
+    port = sys.argv[1]
+    width, height, fps = (int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])) \
+        if len(sys.argv) > 4 else (640, 480, 30)
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(port)
+    mounts = server.get_mount_points()
+    for name, encoder in ENCODERS.items():
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(
+            "( videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},"
+            "framerate={fps}/1 ! videoconvert ! {enc} )".format(
+                w=width, h=height, fps=fps, enc=encoder.format(fps=fps)))
+        factory.set_shared(True)
+        if len(sys.argv) > 5:
+            factory.add_role_from_structure(Gst.Structure.from_string(
+                "viewer, media.factory.access=(boolean)true, "
+                "media.factory.construct=(boolean)true")[0])
+        mounts.add_factory("/" + name, factory)
+    if len(sys.argv) > 5:
+        user, _, password = sys.argv[5].partition(":")
+        auth = GstRtspServer.RTSPAuth()
+        token = GstRtspServer.RTSPToken.new_empty()
+        token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+        server.set_auth(auth)
+    if server.attach(None) == 0:
+        raise SystemExit("cannot listen on 127.0.0.1:{}".format(port))
+    print("ready", flush=True)
+    GLib.MainLoop().run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Which decoder a network camera gets on each kind of box, and the pipeline
+OpenCV is handed: the registry of each box is given as the set of element
+names its GStreamer plugins provide (what ``gst-inspect-1.0`` lists there)."""
+
+import pytest
+
+from vidpipe import gstreamer
+from vidpipe.config import CameraConfig, rules_of
+
+# element names as each box's packages provide them
+JETSON = {"nvv4l2decoder", "nvvidconv", "avdec_h264", "avdec_h265", "rtspsrc"}
+PI4 = {"v4l2h264dec", "v4l2h265dec", "avdec_h264", "avdec_h265"}
+PI5 = {"v4l2slh265dec", "avdec_h264", "avdec_h265"}  # no H.264 decoder in hardware
+INTEL = {"vah264dec", "vah265dec", "vapostproc", "vaapih264dec", "avdec_h264", "avdec_h265"}
+OLD_INTEL = {"vaapih264dec", "vaapih265dec", "avdec_h264"}
+PLAIN = {"avdec_h264", "avdec_h265"}
+BARE = set()  # GStreamer without gstreamer1.0-libav
+
+
+@pytest.mark.parametrize("box,codec,element,family", [
+    (JETSON, "h264", "nvv4l2decoder", "nvdec"), (JETSON, "h265", "nvv4l2decoder", "nvdec"),
+    (PI4, "h264", "v4l2h264dec", "v4l2m2m"), (PI4, "h265", "v4l2h265dec", "v4l2m2m"),
+    (PI5, "h264", "avdec_h264", "software"), (PI5, "h265", "v4l2slh265dec", "v4l2m2m"),
+    (INTEL, "h264", "vah264dec", "vaapi"), (OLD_INTEL, "h265", "vaapih265dec", "vaapi"),
+    (PLAIN, "h265", "avdec_h265", "software"),
+])
+def test_auto_picks_the_boxs_hardware_decoder_else_software(box: set, codec: str,
+                                                             element: str, family: str) -> None:
+    choice = gstreamer.choose(codec, "auto", box.__contains__)
+    assert (choice.element, choice.family) == (element, family)
+
+
+def test_an_explicit_choice_is_kept_or_named_when_missing() -> None:
+    assert gstreamer.choose("h264", "software", JETSON.__contains__).element == "avdec_h264"
+    with pytest.raises(gstreamer.NoDecoder, match=r"no GStreamer element decodes H264 with "
+                       r"decode = 'nvdec' here \(tried nvv4l2decoder\)"):
+        gstreamer.choose("h264", "nvdec", INTEL.__contains__)
+    with pytest.raises(gstreamer.NoDecoder, match="gstreamer1.0-libav.*decode = \"ffmpeg\""):
+        gstreamer.choose("h265", "auto", BARE.__contains__)
+
+
+def test_the_config_offers_exactly_the_decode_choices() -> None:
+    assert rules_of(CameraConfig)["decode"].choices == gstreamer.DECODE_CHOICES
+
+
+def test_the_status_text_names_codec_and_element() -> None:
+    assert gstreamer.Choice("nvdec", "nvv4l2decoder", "h264").text() == \
+        "decoding H.264 on nvv4l2decoder (nvdec)"
+    assert gstreamer.Choice("software", "avdec_h265", "h265").text() == \
+        "decoding H.265 on avdec_h265 (software)"
+
+
+def test_the_pipeline_scales_and_rates_before_frames_are_handed_out() -> None:
+    soft = gstreamer.Choice("software", "avdec_h264", "h264")
+    text = gstreamer.describe_pipeline("rtsp://cam/stream", soft, 640, 360, 5, "udp", 100)
+    assert text.startswith('rtspsrc location="rtsp://cam/stream" protocols=udp latency=100 ')
+    assert " ! rtph264depay ! h264parse ! avdec_h264 ! videoconvert ! videoscale ! " \
+        "videorate drop-only=true ! video/x-raw,format=BGR,width=640,height=360," \
+        "framerate=5/1 ! appsink " in text
+    # the stream's own size and rate: no caps on them; GRAY8 straight from the decoder
+    own = gstreamer.describe_pipeline("rtsp://cam/s", soft, gray=True)
+    assert "video/x-raw,format=GRAY8 ! appsink" in own and "videorate" not in own
+
+
+def test_a_jetson_scales_on_nvvidconv_out_of_nvmm() -> None:
+    nv = gstreamer.Choice("nvdec", "nvv4l2decoder", "h265")
+    text = gstreamer.describe_pipeline("rtsp://cam/s", nv, 1280, 720, 0, "tcp",
+                                       exists=JETSON.__contains__)
+    assert "h265parse ! nvv4l2decoder ! nvvidconv ! video/x-raw,width=1280,height=720 ! " \
+        "videoconvert" in text
+
+
+def test_a_url_cannot_break_out_of_its_property() -> None:
+    soft = gstreamer.Choice("software", "avdec_h264", "h264")
+    text = gstreamer.describe_pipeline('rtsp://x/a" ! filesink location="/etc/passwd', soft)
+    assert 'location="rtsp://x/a\\" ! filesink location=\\"/etc/passwd"' in text
