@@ -4,7 +4,8 @@ pattern as H.264 on /h264 and H.265 on /h265, over TCP and UDP.
 
     python3 tests/rtsp_camera.py PORT [WIDTH HEIGHT FPS [USER:PASSWORD]]
 
-Prints "ready" once it serves; runs until terminated. With USER:PASSWORD,
+Prints "ready" once it serves, then "client" for each connection; runs
+until terminated. With USER:PASSWORD,
 clients must log in (basic auth): a wrong password gets 401 Unauthorized.
 Run by /usr/bin/python3 (the GObject bindings are Debian's)."""
 
@@ -41,17 +42,21 @@ def main() -> None:
                 w=width, h=height, fps=fps, enc=encoder.format(fps=fps)))
         factory.set_shared(True)
         if len(sys.argv) > 5:
-            factory.add_role_from_structure(Gst.Structure.from_string(
-                "viewer, media.factory.access=(boolean)true, "
-                "media.factory.construct=(boolean)true")[0])
+            permissions = GstRtspServer.RTSPPermissions()
+            permissions.add_permission_for_role("viewer", "media.factory.access", True)
+            permissions.add_permission_for_role("viewer", "media.factory.construct", True)
+            factory.set_permissions(permissions)
         mounts.add_factory("/" + name, factory)
     if len(sys.argv) > 5:
         user, _, password = sys.argv[5].partition(":")
         auth = GstRtspServer.RTSPAuth()
-        token = GstRtspServer.RTSPToken.new_empty()
-        token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+        token = GstRtspServer.RTSPToken()
+        token.set_string("media.factory.role", "viewer")
         auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
         server.set_auth(auth)
+    # one line per connection, so tests can count how often a client comes
+    server.connect("client-connected", lambda _server, client: print(
+        "client", flush=True))
     if server.attach(None) == 0:
         raise SystemExit("cannot listen on 127.0.0.1:{}".format(port))
     print("ready", flush=True)

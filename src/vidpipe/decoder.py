@@ -26,6 +26,8 @@ from vidpipe.tap import TapPublisher
 
 log = logging.getLogger("vidpipe.decoder")
 POLL_SLICE = 0.05  # seconds: the longest the loop sleeps before looking at signals
+PROBE_S = 1.0  # a network camera that does not answer is looked at this often
+REFUSED_S = 20.0  # one that refuses (wrong password, no such path): 3 times a minute
 
 
 def camera_config(config: Config, name: str) -> CameraConfig:
@@ -61,6 +63,7 @@ class Decoder(Role):
         self.next_open = self.due = 0.0
         self.period = 0.0
         self.open_failures = 0
+        self.camera_down = False  # a probe found the network camera away
         self.out = make_dispatcher(self, self.sockets, pipe, name)
         self.tap = TapPublisher(self.sockets, self.cam.tap, pipe.tap_hwm) if pipe.taps \
             else None
@@ -81,12 +84,26 @@ class Decoder(Role):
         self._try_open(time.monotonic())
 
     def _try_open(self, now: float) -> None:
+        """Open the source -- after a cheap look at a network camera: while it
+        does not answer, look again every PROBE_S (no back-off: frames flow
+        soon after it is back); while it refuses (401, 404), every REFUSED_S."""
+        answer = self.source.check()
         try:
-            self.source.open()
+            if answer is not None and not answer.up:
+                self.next_open = now + (REFUSED_S if answer.refused else PROBE_S)
+                self.camera_down = True
+                raise SourceError("{}: {}".format(self.source.describe(), answer.reason))
+            if self.camera_down:  # it answers again: open at once, back-off afresh
+                self.camera_down = False
+                self.open_failures = 0
+            try:
+                self.source.open()
+            except SourceError:
+                self.open_failures += 1
+                self.next_open = now + min(self.cam.reconnect_max_s,
+                                           0.5 * 2 ** min(self.open_failures - 1, 10))
+                raise
         except SourceError as exc:
-            self.open_failures += 1
-            delay = min(self.cam.reconnect_max_s, 0.5 * 2 ** min(self.open_failures - 1, 10))
-            self.next_open = now + delay
             if str(exc) != self.source_error:
                 log.warning("%s: %s; retrying (back-off up to %gs)", self.name, exc,
                             self.cam.reconnect_max_s)

@@ -15,8 +15,10 @@ A camera's ``decode`` key says which decoder family to use:
 
 :func:`choose` picks the element (from the names GStreamer's registry has,
 given as a predicate so the choice is testable for every kind of box),
-:func:`describe_pipeline` writes the ``gst-launch`` description OpenCV's
-``CAP_GSTREAMER`` opens: ``rtspsrc`` (over ``rtsp_transport``) or
+:func:`describe_pipeline` writes the ``gst-launch`` description that
+:class:`Player` runs (GStreamer's own Python bindings, not OpenCV's
+``CAP_GSTREAMER``, whose reads cannot time out and which hides the reason a
+stream failed): ``rtspsrc`` (over ``rtsp_transport``) or
 ``filesrc`` + demuxer, depay, parse, decoder, then scale and rate to the
 camera's ``width``/``height``/``fps`` *before* frames are handed out, and
 ``appsink`` in BGR (or GRAY8).
@@ -25,7 +27,7 @@ camera's ``width``/``height``/``fps`` *before* frames are handed out, and
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 CODECS = ("h264", "h265")
 FAMILIES = ("nvdec", "v4l2m2m", "vaapi", "software")
@@ -38,6 +40,7 @@ DECODERS: Dict[str, Dict[str, Tuple[str, ...]]] = {
     "vaapi": {"h264": ("vah264dec", "vaapih264dec"), "h265": ("vah265dec", "vaapih265dec")},
     "software": {"h264": ("avdec_h264",), "h265": ("avdec_h265",)},
 }
+SINK = "vidpipe_sink"
 #: what brings a family's frames into system memory, scaled (its own scaler)
 SCALERS = {"nvdec": "nvvidconv", "vaapi": "vapostproc"}
 
@@ -81,13 +84,14 @@ def describe_pipeline(url: str, choice: Choice, width: int = 0, height: int = 0,
                       fps: float = 0.0, transport: str = "tcp", latency_ms: int = 200,
                       gray: bool = False, exists: Optional[Callable[[str], bool]] = None,
                       timeout_s: float = 2.0) -> str:
-    """The ``gst-launch`` description for OpenCV's ``CAP_GSTREAMER``.
+    """The ``gst-launch`` description :class:`Player` runs.
 
     ``width``/``height``/``fps`` of 0 keep the stream's own. A family with a
     scaler of its own (``nvvidconv``, ``vapostproc``) scales there, on the
     accelerator, if ``exists`` says it is here; the rest with ``videoscale``.
-    ``timeout_s``: ``rtspsrc`` gives up on a stream that stopped sending
-    after this long (a camera that lost power sends no FIN)."""
+    ``timeout_s``: a stream that stopped sending fails after this long (a
+    camera that lost power sends no FIN): ``rtspsrc``'s TCP timeout and, if
+    ``exists`` says it is here, a ``watchdog`` element (gst-plugins-bad)."""
     codec = choice.codec
     if url.startswith(("rtsp://", "rtsps://")):
         protocols = {"tcp": "tcp", "udp": "udp", "auto": "tcp+udp"}[transport]
@@ -98,7 +102,12 @@ def describe_pipeline(url: str, choice: Choice, width: int = 0, height: int = 0,
     else:
         path = url[len("file://"):] if url.startswith("file://") else url
         head = "filesrc location={} ! parsebin".format(_quote(path))
-    parts = [head, "{}parse".format(codec), choice.element]
+    parts = [head]
+    if url.startswith(("rtsp://", "rtsps://")) and (exists is None or exists("watchdog")):
+        # a camera that stops sending without closing the connection (power
+        # lost): an error after timeout_s without data, so the read fails
+        parts.append("watchdog timeout={}".format(int(timeout_s * 1000)))
+    parts += ["{}parse".format(codec), choice.element]
     size = ""
     if width and height:
         size = ",width={},height={}".format(int(width), int(height))
@@ -110,8 +119,7 @@ def describe_pipeline(url: str, choice: Choice, width: int = 0, height: int = 0,
     if fps:
         parts.append("videorate drop-only=true")
         caps += ",framerate={}".format(_fraction(fps))
-    # no name=: OpenCV finds the sink by its default name ("appsink0")
-    parts += [caps, "appsink drop=false max-buffers=4 sync=false"]
+    parts += [caps, "appsink name={} drop=false max-buffers=4 sync=false".format(SINK)]
     return " ! ".join(parts)
 
 
@@ -156,3 +164,85 @@ def _ask_registry(name: str) -> bool:
                               stderr=subprocess.DEVNULL, timeout=30).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+class PlayerError(Exception):
+    """The pipeline would not start or stopped: the reason GStreamer gave."""
+
+
+def _gst() -> Any:
+    try:
+        import gi
+
+        gi.require_version("Gst", "1.0")
+        gi.require_version("GstVideo", "1.0")
+        gi.require_version("GstApp", "1.0")
+        from gi.repository import Gst, GstApp, GstVideo  # noqa: F401 (GstApp: appsink's methods)
+    except (ImportError, ValueError):
+        raise PlayerError("GStreamer's Python bindings are missing (Debian: apt install "
+                          "python3-gi gir1.2-gst-plugins-base-1.0)") from None
+    if not Gst.is_initialized():
+        Gst.init(None)
+    return Gst, GstVideo
+
+
+class Player:
+    """Runs a pipeline description and hands out its frames as arrays; a
+    read waits at most ``timeout_s``; an error names GStreamer's reason
+    (e.g. ``Unauthorized``) without the URL (which may hold a password)."""
+
+    def __init__(self, description: str, timeout_s: float = 5.0) -> None:
+        self.Gst, self.GstVideo = _gst()
+        self.timeout_ns = int(timeout_s * 1e9)
+        try:
+            self.pipeline = self.Gst.parse_launch(description)
+        except Exception as exc:  # GLib.Error: a bad description or a missing element
+            raise PlayerError("the pipeline does not build: {}".format(
+                getattr(exc, "message", exc))) from None
+        self.sink = self.pipeline.get_by_name(SINK)
+        self.bus = self.pipeline.get_bus()
+        self.shape: Tuple[int, ...] = ()
+        if self.pipeline.set_state(self.Gst.State.PLAYING) == \
+                self.Gst.StateChangeReturn.FAILURE:
+            self.close()
+            raise PlayerError(self._reason() or "the pipeline would not start")
+
+    def _reason(self) -> str:
+        message = self.bus.pop_filtered(self.Gst.MessageType.ERROR | self.Gst.MessageType.EOS)
+        if message is None:
+            return ""
+        if message.type == self.Gst.MessageType.EOS:
+            return "the stream ended"
+        err, _debug = message.parse_error()
+        return "{} ({})".format(err.message, message.src.get_name() if message.src else "?")
+
+    def read(self, out: Optional[Any] = None) -> Any:
+        """The next frame (into ``out`` when it fits); :class:`PlayerError`
+        when none came within the timeout or the stream failed."""
+        import numpy as np
+
+        sample = self.sink.try_pull_sample(self.timeout_ns)
+        if sample is None:
+            reason = self._reason()
+            raise PlayerError(reason or "no frame for {:g} s".format(self.timeout_ns / 1e9))
+        info = self.GstVideo.VideoInfo.new_from_caps(sample.get_caps())
+        channels = 1 if info.finfo.format == self.GstVideo.VideoFormat.GRAY8 else 3
+        height, width, stride = info.height, info.width, info.stride[0]
+        buffer = sample.get_buffer()
+        ok, mapped = buffer.map(self.Gst.MapFlags.READ)
+        if not ok:
+            raise PlayerError("a frame buffer could not be mapped")
+        try:
+            shape = (height, width) if channels == 1 else (height, width, channels)
+            view = np.ndarray(shape, np.uint8, buffer=mapped.data,
+                              strides=(stride, channels, 1)[:len(shape)])
+            self.shape = shape
+            if out is not None and out.shape == shape and out.dtype == np.uint8:
+                np.copyto(out, view)
+                return out
+            return view.copy()
+        finally:
+            buffer.unmap(mapped)
+
+    def close(self) -> None:
+        self.pipeline.set_state(self.Gst.State.NULL)

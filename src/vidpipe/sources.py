@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from vidpipe import cameras, gstreamer, naming, redact
+from vidpipe import cameras, gstreamer, naming, redact, rtsp
 from vidpipe.config import CameraConfig, ConfigError
 
 log = logging.getLogger("vidpipe.sources")
@@ -53,6 +53,11 @@ class Source:
         """Read a frame and let it go, not counted against ``frames`` (a live
         source's frames before the stream starts)."""
         self.read()
+
+    def check(self) -> Optional[rtsp.Answer]:
+        """A cheap look before opening: is the camera there and willing
+        (``None``: this source cannot tell, just open it)."""
+        return None
 
     def close(self) -> None:
         pass
@@ -322,39 +327,95 @@ class URLSource(CaptureSource):
             return None
         return super().read_into(out)
 
+    def check(self) -> Optional[rtsp.Answer]:
+        return _probe(self.camera.source)
+
     def describe(self) -> str:
         return "stream {}".format(redact.url(self.camera.source))
 
 
-class GstSource(URLSource):
+def _probe(source: str) -> Optional[rtsp.Answer]:
+    if not source.lower().startswith(("rtsp://", "rtsps://")):
+        return None
+    return rtsp.probe(source)
+
+
+class GstSource(Source):
     """A network stream (or file:// URL) through a GStreamer pipeline built for
     this box (:mod:`vidpipe.gstreamer`): hardware decoding where there is
     some, scaled and rated to the camera's width/height/fps before frames
-    are handed out."""
+    are handed out. A read waits at most READ_TIMEOUT_S (longer only when
+    fewer than 2 frames a second are asked for): a camera that went silent
+    without closing the connection is noticed."""
 
     kind = "gstreamer"
+    live = True
+    OPEN_TIMEOUT_S = 10.0  # connect, negotiate, first key frame
+    READ_TIMEOUT_S = 1.5
 
     def __init__(self, camera: CameraConfig) -> None:
         super().__init__(camera)
         self.choice: Optional[gstreamer.Choice] = None
+        self.player: Optional[gstreamer.Player] = None
+        self.first: Optional[np.ndarray] = None
+        self.count = 0
 
-    def _capture(self) -> Any:
-        cam = self.camera
-        try:
-            self.choice = gstreamer.choose(cam.codec, cam.decode, gstreamer.element_exists)
-        except gstreamer.NoDecoder as exc:
-            raise SourceError(str(exc)) from None
-        # the description holds the URL and so perhaps a password: never logged
-        return cv2.VideoCapture(gstreamer.describe_pipeline(
-            cam.source, self.choice, cam.width, cam.height, cam.fps, cam.rtsp_transport,
-            cam.rtsp_latency_ms, exists=gstreamer.element_exists), cv2.CAP_GSTREAMER)
+    def check(self) -> Optional[rtsp.Answer]:
+        return _probe(self.camera.source)
 
     def open(self) -> None:
-        super().open()
-        assert self.choice is not None
-        self.info["decoder"] = self.choice.text()
-        log.info("%s: %s, delivering %dx%d", self.describe(), self.choice.text(),
-                 self.info["width"], self.info["height"])
+        self.close()
+        cam = self.camera
+        timeout = max(self.READ_TIMEOUT_S, 3.0 / cam.fps if cam.fps else 0.0)
+        try:
+            self.choice = gstreamer.choose(cam.codec, cam.decode, gstreamer.element_exists)
+            # the description holds the URL and so perhaps a password: never logged
+            self.player = gstreamer.Player(gstreamer.describe_pipeline(
+                cam.source, self.choice, cam.width, cam.height, cam.fps, cam.rtsp_transport,
+                cam.rtsp_latency_ms, exists=gstreamer.element_exists,
+                timeout_s=timeout), self.OPEN_TIMEOUT_S)
+            self.first = self.player.read()
+        except (gstreamer.NoDecoder, gstreamer.PlayerError) as exc:
+            self.close()
+            raise SourceError("cannot open {}: {}".format(self.describe(), exc)) from None
+        self.player.timeout_ns = int(timeout * 1e9)
+        height, width = self.first.shape[:2]
+        self.info = {"width": width, "height": height, "fps": cam.fps,
+                     "format": "BGR3", "decoder": self.choice.text()}
+        log.info("%s: delivering %dx%d", self.describe(), width, height)
+
+    def _next(self, out: Optional[np.ndarray]) -> np.ndarray:
+        if self.player is None:
+            raise SourceError("{} is not open".format(self.describe()))
+        if self.first is not None:
+            frame, self.first = self.first, None
+            if out is not None and out.shape == frame.shape:
+                np.copyto(out, frame)
+                return out
+            return frame
+        try:
+            return self.player.read(out)
+        except gstreamer.PlayerError as exc:
+            raise SourceError("read from {} failed: {}".format(self.describe(), exc)) from None
+
+    def read(self) -> Optional[np.ndarray]:
+        return self.read_into(None)  # type: ignore[arg-type]
+
+    def read_into(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        if self.camera.frames and self.count >= self.camera.frames:
+            return None
+        frame = self._next(out)
+        self.count += 1
+        return frame
+
+    def skip(self) -> None:
+        self._next(None)
+
+    def close(self) -> None:
+        if self.player is not None:
+            self.player.close()
+            self.player = None
+        self.first = None
 
     def describe(self) -> str:
         how = self.choice.text() if self.choice else "gstreamer, decode = " + self.camera.decode

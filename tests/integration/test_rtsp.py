@@ -6,13 +6,17 @@ in the decoder, every frame handed on in order.
 Marked ``once``: the floor suites' OpenCV is PyPI's wheel, built without
 GStreamer (Debian's and NVIDIA's OpenCV have it)."""
 
+import os
+import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, List, Optional
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_until
 from helpers import wait_exit
 
 pytestmark = pytest.mark.once
@@ -20,23 +24,42 @@ CAMERA = Path(__file__).resolve().parent.parent / "rtsp_camera.py"
 
 
 class RtspCamera:
+    """The test server in a process of its own, on a port that stays the same
+    across a stop and a start (a camera that reboots)."""
+
     def __init__(self, *extra: str) -> None:
         self.port = free_port()
+        self.extra = list(extra)
+        self.clients: List[float] = []  # when each connection came
+        self.proc: Optional[subprocess.Popen] = None
+        self.start()
+
+    def start(self) -> None:
         self.proc = subprocess.Popen(["/usr/bin/python3", str(CAMERA), str(self.port), "640",
-                                      "480", "30"] + list(extra), stdout=subprocess.PIPE,
+                                      "480", "30"] + self.extra, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, universal_newlines=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if line.strip() != "ready":
             raise AssertionError("the RTSP server did not start (./dev test installs "
                                  "gir1.2-gst-rtsp-server-1.0): " + line + self.proc.stdout.read())
+        threading.Thread(target=self._count, args=(self.proc.stdout,), daemon=True).start()
+
+    def _count(self, stream: Any) -> None:
+        for line in stream:
+            if line.startswith("client"):
+                self.clients.append(time.monotonic())
 
     def url(self, path: str, auth: str = "") -> str:
         return "rtsp://{}127.0.0.1:{}/{}".format(auth + "@" if auth else "", self.port, path)
 
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    close = stop
 
 
 @pytest.fixture
@@ -95,3 +118,100 @@ def test_a_hostile_url_stays_inside_its_property() -> None:
     assert "filesink" not in names and names.count("rtspsrc") == 1
     src = [e for e in elements if e.get_factory().get_name() == "rtspsrc"][0]
     assert src.get_property("location") == url
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (from /proc)."""
+    fields = Path("/proc/{}/stat".format(pid)).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def frames_after(pipeline: Any, wall_ns: int) -> List[Any]:
+    return [r for r in pipeline.results() if r["status"] == "ok" and r["capture_ns"] >= wall_ns]
+
+
+def test_a_camera_that_reboots_or_goes_silent_is_back_within_3_s(rtsp: RtspCamera,
+                                                                pipeline: Any) -> None:
+    """Away 20 s, then 60 s (a camera rebooting): the decoder waits on cheap
+    probes (< 2 % of a core) and frames flow within 3 s of the camera
+    answering. Silent without closing the connection (SIGSTOP): noticed
+    within 2 s."""
+    pipeline.write_config({
+        "cameras": {"cam0": {"source": rtsp.url("h264"), "decode": "software",
+                             "width": 320, "height": 240, "fps": 10}},
+        "handlers": {"stages": ["gray"]},
+        "collector": {"outputs": ["jsonl"]},
+    })
+    pipeline.start("collector", "main")
+    pipeline.start("handler", "1")
+    decoder = pipeline.start("decoder", "cam0")
+    wait_until(lambda: len(frames_after(pipeline, 0)) >= 20, 30, "frames before the reboot")
+    figures = []
+    for away in (20, 60):
+        rtsp.stop()
+        gone = time.monotonic()
+        wait_until(lambda: "reopening" in decoder.output().split("is back")[-1], 10,
+                   "the decoder noticing the camera is gone")
+        cpu_before, t_before = cpu_s(decoder.pid), time.monotonic()
+        time.sleep(max(0.0, away - (time.monotonic() - gone)))
+        waiting_cpu = (cpu_s(decoder.pid) - cpu_before) / (time.monotonic() - t_before)
+        rtsp.start()
+        back, back_ns = time.monotonic(), time.time_ns()
+        wait_until(lambda: frames_after(pipeline, back_ns), 15, "frames after the camera is back")
+        first = min(r["capture_ns"] for r in frames_after(pipeline, back_ns))
+        figures.append((away, waiting_cpu, (first - back_ns) / 1e9))
+        assert waiting_cpu < 0.02, figures
+        assert (first - back_ns) / 1e9 <= 3.0, figures
+    # silent: the process stops answering, the TCP connection stays open
+    assert rtsp.proc is not None
+    before = decoder.output().count("reopening")
+    rtsp.proc.send_signal(signal.SIGSTOP)
+    silent = time.monotonic()
+    try:
+        wait_until(lambda: decoder.output().count("reopening") > before, 10,
+                   "the decoder noticing a silent camera")
+        noticed = time.monotonic() - silent
+    finally:
+        rtsp.proc.send_signal(signal.SIGCONT)
+    print("camera away {}; silent camera noticed after {:.1f} s".format(
+        ", ".join("{} s: decoder CPU {:.2%} while waiting, frames {:.1f} s after it "
+                  "answered".format(a, c, f) for a, c, f in figures), noticed))
+    assert noticed <= 2.0  # the source's 1.5 s read timeout, and the test's polling
+
+
+def test_a_wrong_password_is_named_and_the_camera_not_hammered(pipeline: Any) -> None:
+    camera = RtspCamera("viewer:s3cret")
+    try:
+        pipeline.write_config({
+            "cameras": {"cam0": {"source": camera.url("h264", "viewer:wrong-pw"),
+                                 "decode": "software", "width": 320, "height": 240}},
+            "handlers": {"stages": ["gray"]},
+            "collector": {"outputs": ["jsonl"]},
+        })
+        decoder = pipeline.start("decoder", "cam0")
+        started = time.monotonic()
+        wait_until(lambda: "401 Unauthorized" in decoder.output(), 10, "401 in the log")
+        status = decoder.notify.last("STATUS") or ""
+        assert "401 Unauthorized" in status, status
+        time.sleep(max(0.0, 30 - (time.monotonic() - started)))
+        tries = len(camera.clients)
+        assert 1 <= tries <= 2, camera.clients  # a look every 20 s: 3 a minute at most
+        assert "wrong-pw" not in decoder.output() and "wrong-pw" not in status
+        decoder.stop()
+        # the right password: frames
+        pipeline.write_config({
+            "cameras": {"cam0": {"source": camera.url("h264", "viewer:s3cret"),
+                                 "decode": "software", "width": 320, "height": 240,
+                                 "frames": 30, "wait_for_handlers": 1}},
+            "handlers": {"stages": ["gray"]},
+            "collector": {"outputs": ["jsonl"], "exit_on_eos": True},
+        })
+        collector = pipeline.start("collector", "main")
+        pipeline.start("handler", "1")
+        good = pipeline.start("decoder", "cam0")
+        assert wait_exit(good, 40, pipeline) == 0
+        assert wait_exit(collector, 30, pipeline) == 0
+        assert len([r for r in pipeline.results() if r["status"] == "ok"]) == 30
+        print("wrong password: {} connection(s) in 30 s; status: {}".format(tries, status))
+    finally:
+        camera.close()
