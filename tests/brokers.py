@@ -9,6 +9,7 @@ import pwd
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
@@ -181,3 +182,35 @@ def unique_in_order(events: List[Any]) -> List[Tuple[str, int]]:
         if key not in unique:
             unique.append(key)
     return unique
+
+
+KILLED = """
+import importlib, sys, time
+sys.path.insert(0, sys.argv[4])
+from brokers import collector_config, feed
+OUTPUT = importlib.import_module("vidpipe.outputs." + sys.argv[1]).OUTPUT
+output = OUTPUT(collector_config(sys.argv[2], sys.argv[1], int(sys.argv[3])))
+feed(output, 300)
+while output.status()["queued"] > output.status()["depth"] + 10 or \\
+        output.status()["depth"] < 20:  # in the spool: every event fsynced
+    time.sleep(0.05)
+print(output.status()["depth"], flush=True)
+time.sleep(60)
+"""
+
+
+def killed_collector(output: str, spool: Path, port: int) -> int:
+    """A collector's broker output fed 300 frames of :func:`pattern` while
+    its broker is away, SIGKILLed once its events are in the spool; how
+    many messages it had spooled."""
+    from conftest import SRC
+
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, output, str(spool), str(port),
+                             str(Path(__file__).resolve().parent)],
+                            stdout=subprocess.PIPE, universal_newlines=True,
+                            env=dict(os.environ, PYTHONPATH=str(SRC)))
+    assert proc.stdout is not None
+    spooled = int(proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return spooled

@@ -120,7 +120,8 @@ def _ask(sock: socket.socket, target: str, cseq: int, auth: Optional[str],
     return int(found.group(1)), found.group(2).strip(), headers
 
 
-def _authorization(challenge: str, user: str, password: str, target: str) -> Optional[str]:
+def _authorization(challenge: str, user: str, password: str, target: str,
+                   method: str = "DESCRIBE", cnonce: str = "") -> Optional[str]:
     scheme, _, rest = challenge.partition(" ")
     if scheme.lower() == "basic":
         token = base64.b64encode("{}:{}".format(user, password).encode("utf-8")).decode()
@@ -137,11 +138,11 @@ def _authorization(challenge: str, user: str, password: str, target: str) -> Opt
         return hashlib.md5(text.encode("utf-8")).hexdigest()  # RTSP Digest is MD5
 
     ha1 = md5("{}:{}:{}".format(user, realm, password))
-    ha2 = md5("DESCRIBE:{}".format(target))
+    ha2 = md5("{}:{}".format(method, target))
     fields = 'username="{}", realm="{}", nonce="{}", uri="{}"'.format(
         user.replace('"', ""), realm, nonce, target)
     if "auth" in [q.strip() for q in params.get("qop", "").split(",")]:
-        cnonce = os.urandom(8).hex()
+        cnonce = cnonce or os.urandom(8).hex()
         response = md5("{}:{}:00000001:{}:auth:{}".format(ha1, nonce, cnonce, ha2))
         fields += ', qop=auth, nc=00000001, cnonce="{}"'.format(cnonce)
     else:

@@ -6,18 +6,15 @@ killed, a full spool gives up results before events, and a wrong password
 is named."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from brokers import Rabbit, collector_config, expected, feed, unique_in_order
-from conftest import SRC, need_module, wait_until
+from brokers import (Rabbit, collector_config, expected, feed, killed_collector,
+                     unique_in_order)
+from conftest import need_module, wait_until
 
 pika = need_module("pika")  # Debian: python3-pika (./dev test installs it)
 EVENTS = "vidpipe.events"  # the queue the output declares for events
@@ -161,21 +158,6 @@ def test_a_broker_away_for_30_s_loses_nothing_and_slows_nothing(rabbit: Rabbit,
         output.close()
 
 
-KILLED = """
-import sys, time
-sys.path.insert(0, sys.argv[3])
-from brokers import collector_config, feed
-from vidpipe.outputs.amqp import AmqpOutput
-output = AmqpOutput(collector_config(sys.argv[1], "amqp", int(sys.argv[2])))
-feed(output, 300)
-while output.status()["queued"] > output.status()["depth"] + 10 or \\
-        output.status()["depth"] < 20:  # in the spool: every event fsynced
-    time.sleep(0.05)
-print(output.status()["depth"], flush=True)
-time.sleep(60)
-"""
-
-
 def test_events_spooled_by_a_killed_collector_are_delivered_after_restart(
         rabbit: Rabbit, tmp_path: Path) -> None:
     from vidpipe.outputs.amqp import AmqpOutput
@@ -184,14 +166,7 @@ def test_events_spooled_by_a_killed_collector_are_delivered_after_restart(
     with consumer.channel() as ch:  # the output's queue exists before it ever ran
         ch.queue_declare(EVENTS, durable=True)
     rabbit.stop()  # the broker is away while the collector runs and dies
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(tmp_path / "spool"),
-                             str(rabbit.port), str(Path(__file__).parent.parent)],
-                            stdout=subprocess.PIPE, universal_newlines=True,
-                            env=dict(os.environ, PYTHONPATH=str(SRC)))
-    assert proc.stdout is not None
-    spooled = int(proc.stdout.readline())
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    spooled = killed_collector("amqp", tmp_path / "spool", rabbit.port)
     rabbit.start()
     output = AmqpOutput(collector_config(tmp_path / "spool", "amqp", rabbit.port))
     try:

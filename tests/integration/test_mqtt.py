@@ -4,10 +4,6 @@ as the tracker makes them, nothing is lost while the broker is away or
 when the collector is killed, and the pipeline never waits for the broker."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,8 +11,9 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from brokers import Mosquitto, Rabbit, collector_config, expected, feed, unique_in_order
-from conftest import SRC, need_module, wait_until
+from brokers import (Mosquitto, Rabbit, collector_config, expected, feed,
+                     killed_collector, unique_in_order)
+from conftest import need_module, wait_until
 from vidpipe.events import Tracker
 
 mqtt = need_module("paho.mqtt.client")  # Debian: python3-paho-mqtt (./dev test installs it)
@@ -157,29 +154,6 @@ def test_a_broker_away_for_30_s_loses_nothing_and_slows_nothing(broker: Mosquitt
         sub.close()
 
 
-KILLED = """
-import sys, time
-from vidpipe import wire
-from vidpipe.config import config_from_dict
-from vidpipe.ordering import OK, Entry
-from vidpipe.outputs.mqtt import MqttOutput
-cc = config_from_dict({"collector": {"outputs": ["mqtt"], "mqtt_port": int(sys.argv[2]),
-    "spool_dir": sys.argv[1], "events_min_frames": 2, "events_end_after_s": 0.3}}).collector
-output = MqttOutput(cc)
-for seq in range(300):  # the same motion pattern as the test's
-    meta = {"motion": {"boxes": [[seq % 50, 1, 8, 8]] if seq % 30 < 12 else [],
-                       "fraction": 0.02}}
-    head = wire.Header(wire.RESULT, "cam0", 1, seq, seq * 33_333_333)
-    output.emit("cam0", Entry(seq=seq, status=OK, arrived=0.0,
-                              message=wire.Message(head, meta)), 1.0)
-while output.status()["queued"] > output.status()["depth"] + 10 or \
-        output.status()["depth"] < 20:  # in the spool: every event fsynced
-    time.sleep(0.05)
-print(output.status()["depth"], flush=True)
-time.sleep(60)
-"""
-
-
 def test_events_spooled_by_a_killed_collector_are_delivered_after_restart(
         broker: Mosquitto, tmp_path: Path) -> None:
     from vidpipe.outputs.mqtt import MqttOutput
@@ -187,14 +161,7 @@ def test_events_spooled_by_a_killed_collector_are_delivered_after_restart(
     sub = Subscriber(broker.port)
     time.sleep(1.5)  # the broker's store has the subscriber's session (autosave 1 s)
     broker.stop()  # the broker is away while the collector runs and dies
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(tmp_path / "spool" / "x"),
-                             str(broker.port)],
-                            stdout=subprocess.PIPE, universal_newlines=True,
-                            env=dict(os.environ, PYTHONPATH=str(SRC)))
-    assert proc.stdout is not None
-    spooled = int(proc.stdout.readline())
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    spooled = killed_collector("mqtt", tmp_path / "spool" / "x", broker.port)
     broker.start()
     output = MqttOutput(collector_config(tmp_path / "spool" / "x", "mqtt", broker.port))
     try:

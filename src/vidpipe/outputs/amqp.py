@@ -35,27 +35,18 @@ import time
 from typing import Any, List, Optional
 
 from vidpipe.config import CollectorConfig
-from vidpipe.outputs.broker import BrokerOutput, read_credentials
+from vidpipe.outputs.broker import BrokerOutput, read_credentials, require
 
 log = logging.getLogger("vidpipe.amqp")
 BATCH = 200  # spooled messages published per service() call
 RECONNECT_MAX_S = 5.0
 
 
-def require_pika() -> Any:
-    try:
-        import pika
-    except ImportError:
-        raise ImportError("output 'amqp' needs the pika module (Debian: apt install "
-                          "python3-pika)") from None
-    return pika
-
-
 class AmqpOutput(BrokerOutput):
     name = "amqp"
 
     def __init__(self, cc: CollectorConfig, cameras: Optional[List[str]] = None) -> None:
-        self.pika = require_pika()
+        self.pika = require("amqp", "pika", "pika")
         super().__init__(cc, cameras, results=cc.amqp_results)
         self.exchange = cc.amqp_exchange
         self.events_queue = cc.amqp_queue

@@ -29,6 +29,7 @@ What is published (JSON, schema version 1 -- ``"v": 1`` in each):
 Each subclass says where they go (:meth:`BrokerOutput.address`).
 """
 
+import importlib
 import json
 import logging
 import os
@@ -50,6 +51,16 @@ QUEUE = 10000  # messages between the collector's thread and the publisher
 VERSION = 1
 #: spool kind of each stream: what is dropped first when the spool is full
 KIND = {"events": EVENT, "state": STATE, "snapshot": STATE, "results": RESULT}
+
+
+def require(output: str, module: str, package: str) -> Any:
+    """The client library an output needs, or an ImportError naming the
+    Debian package (imported only when the output is configured)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError("output {!r} needs the {} module (Debian: apt install python3-{})"
+                          .format(output, package, package)) from None
 
 
 def read_credentials(path: str) -> Tuple[str, str]:

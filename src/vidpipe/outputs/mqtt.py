@@ -27,27 +27,18 @@ from typing import Any, Dict, List, Optional
 
 from vidpipe.config import CollectorConfig
 from vidpipe.outputs import hass
-from vidpipe.outputs.broker import BrokerOutput, read_credentials
+from vidpipe.outputs.broker import BrokerOutput, read_credentials, require
 
 log = logging.getLogger("vidpipe.mqtt")
 MAX_INFLIGHT = 100  # published, not yet acknowledged
 RECONNECT_MAX_S = 10.0  # the longest between attempts: a broker back is seen soon
 
 
-def require_paho() -> Any:
-    try:
-        import paho.mqtt.client as mqtt
-    except ImportError:
-        raise ImportError("output 'mqtt' needs the paho-mqtt module (Debian: apt install "
-                          "python3-paho-mqtt)") from None
-    return mqtt
-
-
 class MqttOutput(BrokerOutput):
     name = "mqtt"
 
     def __init__(self, cc: CollectorConfig, cameras: Optional[List[str]] = None) -> None:
-        self.mqtt = require_paho()
+        self.mqtt = require("mqtt", "paho.mqtt.client", "paho-mqtt")
         super().__init__(cc, cameras)
         self.discovery = cc.mqtt_discovery_prefix if cc.mqtt_discovery else ""
         self.announced: set = set()  # cameras whose discovery config went out
