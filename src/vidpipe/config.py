@@ -183,6 +183,8 @@ class CameraConfig:
     codec: str = key("h264", Rule(str, choices=("h264", "h265")))
     rtsp_transport: str = key("tcp", Rule(str, choices=("tcp", "udp", "auto")))
     rtsp_latency_ms: int = key(200, Rule(int, 0, 10000))
+    credentials_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
+                                         allowed="an absolute path, or \"\""))
 
 
 @dataclass

@@ -87,8 +87,8 @@ class Decoder(Role):
         """Open the source -- after a cheap look at a network camera: while it
         does not answer, look again every PROBE_S (no back-off: frames flow
         soon after it is back); while it refuses (401, 404), every REFUSED_S."""
-        answer = self.source.check()
         try:
+            answer = self.source.check()
             if answer is not None and not answer.up:
                 self.next_open = now + (REFUSED_S if answer.refused else PROBE_S)
                 self.camera_down = True
@@ -104,6 +104,8 @@ class Decoder(Role):
                                            0.5 * 2 ** min(self.open_failures - 1, 10))
                 raise
         except SourceError as exc:
+            if self.next_open <= now:  # failed before any schedule (its credentials file)
+                self.next_open = now + REFUSED_S
             if str(exc) != self.source_error:
                 log.warning("%s: %s; retrying (back-off up to %gs)", self.name, exc,
                             self.cam.reconnect_max_s)

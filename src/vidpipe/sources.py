@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from vidpipe import cameras, gstreamer, naming, redact, rtsp
+from vidpipe import cameras, credentials, gstreamer, naming, redact, rtsp
 from vidpipe.config import CameraConfig, ConfigError
 
 log = logging.getLogger("vidpipe.sources")
@@ -318,9 +318,9 @@ class URLSource(CaptureSource):
             if hasattr(cv2, name):
                 params += [getattr(cv2, name), self.timeout_ms]
         try:
-            return cv2.VideoCapture(self.camera.source, cv2.CAP_FFMPEG, params)
+            return cv2.VideoCapture(stream_url(self.camera), cv2.CAP_FFMPEG, params)
         except TypeError:  # OpenCV < 4.5.2 has no params argument
-            return cv2.VideoCapture(self.camera.source, cv2.CAP_FFMPEG)
+            return cv2.VideoCapture(stream_url(self.camera), cv2.CAP_FFMPEG)
 
     def read_into(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
         if self.camera.frames and self.count >= self.camera.frames:
@@ -328,16 +328,27 @@ class URLSource(CaptureSource):
         return super().read_into(out)
 
     def check(self) -> Optional[rtsp.Answer]:
-        return _probe(self.camera.source)
+        return _probe(self.camera)
 
     def describe(self) -> str:
         return "stream {}".format(redact.url(self.camera.source))
 
 
-def _probe(source: str) -> Optional[rtsp.Answer]:
-    if not source.lower().startswith(("rtsp://", "rtsps://")):
+def stream_url(camera: CameraConfig) -> str:
+    """The camera's URL with the user and password of its ``credentials_file``
+    (read now: a changed password needs no reload); never logged."""
+    if not camera.credentials_file:
+        return camera.source
+    try:
+        return credentials.with_credentials(camera.source, camera.credentials_file)
+    except (OSError, ValueError) as exc:
+        raise SourceError("cameras.{}.credentials_file: {}".format(camera.name, exc)) from None
+
+
+def _probe(camera: CameraConfig) -> Optional[rtsp.Answer]:
+    if not camera.source.lower().startswith(("rtsp://", "rtsps://")):
         return None
-    return rtsp.probe(source)
+    return rtsp.probe(stream_url(camera))
 
 
 class GstSource(Source):
@@ -361,7 +372,7 @@ class GstSource(Source):
         self.count = 0
 
     def check(self) -> Optional[rtsp.Answer]:
-        return _probe(self.camera.source)
+        return _probe(self.camera)
 
     def open(self) -> None:
         self.close()
@@ -371,7 +382,7 @@ class GstSource(Source):
             self.choice = gstreamer.choose(cam.codec, cam.decode, gstreamer.element_exists)
             # the description holds the URL and so perhaps a password: never logged
             self.player = gstreamer.Player(gstreamer.describe_pipeline(
-                cam.source, self.choice, cam.width, cam.height, cam.fps, cam.rtsp_transport,
+                stream_url(cam), self.choice, cam.width, cam.height, cam.fps, cam.rtsp_transport,
                 cam.rtsp_latency_ms, exists=gstreamer.element_exists,
                 timeout_s=timeout), self.OPEN_TIMEOUT_S)
             self.first = self.player.read()

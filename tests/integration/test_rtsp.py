@@ -198,9 +198,12 @@ def test_a_wrong_password_is_named_and_the_camera_not_hammered(pipeline: Any) ->
         assert 1 <= tries <= 2, camera.clients  # a look every 20 s: 3 a minute at most
         assert "wrong-pw" not in decoder.output() and "wrong-pw" not in status
         decoder.stop()
-        # the right password: frames
+        # the right password, from a file of its own (not pipeline.toml): frames
+        secret = pipeline.root / "cam0.credentials"
+        secret.write_text("viewer\ns3cret\n")
+        secret.chmod(0o640)
         pipeline.write_config({
-            "cameras": {"cam0": {"source": camera.url("h264", "viewer:s3cret"),
+            "cameras": {"cam0": {"source": camera.url("h264"), "credentials_file": str(secret),
                                  "decode": "software", "width": 320, "height": 240,
                                  "frames": 30, "wait_for_handlers": 1}},
             "handlers": {"stages": ["gray"]},
@@ -212,6 +215,7 @@ def test_a_wrong_password_is_named_and_the_camera_not_hammered(pipeline: Any) ->
         assert wait_exit(good, 40, pipeline) == 0
         assert wait_exit(collector, 30, pipeline) == 0
         assert len([r for r in pipeline.results() if r["status"] == "ok"]) == 30
+        assert "s3cret" not in good.output() + (good.notify.last("STATUS") or "")
         print("wrong password: {} connection(s) in 30 s; status: {}".format(tries, status))
     finally:
         camera.close()

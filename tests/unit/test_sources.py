@@ -117,3 +117,24 @@ def test_camera_names_come_from_the_udev_links(tmp_path: Path) -> None:
     (tmp_path / "links").mkdir()
     (tmp_path / "links" / "cam2").symlink_to(tmp_path / "video3")
     assert camera_names(str(tmp_path / "links")) == {str(tmp_path / "video3"): "cam2"}
+
+
+def test_a_cameras_credentials_file_goes_into_its_url_and_nowhere_else(tmp_path: Path) -> None:
+    from vidpipe.config import CameraConfig
+    from vidpipe.sources import SourceError, make_source, stream_url
+
+    secret = tmp_path / "cam0.secret"
+    secret.write_text("admin\np@ss:w/rd\n")
+    secret.chmod(0o640)
+    cam = CameraConfig(name="cam0", source="rtsp://old:creds@10.0.0.5:554/stream1?x=1",
+                       credentials_file=str(secret))
+    assert stream_url(cam) == "rtsp://admin:p%40ss%3Aw%2Frd@10.0.0.5:554/stream1?x=1"
+    source = make_source(cam)
+    assert "p%40ss" not in source.describe() and "p@ss" not in source.describe()
+    missing = CameraConfig(name="cam1", source="rtsp://10.0.0.6/s",
+                           credentials_file=str(tmp_path / "nope"))
+    with pytest.raises(SourceError, match=r"^cameras.cam1.credentials_file: .*nope"):
+        stream_url(missing)
+    secret.write_text("only-a-user\n")
+    with pytest.raises(SourceError, match="expected the user name on the first line"):
+        stream_url(cam)

@@ -35,7 +35,8 @@ import time
 from typing import Any, List, Optional
 
 from vidpipe.config import CollectorConfig
-from vidpipe.outputs.broker import BrokerOutput, read_credentials, require
+from vidpipe.credentials import read_credentials
+from vidpipe.outputs.broker import BrokerOutput, require
 
 log = logging.getLogger("vidpipe.amqp")
 BATCH = 200  # spooled messages published per service() call

@@ -38,7 +38,6 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from vidpipe import safefile
 from vidpipe.config import CollectorConfig
 from vidpipe.events import Tracker
 from vidpipe.ordering import DROPPED, MISSING, OK, Entry
@@ -61,16 +60,6 @@ def require(output: str, module: str, package: str) -> Any:
     except ImportError:
         raise ImportError("output {!r} needs the {} module (Debian: apt install python3-{})"
                           .format(output, package, package)) from None
-
-
-def read_credentials(path: str) -> Tuple[str, str]:
-    """(user, password) from a file: the user on its first line, the password
-    on its second (root:vidpipe 0640: it is a secret)."""
-    lines = safefile.read_plain(path, limit=4096).decode("utf-8").splitlines()
-    if len(lines) < 2 or not lines[0].strip():
-        raise ValueError("{}: expected the user name on the first line and the password on "
-                         "the second".format(path))
-    return lines[0].strip(), lines[1].rstrip("\r\n")
 
 
 def jpeg_under(image: Any, max_bytes: int) -> Optional[bytes]:

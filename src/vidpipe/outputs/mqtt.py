@@ -27,7 +27,8 @@ from typing import Any, Dict, List, Optional
 
 from vidpipe.config import CollectorConfig
 from vidpipe.outputs import hass
-from vidpipe.outputs.broker import BrokerOutput, read_credentials, require
+from vidpipe.credentials import read_credentials
+from vidpipe.outputs.broker import BrokerOutput, require
 
 log = logging.getLogger("vidpipe.mqtt")
 MAX_INFLIGHT = 100  # published, not yet acknowledged
