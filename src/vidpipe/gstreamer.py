@@ -114,11 +114,15 @@ def describe_pipeline(url: str, choice: Choice, width: int = 0, height: int = 0,
     scaler = SCALERS.get(choice.family)
     if scaler and size and (exists is None or exists(scaler)):
         parts += [scaler, "video/x-raw" + size]  # out of NVMM / VA memory, scaled
-    parts += ["videoconvert", "videoscale"]
-    caps = "video/x-raw,format={}{}".format("GRAY8" if gray else "BGR", size)
+    # thin, then scale, then convert: each step works on as little as it can
+    rate = ""
     if fps:
         parts.append("videorate drop-only=true")
-        caps += ",framerate={}".format(_fraction(fps))
+        rate = ",framerate={}".format(_fraction(fps))
+    if size or rate:
+        parts += ["videoscale", "video/x-raw{}{}".format(size, rate)]
+    parts.append("videoconvert")
+    caps = "video/x-raw,format={}".format("GRAY8" if gray else "BGR")
     parts += [caps, "appsink name={} drop=false max-buffers=4 sync=false".format(SINK)]
     return " ! ".join(parts)
 
@@ -170,20 +174,26 @@ class PlayerError(Exception):
     """The pipeline would not start or stopped: the reason GStreamer gave."""
 
 
+class StreamEnded(PlayerError):
+    """End of stream: the end of a file; for a camera, a failure."""
+
+
 def _gst() -> Any:
+    """Gst, GstApp and GstVideo, initialised. GstApp must be loaded before
+    the first appsink is made, or PyGObject wraps it without its methods."""
     try:
         import gi
 
         gi.require_version("Gst", "1.0")
         gi.require_version("GstVideo", "1.0")
         gi.require_version("GstApp", "1.0")
-        from gi.repository import Gst, GstApp, GstVideo  # noqa: F401 (GstApp: appsink's methods)
+        from gi.repository import Gst, GstApp, GstVideo
     except (ImportError, ValueError):
         raise PlayerError("GStreamer's Python bindings are missing (Debian: apt install "
                           "python3-gi gir1.2-gst-plugins-base-1.0)") from None
     if not Gst.is_initialized():
         Gst.init(None)
-    return Gst, GstVideo
+    return Gst, GstApp, GstVideo
 
 
 class Player:
@@ -192,7 +202,7 @@ class Player:
     (e.g. ``Unauthorized``) without the URL (which may hold a password)."""
 
     def __init__(self, description: str, timeout_s: float = 5.0) -> None:
-        self.Gst, self.GstVideo = _gst()
+        self.Gst, self.GstApp, self.GstVideo = _gst()
         self.timeout_ns = int(timeout_s * 1e9)
         try:
             self.pipeline = self.Gst.parse_launch(description)
@@ -212,7 +222,7 @@ class Player:
         if message is None:
             return ""
         if message.type == self.Gst.MessageType.EOS:
-            return "the stream ended"
+            raise StreamEnded("the stream ended")
         err, _debug = message.parse_error()
         return "{} ({})".format(err.message, message.src.get_name() if message.src else "?")
 
@@ -223,6 +233,8 @@ class Player:
 
         sample = self.sink.try_pull_sample(self.timeout_ns)
         if sample is None:
+            if self.sink.is_eos():
+                raise StreamEnded("the stream ended")
             reason = self._reason()
             raise PlayerError(reason or "no frame for {:g} s".format(self.timeout_ns / 1e9))
         info = self.GstVideo.VideoInfo.new_from_caps(sample.get_caps())

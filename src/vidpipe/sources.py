@@ -395,7 +395,7 @@ class GstSource(Source):
                      "format": "BGR3", "decoder": self.choice.text()}
         log.info("%s: delivering %dx%d", self.describe(), width, height)
 
-    def _next(self, out: Optional[np.ndarray]) -> np.ndarray:
+    def _next(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
         if self.player is None:
             raise SourceError("{} is not open".format(self.describe()))
         if self.first is not None:
@@ -406,6 +406,11 @@ class GstSource(Source):
             return frame
         try:
             return self.player.read(out)
+        except gstreamer.StreamEnded:
+            if not URL_RE.match(self.camera.source) or \
+                    self.camera.source.lower().startswith("file://"):
+                return None  # the end of a file
+            raise SourceError("{} ended".format(self.describe())) from None
         except gstreamer.PlayerError as exc:
             raise SourceError("read from {} failed: {}".format(self.describe(), exc)) from None
 
@@ -416,7 +421,8 @@ class GstSource(Source):
         if self.camera.frames and self.count >= self.camera.frames:
             return None
         frame = self._next(out)
-        self.count += 1
+        if frame is not None:
+            self.count += 1
         return frame
 
     def skip(self) -> None:

@@ -42,3 +42,14 @@ def test_the_event_latency_benchmark_measures_both_brokers() -> None:
         assert 0 < lat["p50"] <= lat["p99"] < 5000, run
         assert lat["glass_p50"] is not None and lat["glass_p50"] > lat["p50"], run
     assert "| amqp |" in table(run)
+
+
+@pytest.mark.once  # Debian's OpenCV and GStreamer: the main suite only
+def test_the_decode_benchmark_measures_every_path() -> None:
+    from tests.bench.decode import run, table
+
+    rows = run(60)
+    assert [r["frames"] for r in rows] == [60, 60, 60], rows
+    assert [r["shape"] for r in rows] == ["1920x1080", "1920x1080", "640x360"], rows
+    assert all(float(r["cpu_ms"]) > 0 for r in rows), rows
+    assert "| OpenCV FFmpeg (baseline) |" in table(rows)

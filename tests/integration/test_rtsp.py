@@ -103,14 +103,9 @@ def test_300_frames_arrive_in_order_scaled_in_the_decoder(rtsp: RtspCamera, pipe
 def test_a_hostile_url_stays_inside_its_property() -> None:
     """The URL is quoted in the pipeline description: GStreamer's own parser
     makes one rtspsrc with the whole URL, no element the URL named."""
-    import gi
-
-    gi.require_version("Gst", "1.0")
-    from gi.repository import Gst
-
     from vidpipe import gstreamer
 
-    Gst.init(None)
+    Gst = gstreamer._gst()[0]  # noqa: N806 (GstApp loaded first: see _gst)
     url = 'rtsp://x/a" ! filesink location="/tmp/vidpipe-pwned'
     text = gstreamer.describe_pipeline(url, gstreamer.Choice("software", "avdec_h264", "h264"))
     elements = list(Gst.parse_launch(text).iterate_elements())
