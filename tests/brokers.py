@@ -40,7 +40,9 @@ class Mosquitto:
     """mosquitto on a port of its own, with a persistent store (so a
     subscriber's session survives a restart, as on a real installation)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, secure: str = "") -> None:
+        """``secure``: lines for the listener instead of anonymous access
+        (certificates, a password file)."""
         if not os.path.exists(MOSQUITTO):
             pytest.fail("mosquitto is not installed (./dev test installs it)")
         self.port = free_port()
@@ -49,9 +51,10 @@ class Mosquitto:
         # as root, mosquitto would switch to its own user, which cannot write
         # its store into the test's directory: stay who we are
         user = "user {}\n".format(pwd.getpwuid(os.geteuid()).pw_name)
-        conf.write_text("listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        conf.write_text("listener {} 127.0.0.1\n{}persistence true\n"
                         "persistence_location {}/\nautosave_interval 1\n"
-                        "log_dest stderr\n{}".format(self.port, root, user))
+                        "log_dest stderr\n{}".format(self.port, secure or
+                                                      "allow_anonymous true\n", root, user))
         self.proc: Optional[subprocess.Popen] = None
         self.start()
 

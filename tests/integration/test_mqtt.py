@@ -4,6 +4,7 @@ as the tracker makes them, nothing is lost while the broker is away or
 when the collector is killed, and the pipeline never waits for the broker."""
 
 import json
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -237,3 +238,76 @@ def queued_events(port: int) -> List[Dict[str, Any]]:
             out.append(json.loads(body.decode()))
     finally:
         conn.close()
+
+
+def make_tls(root: Path) -> Tuple[Path, Path, Path]:
+    """A CA and a certificate for 127.0.0.1 signed by it: (ca, cert, key)."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl"] + list(args), cwd=str(root), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.crt", "-days", "2", "-subj", "/CN=vidpipe test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+            "server.csr", "-subj", "/CN=127.0.0.1")
+    (root / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+    return root / "ca.crt", root / "server.crt", root / "server.key"
+
+
+def test_tls_and_a_password_from_a_credentials_file(tmp_path: Path) -> None:
+    """mosquitto with TLS only and a password file: the output connects with
+    mqtt_tls, mqtt_ca_file and mqtt_credentials_file, and events arrive; a
+    wrong password is named in its status and nothing is lost meanwhile."""
+    from vidpipe.outputs.mqtt import MqttOutput
+
+    ca, cert, key = make_tls(tmp_path)
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(tmp_path / "passwd"), "vidpipe",
+                    "s3cret"], check=True)
+    broker = Mosquitto(tmp_path, secure="cafile {}\ncertfile {}\nkeyfile {}\n"
+                       "allow_anonymous false\npassword_file {}\n".format(
+                           ca, cert, key, tmp_path / "passwd"))
+    wrong = tmp_path / "wrong.secret"
+    wrong.write_text("vidpipe\nnot-it\n")
+    right = tmp_path / "mqtt.secret"
+    right.write_text("vidpipe\ns3cret\n")
+    for secret in (wrong, right):
+        secret.chmod(0o640)
+    sub = mqtt.Client(client_id="tls-subscriber", clean_session=True)
+    sub.tls_set(ca_certs=str(ca))
+    sub.username_pw_set("vidpipe", "s3cret")
+    got: List[Dict[str, Any]] = []
+    sub.on_connect = lambda c, *_: c.subscribe("vidpipe/+/events", qos=1)
+    sub.on_message = lambda _c, _u, msg: got.append(json.loads(msg.payload.decode()))
+    sub.connect("127.0.0.1", broker.port)
+    sub.loop_start()
+    try:
+        refused = MqttOutput(collector_config(tmp_path / "spool-wrong", "mqtt", broker.port,
+                                              mqtt_tls=True, mqtt_ca_file=str(ca),
+                                              mqtt_credentials_file=str(wrong)))
+        try:
+            wait_until(lambda: refused.state.startswith("refused"), 15, "refused")
+            assert "not authori" in refused.state.lower(), refused.state
+            feed(refused, 60)
+            time.sleep(0.5)
+            assert refused.status()["depth"] > 0 and not refused.connected  # kept
+            assert "not-it" not in json.dumps(refused.status())
+        finally:
+            refused.close()
+        output = MqttOutput(collector_config(tmp_path / "spool", "mqtt", broker.port,
+                                             mqtt_tls=True, mqtt_ca_file=str(ca),
+                                             mqtt_credentials_file=str(right)))
+        try:
+            wait_until(lambda: output.connected, 15, "connected over TLS")
+            feed(output, 120)
+            output.end_of_stream("cam0")
+            want = expected(120)
+            wait_until(lambda: len(got) >= len(want), 15, "events over TLS")
+            assert [(e["type"], e["seq"]) for e in got] == want
+        finally:
+            output.close()
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+        broker.stop()

@@ -76,8 +76,10 @@ class MqttOutput(BrokerOutput):
 
     def _on_connect(self, client: Any, _userdata: Any, _flags: Any, rc: int) -> None:
         if rc != 0:
-            self.state = "refused: {}".format(self.mqtt.connack_string(rc))
-            log.warning("mqtt: broker %s", self.state)
+            state = "refused: {}".format(self.mqtt.connack_string(rc))
+            if state != self.state:  # logged once, not at every retry
+                log.warning("mqtt: broker %s", state)
+            self.state = state
             return
         self.connected, self.state = True, "connected"
         client.publish(self.availability, b"online", qos=1, retain=True)
@@ -100,9 +102,12 @@ class MqttOutput(BrokerOutput):
 
     def _on_disconnect(self, _client: Any, _userdata: Any, rc: int) -> None:
         self.connected = False
-        if not self._stop.is_set():
-            self.state = "disconnected ({})".format(self.mqtt.error_string(rc))
-            log.warning("mqtt: %s; spooling", self.state)
+        if self._stop.is_set() or self.state.startswith("refused"):
+            return  # a refusal is the reason to show, not the disconnect it causes
+        state = "disconnected ({})".format(self.mqtt.error_string(rc))
+        if state != self.state:
+            log.warning("mqtt: %s; spooling", state)
+        self.state = state
 
     def _on_publish(self, _client: Any, _userdata: Any, mid: int) -> None:
         with self._ids:
