@@ -17,7 +17,6 @@ test: it prints a markdown table (the README quotes it)."""
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
+from vidpipe import gstreamer  # noqa: E402
 from vidpipe.config import CameraConfig  # noqa: E402
 from vidpipe.sources import make_source  # noqa: E402
 
@@ -33,17 +33,32 @@ WIDTH, HEIGHT, FPS = 1920, 1080, 30
 
 
 def clip(frames: int) -> Path:
-    """A 1080p30 H.264 MP4 of ``frames`` frames (made once, with x264)."""
+    """A 1080p30 H.264 MP4 of ``frames`` frames (made once, with x264, by
+    GStreamer in this process: no gst-launch tool needed)."""
     path = Path("/tmp/vidpipe-bench-{}x{}-{}.mp4".format(WIDTH, HEIGHT, frames))
     if not path.exists():
         part = path.with_suffix(".part.mp4")
-        subprocess.run(["gst-launch-1.0", "-q", "videotestsrc", "num-buffers={}".format(frames),
-                        "pattern=ball", "!", "video/x-raw,width={},height={},framerate={}/1"
-                        .format(WIDTH, HEIGHT, FPS), "!", "x264enc", "speed-preset=ultrafast",
-                        "key-int-max={}".format(FPS), "!", "h264parse", "!", "mp4mux", "!",
-                        "filesink", "location={}".format(part)], check=True, timeout=600)
+        encode("videotestsrc num-buffers={} pattern=ball ! video/x-raw,width={},height={},"
+               "framerate={}/1 ! x264enc speed-preset=ultrafast key-int-max={} ! h264parse ! "
+               "mp4mux ! filesink location={}".format(frames, WIDTH, HEIGHT, FPS, FPS, part))
         os.rename(str(part), str(path))
     return path
+
+
+def encode(description: str, timeout_s: float = 600.0) -> None:
+    """Run a GStreamer pipeline to its end (an error raises, naming it)."""
+    Gst = gstreamer._gst()[0]  # noqa: N806
+    pipeline = Gst.parse_launch(description)
+    pipeline.set_state(Gst.State.PLAYING)
+    try:
+        message = pipeline.get_bus().timed_pop_filtered(
+            int(timeout_s * 1e9), Gst.MessageType.EOS | Gst.MessageType.ERROR)
+        if message is None:
+            raise RuntimeError("encoding took over {:g} s: {}".format(timeout_s, description))
+        if message.type == Gst.MessageType.ERROR:
+            raise RuntimeError("encoding failed: {}".format(message.parse_error()[0].message))
+    finally:
+        pipeline.set_state(Gst.State.NULL)
 
 
 def measure(path: Path, decode: str, width: int, height: int) -> Dict[str, float]:
