@@ -1,6 +1,7 @@
 """A real RTSP camera for the tests: GStreamer's RTSP server (Debian's
 gir1.2-gst-rtsp-server-1.0, x264/x265 encoders) serving a live moving test
-pattern as H.264 on /h264 and H.265 on /h265, over TCP and UDP.
+pattern as H.264 on /h264, H.265 on /h265 and Motion JPEG on /jpeg, over TCP
+and UDP.
 
     python3 tests/rtsp_camera.py PORT [WIDTH HEIGHT FPS [USER:PASSWORD]]
 
@@ -22,6 +23,8 @@ ENCODERS = {
             "! video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 config-interval=1",
     "h265": "x265enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} "
             "! rtph265pay name=pay0 pt=96 config-interval=1",
+    # what many cheap cameras send: no codec the GStreamer path takes, FFmpeg decodes it
+    "jpeg": "video/x-raw,format=I420 ! jpegenc quality=80 ! rtpjpegpay name=pay0 pt=26",
 }
 
 

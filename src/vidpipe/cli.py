@@ -96,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the whole pipeline in one command")
     demo.add_argument("--source", help="testsrc, /dev/videoN, a video file or a URL "
                       "(default: the first camera found, else testsrc)")
+    demo.add_argument("--credentials", metavar="FILE",
+                      help="the camera's user (first line) and password (second), kept out "
+                           "of the URL and so out of this command line")
     demo.add_argument("--handlers", type=int, default=2, help="handler processes (2)")
     demo.add_argument("--stages", default="gray", help="comma-separated stages (gray)")
     demo.add_argument("--dispatch", default="balanced",

@@ -178,9 +178,10 @@ class CameraConfig:
     match_by_id: str = key("", Rule(str))
     match_by_path: str = key("", Rule(str))
     tap: str = key("", _ENDPOINT)
-    decode: str = key("ffmpeg", Rule(str, choices=("auto", "ffmpeg", "nvdec", "v4l2m2m",
-                                                   "vaapi", "software")))
-    codec: str = key("h264", Rule(str, choices=("h264", "h265")))
+    decode: str = key("auto", Rule(str, choices=("auto", "ffmpeg", "nvdec", "v4l2m2m",
+                                                 "vaapi", "software")))
+    codec: str = key("auto", Rule(str, choices=("auto", "h264", "h265")))
+    deliver: str = key("bgr", Rule(str, choices=("bgr", "gray")))
     rtsp_transport: str = key("tcp", Rule(str, choices=("tcp", "udp", "auto")))
     rtsp_latency_ms: int = key(200, Rule(int, 0, 10000))
     credentials_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
@@ -421,6 +422,10 @@ def make_camera(path: str, runtime: str, name: str, raw: Mapping[str, Any]) -> C
         camera.tap = "ipc://{}/tap-{}.sock".format(runtime, name)
     _check_endpoint(path, section + ".bind", camera.bind)
     _check_endpoint(path, section + ".tap", camera.tap)
+    if camera.deliver != "bgr" and "://" not in camera.source:
+        raise ConfigError(path, section + ".deliver", "{!r} is for network streams (a URL "
+                          "source); convert other sources with the gray stage".format(
+                              camera.deliver))
     if camera.encoding == "lz4":
         try:
             import lz4.block  # noqa: F401

@@ -9,9 +9,16 @@ A camera's ``decode`` key says which decoder family to use:
 * ``vaapi``: an Intel/AMD GPU through VA-API (``vah264dec``, the newer
   plugin, else ``vaapih264dec``);
 * ``software``: libav's ``avdec_h264`` / ``avdec_h265`` on the CPU;
-* ``auto``: the first family above whose element for the codec exists here;
+* ``auto`` (the default): the first family above whose element for the codec
+  exists here -- and when GStreamer cannot decode the stream on this box at
+  all (no Python bindings, a plugin missing, a codec it has no path for),
+  OpenCV's FFmpeg backend, the reason logged (:func:`unusable` says it);
 * ``ffmpeg``: not GStreamer at all -- OpenCV's FFmpeg backend (the sources
   module handles that; this module is not asked).
+
+The codec (``codec = "auto"``, the default) comes from the camera's session
+description (:mod:`vidpipe.rtsp`'s probe) or, for a file, from GStreamer's
+discoverer (:func:`file_codec`).
 
 :func:`choose` picks the element (from the names GStreamer's registry has,
 given as a predicate so the choice is testable for every kind of box),
@@ -41,6 +48,12 @@ DECODERS: Dict[str, Dict[str, Tuple[str, ...]]] = {
     "software": {"h264": ("avdec_h264",), "h265": ("avdec_h265",)},
 }
 SINK = "vidpipe_sink"
+#: elements every network pipeline needs, and the Debian package that has each
+NEEDED = {"rtspsrc": "gstreamer1.0-plugins-good", "rtph264depay": "gstreamer1.0-plugins-good",
+          "rtph265depay": "gstreamer1.0-plugins-good", "h264parse": "gstreamer1.0-plugins-bad",
+          "h265parse": "gstreamer1.0-plugins-bad", "appsink": "gstreamer1.0-plugins-base",
+          "videoconvert": "gstreamer1.0-plugins-base", "videoscale": "gstreamer1.0-plugins-base",
+          "videorate": "gstreamer1.0-plugins-base"}
 #: what brings a family's frames into system memory, scaled (its own scaler)
 SCALERS = {"nvdec": "nvvidconv", "vaapi": "vapostproc"}
 
@@ -56,8 +69,12 @@ class Choice:
     codec: str
 
     def text(self) -> str:
-        return "decoding {} on {} ({})".format(self.codec.upper().replace("H", "H.", 1),
-                                               self.element, self.family)
+        return "decoding {} on {} ({})".format(codec_text(self.codec), self.element, self.family)
+
+
+def codec_text(codec: str) -> str:
+    """A codec's name as people write it: "h265" -> "H.265"."""
+    return codec.upper().replace("H26", "H.26")
 
 
 def choose(codec: str, decode: str, exists: Callable[[str], bool]) -> Choice:
@@ -77,7 +94,55 @@ def choose(codec: str, decode: str, exists: Callable[[str], bool]) -> Choice:
             tried.append(element)
     raise NoDecoder("no GStreamer element decodes {} with decode = {!r} here (tried {}); "
                     "install its plugin (software: gstreamer1.0-libav) or set decode = "
-                    "\"ffmpeg\"".format(codec.upper(), decode, ", ".join(tried)))
+                    "\"ffmpeg\"".format(codec_text(codec), decode, ", ".join(tried)))
+
+
+def unusable(codec: str, exists: Callable[[str], bool]) -> str:
+    """Why GStreamer cannot decode a ``codec`` network stream on this box
+    (``""``: it can), for ``decode = "auto"`` to fall back to FFmpeg."""
+    if codec not in CODECS:
+        return "{} is not a codec the GStreamer path decodes ({})".format(
+            "the camera named no codec" if not codec else codec_text(codec),
+            ", ".join(codec_text(c) for c in CODECS))
+    try:
+        _gst()
+    except PlayerError as exc:
+        return str(exc)
+    for element, package in NEEDED.items():
+        if element.startswith(("rtph", "h26")) and codec not in element:
+            continue
+        if not exists(element):
+            return "no GStreamer element {} (Debian: apt install {})".format(element, package)
+    try:
+        choose(codec, "auto", exists)
+    except NoDecoder as exc:
+        return str(exc)
+    return ""
+
+
+def file_codec(path: str, timeout_s: float = 5.0) -> str:
+    """The codec of a file's first video stream ("h264", "h265", another
+    name, or "" when GStreamer cannot tell), by GStreamer's discoverer."""
+    _gst()
+    try:
+        import gi
+
+        gi.require_version("GstPbutils", "1.0")
+        from gi.repository import GLib, GstPbutils
+    except (ImportError, ValueError):
+        return ""
+    try:
+        info = GstPbutils.Discoverer.new(int(timeout_s * 1e9)).discover_uri(
+            "file://" + path if path.startswith("/") else path)
+    except GLib.Error:
+        return ""
+    for stream in info.get_video_streams():
+        caps = stream.get_caps()
+        if caps is not None and caps.get_size():
+            name = caps.get_structure(0).get_name()  # e.g. video/x-h264
+            return {"video/x-h264": "h264", "video/x-h265": "h265"}.get(
+                name, name.split("/")[-1])
+    return ""
 
 
 def describe_pipeline(url: str, choice: Choice, width: int = 0, height: int = 0,

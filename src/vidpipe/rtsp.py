@@ -7,7 +7,9 @@ decode pipeline: a probe costs one short TCP exchange, so it can run every
 second (frames flow again soon after a rebooted camera answers) and it
 names the reason a camera refuses (``401 Unauthorized`` -- a wrong
 password -- or ``404 Not Found``), which the decode pipeline only prints to
-its own stderr. Everything the camera sends is read with a size limit and a
+its own stderr. An answering camera's session description (SDP) also says
+which codec its video is in, so ``codec = "auto"`` needs no extra
+connection. Everything the camera sends is read with a size limit and a
 deadline, and parsed as untrusted text.
 """
 
@@ -18,12 +20,15 @@ import re
 import socket
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_PORT = 554
 MAX_RESPONSE = 16384
 STATUS_RE = re.compile(r"^RTSP/1\.[01] ([0-9]{3}) ?([^\r\n]{0,100})")
+RTPMAP_RE = re.compile(r"^a=rtpmap:\s*([0-9]{1,3})\s+([A-Za-z0-9._-]{1,32})/")
+#: RTP encoding names (RFC 6184, RFC 7798) -> the codec names of the config
+ENCODINGS = {"h264": "h264", "h265": "h265", "hevc": "h265"}
 
 
 @dataclass
@@ -33,6 +38,9 @@ class Answer:
 
     status: Optional[int]
     reason: str
+    #: the video's codec from the SDP: "h264", "h265", another RTP encoding
+    #: name in lower case ("jpeg", "mp4v-es"), or "" when not known
+    codec: str = ""
 
     @property
     def up(self) -> bool:
@@ -63,13 +71,14 @@ def probe(url: str, timeout: float = 1.0) -> Answer:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             if parts.scheme == "rtsps":  # TLS: that it answers is all we look at
                 return Answer(200, "answering (rtsps: TLS not probed)")
-            status, reason, headers = _ask(sock, target, 1, None, deadline)
+            status, reason, headers, body = _ask(sock, target, 1, None, deadline)
             if status == 401 and user:
                 auth = _authorization(headers.get("www-authenticate", ""), user, password,
                                       target)
                 if auth:
-                    status, reason, headers = _ask(sock, target, 2, auth, deadline)
-            return Answer(status, "{} {}".format(status, reason).strip())
+                    status, reason, headers, body = _ask(sock, target, 2, auth, deadline)
+            codec = sdp_codec(body.decode("latin-1")) if 200 <= status < 300 else ""
+            return Answer(status, "{} {}".format(status, reason).strip(), codec)
     except socket.timeout:
         return Answer(None, "not answering (timed out)")
     except ConnectionRefusedError:
@@ -84,8 +93,26 @@ def _host_text(host: str) -> str:
     return "[{}]".format(host) if ":" in host else host
 
 
+def sdp_codec(sdp: str) -> str:
+    """The codec of the first video stream a session description offers."""
+    video, payloads = False, []  # type: bool, List[str]
+    for line in sdp.splitlines():
+        line = line.strip()
+        if line.startswith("m="):
+            video = line.startswith("m=video ")
+            payloads = line.split()[3:]
+        elif video and line.startswith("a=rtpmap:"):
+            found = RTPMAP_RE.match(line)
+            if found and found.group(1) in payloads:
+                name = found.group(2).lower()
+                return ENCODINGS.get(name, name)
+    return ""
+
+
 def _ask(sock: socket.socket, target: str, cseq: int, auth: Optional[str],
-         deadline: float) -> Tuple[int, str, Dict[str, str]]:
+         deadline: float) -> Tuple[int, str, Dict[str, str], bytes]:
+    """One DESCRIBE: the status, its reason, the headers and as much of the
+    body (the SDP) as came within the deadline and MAX_RESPONSE."""
     request = "DESCRIBE {} RTSP/1.0\r\nCSeq: {}\r\nAccept: application/sdp\r\n" \
               "User-Agent: vidpipe probe\r\n".format(target, cseq)
     if auth:
@@ -117,7 +144,25 @@ def _ask(sock: socket.socket, target: str, cseq: int, auth: Optional[str],
                 headers[name] = value.strip()
             continue
         headers[name] = value.strip()
-    return int(found.group(1)), found.group(2).strip(), headers
+    return int(found.group(1)), found.group(2).strip(), headers, \
+        _body(sock, data.split(b"\r\n\r\n", 1)[1], headers, deadline)
+
+
+def _body(sock: socket.socket, data: bytes, headers: Dict[str, str], deadline: float) -> bytes:
+    try:
+        length = min(int(headers.get("content-length", "0")), MAX_RESPONSE)
+    except ValueError:
+        return b""
+    try:
+        while len(data) < length and time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        pass  # the status was enough; the codec stays unknown
+    return data[:length]
 
 
 def _authorization(challenge: str, user: str, password: str, target: str,

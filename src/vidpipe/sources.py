@@ -325,7 +325,14 @@ class URLSource(CaptureSource):
     def read_into(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
         if self.camera.frames and self.count >= self.camera.frames:
             return None
-        return super().read_into(out)
+        if self.camera.deliver != "gray":
+            return super().read_into(out)
+        frame = super().read_into(None)  # type: ignore[arg-type]
+        if frame is None:
+            return None
+        if out is not None and out.shape == frame.shape[:2] and out.dtype == frame.dtype:
+            return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY, dst=out)
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
 
     def check(self) -> Optional[rtsp.Answer]:
         return _probe(self.camera)
@@ -369,21 +376,46 @@ class GstSource(Source):
         self.choice: Optional[gstreamer.Choice] = None
         self.player: Optional[gstreamer.Player] = None
         self.first: Optional[np.ndarray] = None
+        self.answer: Optional[rtsp.Answer] = None
         self.count = 0
+        if camera.source.lower().startswith("file://"):  # a file: paced, like FileSource
+            self.live = False
+            self.pace_fps = camera.fps
 
     def check(self) -> Optional[rtsp.Answer]:
-        return _probe(self.camera)
+        self.answer = _probe(self.camera)
+        return self.answer
+
+    def codec(self) -> str:
+        """The configured codec, else the one the camera's answer (or, for a
+        file, GStreamer's discoverer) names; SourceError when none is known."""
+        cam = self.camera
+        if cam.codec != "auto":
+            return cam.codec
+        if self.answer is None and cam.source.lower().startswith("file://"):
+            found = gstreamer.file_codec(cam.source)
+        else:
+            found = self.answer.codec if self.answer is not None else ""
+        if found not in gstreamer.CODECS:
+            raise SourceError("cannot open {}: {}; set cameras.{}.codec (or decode = "
+                              "\"ffmpeg\")".format(self.describe(), "its codec is {}".format(
+                                  gstreamer.codec_text(found)) if found else
+                                  "it did not say its codec", cam.name))
+        return found
 
     def open(self) -> None:
         self.close()
         cam = self.camera
         timeout = max(self.READ_TIMEOUT_S, 3.0 / cam.fps if cam.fps else 0.0)
+        decode = "auto" if cam.decode in ("auto", "ffmpeg") else cam.decode
         try:
-            self.choice = gstreamer.choose(cam.codec, cam.decode, gstreamer.element_exists)
+            self.choice = gstreamer.choose(self.codec(), decode, gstreamer.element_exists)
             # the description holds the URL and so perhaps a password: never logged
             self.player = gstreamer.Player(gstreamer.describe_pipeline(
-                stream_url(cam), self.choice, cam.width, cam.height, cam.fps, cam.rtsp_transport,
-                cam.rtsp_latency_ms, exists=gstreamer.element_exists,
+                # a file is paced by the decoder at fps, a camera thinned to it
+                stream_url(cam), self.choice, cam.width, cam.height,
+                cam.fps if self.live else 0.0, cam.rtsp_transport,
+                cam.rtsp_latency_ms, gray=cam.deliver == "gray", exists=gstreamer.element_exists,
                 timeout_s=timeout), self.OPEN_TIMEOUT_S)
             self.first = self.player.read()
         except (gstreamer.NoDecoder, gstreamer.PlayerError) as exc:
@@ -392,7 +424,8 @@ class GstSource(Source):
         self.player.timeout_ns = int(timeout * 1e9)
         height, width = self.first.shape[:2]
         self.info = {"width": width, "height": height, "fps": cam.fps,
-                     "format": "BGR3", "decoder": self.choice.text()}
+                     "format": "GREY" if cam.deliver == "gray" else "BGR3",
+                     "decoder": self.choice.text()}
         log.info("%s: delivering %dx%d", self.describe(), width, height)
 
     def _next(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
@@ -439,6 +472,67 @@ class GstSource(Source):
         return "stream {} ({})".format(redact.url(self.camera.source), how)
 
 
+class StreamSource(Source):
+    """``decode = "auto"`` on a network camera: GStreamer's pipeline for this
+    box when GStreamer can decode the camera's codec here, else OpenCV's
+    FFmpeg backend, the reason logged once. Decided at each open: the codec
+    comes from the camera's answer to the probe."""
+
+    kind = "url"
+    live = True
+
+    def __init__(self, camera: CameraConfig) -> None:
+        super().__init__(camera)
+        self.gst = GstSource(camera)
+        self.ffmpeg = URLSource(camera)
+        self.active: Optional[Source] = None
+        self.told = ""
+
+    def check(self) -> Optional[rtsp.Answer]:
+        return self.gst.check()
+
+    def open(self) -> None:
+        self.close()
+        cam = self.camera
+        codec = cam.codec if cam.codec != "auto" else \
+            (self.gst.answer.codec if self.gst.answer is not None else "")
+        why = gstreamer.unusable(codec, gstreamer.element_exists)
+        chosen: Source = self.ffmpeg if why else self.gst
+        if why and why != self.told:
+            log.info("%s: decoding with OpenCV's FFmpeg: %s", cam.name, why)
+        self.told = why
+        chosen.count = max(self.gst.count, self.ffmpeg.count)  # type: ignore[attr-defined]
+        chosen.open()
+        self.active = chosen
+        self.info = dict(chosen.info)
+        if why:
+            self.info["decoder"] = "OpenCV FFmpeg ({})".format(why)
+
+    def _source(self) -> Source:
+        if self.active is None:
+            raise SourceError("{} is not open".format(self.describe()))
+        return self.active
+
+    def read(self) -> Optional[np.ndarray]:
+        return self._source().read()
+
+    def read_into(self, out: np.ndarray) -> Optional[np.ndarray]:
+        return self._source().read_into(out)
+
+    def skip(self) -> None:
+        self._source().skip()
+
+    def close(self) -> None:
+        if self.active is not None:
+            self.active.close()
+            self.active = None
+
+    def describe(self) -> str:
+        if self.active is not None:
+            return self.active.describe()
+        return "stream {} (decode = auto)".format(redact.url(self.camera.source))
+
+
 def make_source(camera: CameraConfig, config_path: str = "") -> Source:
     """The source named by ``camera.source``; a missing file is a config error."""
     src = camera.source
@@ -449,7 +543,12 @@ def make_source(camera: CameraConfig, config_path: str = "") -> Source:
     if src.startswith("/dev/"):
         return V4L2Source(camera)
     if URL_RE.match(src):
-        return URLSource(camera) if camera.decode == "ffmpeg" else GstSource(camera)
+        if camera.decode == "ffmpeg":
+            return URLSource(camera)
+        if camera.decode == "auto":
+            network = src.lower().startswith(("rtsp://", "rtsps://"))
+            return StreamSource(camera) if network else URLSource(camera)
+        return GstSource(camera)
     if not os.path.isfile(src):
         raise ConfigError(config_path, "cameras.{}.source".format(camera.name),
                           "{!r} is not 'auto', 'testsrc', a /dev/ device, a URL or an "

@@ -16,7 +16,7 @@ from typing import Any, Iterator, List, Optional
 
 import pytest
 
-from conftest import free_port, wait_until
+from conftest import free_port, http_get, run_cli, wait_until
 from helpers import wait_exit
 
 pytestmark = pytest.mark.once
@@ -100,6 +100,84 @@ def test_300_frames_arrive_in_order_scaled_in_the_decoder(rtsp: RtspCamera, pipe
         codec, transport, mean, max(gaps)))
 
 
+def test_the_defaults_pick_the_decoder_from_the_cameras_answer(rtsp: RtspCamera,
+                                                              pipeline: Any) -> None:
+    """Nothing but the URL: the codec comes from the camera's session
+    description, GStreamer decodes what it can (H.265 here, straight to
+    GRAY when asked), FFmpeg the rest (Motion JPEG), the reason in the log."""
+    pipeline.write_config({
+        "cameras": {"cam0": {"source": rtsp.url("h265"), "width": 320, "height": 180,
+                             "deliver": "gray", "frames": 60, "wait_for_handlers": 1},
+                    "cam1": {"source": rtsp.url("jpeg"), "frames": 60,
+                             "wait_for_handlers": 1}},
+        "handlers": {"stages": []},
+        "collector": {"outputs": ["jsonl"], "exit_on_eos": True},
+    })
+    collector = pipeline.start("collector", "main")
+    pipeline.start("handler", "1")
+    decoders = [pipeline.start("decoder", "cam0"), pipeline.start("decoder", "cam1")]
+    for decoder in decoders:
+        assert wait_exit(decoder, 40, pipeline) == 0
+    assert wait_exit(collector, 30, pipeline) == 0
+    ok = [r for r in pipeline.results() if r["status"] == "ok"]
+    gray = [r for r in ok if r["camera"] == "cam0"]
+    assert [r["seq"] for r in gray] == list(range(60))
+    assert all(r["shape"] == [180, 320] for r in gray), gray[0]["shape"]  # GRAY8, scaled
+    # FFmpeg's path: full size, BGR; its start-up burst may cost a frame to
+    # no_capacity (the GStreamer path's jitter buffer paces it: none above)
+    mjpeg = [r for r in ok if r["camera"] == "cam1"]
+    seqs = [r["seq"] for r in mjpeg]
+    assert seqs == sorted(set(seqs)) and len(seqs) >= 57, seqs
+    assert all(r["shape"] == [480, 640, 3] for r in mjpeg), mjpeg[0]["shape"]
+    assert "decoding H.265 on avdec_h265 (software)" in decoders[0].output()
+    assert "decoding with OpenCV's FFmpeg: JPEG is not a codec the GStreamer path " \
+           "decodes" in decoders[1].output()
+
+
+def resizing_clip(path: Path) -> Path:
+    """An H.264 stream that changes size twice: 45 frames of 320x240, 45 of
+    640x360, 45 of 320x240 (what a camera does when its profile is changed)."""
+    from tests.bench.decode import encode
+
+    segments = []
+    for width, height in ((320, 240), (640, 360)):
+        part = path.parent / "seg-{}.h264".format(width)
+        encode("videotestsrc num-buffers=45 pattern=smpte ! video/x-raw,width={},height={},"
+               "framerate=30/1 ! x264enc speed-preset=ultrafast key-int-max=15 ! "
+               "video/x-h264,stream-format=byte-stream,profile=baseline ! filesink "
+               "location={}".format(width, height, part))
+        segments.append(part.read_bytes())
+    path.write_bytes(segments[0] + segments[1] + segments[0])
+    return path
+
+
+def test_a_stream_that_changes_size_mid_way_is_delivered_whole(pipeline: Any,
+                                                             tmp_path: Path) -> None:
+    """Both decode paths keep handing out every frame at one size: GStreamer's
+    at the configured width/height (scaled in the pipeline), FFmpeg's at the
+    size the stream started with; the codec found by GStreamer's discoverer."""
+    clip = resizing_clip(tmp_path / "resizing.h264")
+    pipeline.write_config({
+        "cameras": {"gst": {"source": "file://{}".format(clip), "decode": "software",
+                            "width": 160, "height": 120, "wait_for_handlers": 1},
+                    "ffm": {"source": str(clip), "decode": "ffmpeg", "wait_for_handlers": 1}},
+        "handlers": {"stages": []},
+        "collector": {"outputs": ["jsonl"], "exit_on_eos": True},
+    })
+    collector = pipeline.start("collector", "main")
+    pipeline.start("handler", "1")
+    decoders = [pipeline.start("decoder", "gst"), pipeline.start("decoder", "ffm")]
+    for decoder in decoders:
+        assert wait_exit(decoder, 40, pipeline) == 0
+    assert wait_exit(collector, 30, pipeline) == 0
+    ok = [r for r in pipeline.results() if r["status"] == "ok"]
+    for camera, shape in (("gst", [120, 160, 3]), ("ffm", [240, 320, 3])):
+        mine = [r for r in ok if r["camera"] == camera]
+        assert [r["seq"] for r in mine] == list(range(135)), camera
+        assert {tuple(r["shape"]) for r in mine} == {tuple(shape)}, camera
+    assert "decoding H.264 on avdec_h264 (software)" in decoders[0].output()
+
+
 def test_a_hostile_url_stays_inside_its_property() -> None:
     """The URL is quoted in the pipeline description: GStreamer's own parser
     makes one rtspsrc with the whole URL, no element the URL named."""
@@ -108,7 +186,12 @@ def test_a_hostile_url_stays_inside_its_property() -> None:
     Gst = gstreamer._gst()[0]  # noqa: N806 (GstApp loaded first: see _gst)
     url = 'rtsp://x/a" ! filesink location="/tmp/vidpipe-pwned'
     text = gstreamer.describe_pipeline(url, gstreamer.Choice("software", "avdec_h264", "h264"))
-    elements = list(Gst.parse_launch(text).iterate_elements())
+    elements, found = [], Gst.parse_launch(text).iterate_elements()
+    while True:  # without python3-gst-1.0's overrides an iterator is not iterable
+        result, element = found.next()
+        if result != Gst.IteratorResult.OK:
+            break
+        elements.append(element)
     names = sorted(e.get_factory().get_name() for e in elements)
     assert "filesink" not in names and names.count("rtspsrc") == 1
     src = [e for e in elements if e.get_factory().get_name() == "rtspsrc"][0]
@@ -212,5 +295,57 @@ def test_a_wrong_password_is_named_and_the_camera_not_hammered(pipeline: Any) ->
         assert len([r for r in pipeline.results() if r["status"] == "ok"]) == 30
         assert "s3cret" not in good.output() + (good.notify.last("STATUS") or "")
         print("wrong password: {} connection(s) in 30 s; status: {}".format(tries, status))
+    finally:
+        camera.close()
+
+
+def test_no_password_shows_anywhere(pipeline: Any, tmp_path: Path) -> None:
+    """The camera's password -- in a credentials file for one camera, in the
+    URL for the other -- is in no log line, status, metrics page, STATUS,
+    process command line or environment, nor in the demo's output."""
+    password = "s3cret-Pw"
+    camera = RtspCamera("viewer:" + password)
+    try:
+        secret = tmp_path / "cam0.credentials"
+        secret.write_text("viewer\n{}\n".format(password))
+        secret.chmod(0o640)
+        port = free_port()
+        pipeline.write_config({
+            "cameras": {"cam0": {"source": camera.url("h264"), "credentials_file": str(secret),
+                                 "width": 320, "height": 240},
+                        "cam1": {"source": camera.url("h265", "viewer:" + password),
+                                 "width": 320, "height": 240}},
+            "handlers": {"stages": ["gray"]},
+            "collector": {"outputs": ["jsonl", "preview"], "metrics": True,
+                          "http_listen": "127.0.0.1:{}".format(port)},
+        })
+        roles = [pipeline.start("collector", "main"), pipeline.start("handler", "1"),
+                 pipeline.start("decoder", "cam0"), pipeline.start("decoder", "cam1")]
+        wait_until(lambda: {r["camera"] for r in frames_after(pipeline, 0)} == {"cam0", "cam1"},
+                   30, "frames from both cameras")
+        seen = {"status --json": run_cli("--config", str(pipeline.config_path), "status",
+                                         "--json", "--no-units").stdout,
+                "status": run_cli("--config", str(pipeline.config_path), "status",
+                                  "--no-units").stdout,
+                "/metrics": http_get("http://127.0.0.1:{}/metrics".format(port)).decode(),
+                "/status.json": http_get("http://127.0.0.1:{}/status.json".format(port))
+                .decode()}
+        assert "cam1" in seen["status --json"] and "vidpipe_" in seen["/metrics"]
+        for role in roles:
+            proc = Path("/proc/{}".format(role.pid))
+            who = "{} {}".format(role.role, role.name)
+            seen["cmdline of " + who] = (proc / "cmdline").read_bytes().decode()
+            seen["environ of " + who] = (proc / "environ").read_bytes().decode()
+            seen["STATUS of " + who] = role.notify.last("STATUS") or ""
+        for role in roles:
+            role.stop()
+            seen["log of {} {}".format(role.role, role.name)] = role.output()
+        assert "***" in seen["log of decoder cam1"]  # the URL's password, shown as ***
+        demo = run_cli("demo", "--source", camera.url("h264"), "--credentials", str(secret),
+                       "--frames", "20", "--http", "", "--handlers", "1", timeout=60)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        seen["demo"] = demo.stdout + demo.stderr
+        leaks = [where for where, text in seen.items() if password in text]
+        assert not leaks, leaks
     finally:
         camera.close()

@@ -49,6 +49,9 @@ def test_tcp_bind_gives_a_local_connect_address() -> None:
     ({"pipeline": {"runtime_dir": "relative"}}, "pipeline.runtime_dir"),
     ({"stage": {"resize": 3}}, "stage"),
     ({"cameras": []}, "cameras"),
+    ({"cameras": {"c": {"deliver": "gray"}}}, "cameras.c.deliver"),  # testsrc: not a stream
+    ({"cameras": {"c": {"source": "rtsp://x/", "deliver": "i420"}}}, "cameras.c.deliver"),
+    ({"cameras": {"c": {"source": "rtsp://x/", "codec": "mjpeg"}}}, "cameras.c.codec"),
 ])
 def test_bad_values_name_their_key(data: dict, key: str) -> None:
     with pytest.raises(ConfigError) as err:

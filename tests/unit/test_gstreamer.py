@@ -32,7 +32,7 @@ def test_auto_picks_the_boxs_hardware_decoder_else_software(box: set, codec: str
 
 def test_an_explicit_choice_is_kept_or_named_when_missing() -> None:
     assert gstreamer.choose("h264", "software", JETSON.__contains__).element == "avdec_h264"
-    with pytest.raises(gstreamer.NoDecoder, match=r"no GStreamer element decodes H264 with "
+    with pytest.raises(gstreamer.NoDecoder, match=r"no GStreamer element decodes H\.264 with "
                        r"decode = 'nvdec' here \(tried nvv4l2decoder\)"):
         gstreamer.choose("h264", "nvdec", INTEL.__contains__)
     with pytest.raises(gstreamer.NoDecoder, match="gstreamer1.0-libav.*decode = \"ffmpeg\""):
@@ -77,3 +77,26 @@ def test_a_url_cannot_break_out_of_its_property() -> None:
     soft = gstreamer.Choice("software", "avdec_h264", "h264")
     text = gstreamer.describe_pipeline('rtsp://x/a" ! filesink location="/etc/passwd', soft)
     assert 'location="rtsp://x/a\\" ! filesink location=\\"/etc/passwd"' in text
+
+
+BASE = set(gstreamer.NEEDED)  # base, good and bad plugins: what every pipeline needs
+
+
+@pytest.mark.parametrize("box,codec,why", [
+    (BASE | JETSON, "h264", ""),
+    (BASE | PI5, "h265", ""),
+    (BASE | PI5, "h264", ""),  # software on a Pi 5: still GStreamer (it scales)
+    (BASE, "h264", "no GStreamer element decodes H.264 with decode = 'auto'"),
+    (BASE - {"rtspsrc"} | PLAIN, "h264", "no GStreamer element rtspsrc (Debian: apt install "
+                                         "gstreamer1.0-plugins-good)"),
+    (BASE - {"h265parse"} | PLAIN, "h265", "no GStreamer element h265parse (Debian: apt "
+                                           "install gstreamer1.0-plugins-bad)"),
+    (BASE - {"h265parse"} | PLAIN, "h264", ""),  # not needed for H.264
+    (BASE | PLAIN, "jpeg", "JPEG is not a codec the GStreamer path decodes (H.264, H.265)"),
+    (BASE | PLAIN, "", "the camera named no codec"),
+])
+def test_auto_falls_back_to_ffmpeg_naming_why(box: set, codec: str, why: str) -> None:
+    """decode = "auto": GStreamer when the box can, else the reason FFmpeg
+    decodes instead (the log and status show it)."""
+    reason = gstreamer.unusable(codec, box.__contains__)
+    assert reason.startswith(why) if why else reason == ""

@@ -108,3 +108,39 @@ def test_silence_and_absence_take_no_longer_than_the_timeout(
     free.close()
     assert rtsp.probe("rtsp://127.0.0.1:{}/".format(port)).reason == \
         "not answering (connection refused)"
+
+
+SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=cam\r\nt=0 0\r\n"
+       "m=audio 0 RTP/AVP 97\r\na=rtpmap:97 H264/90000\r\n"  # an audio line is not the video
+       "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H265/90000\r\na=control:stream=0\r\n")
+
+
+def test_an_answering_camera_says_its_codec_in_the_sdp(closing_servers: List[OneShot]) -> None:
+    body = SDP.encode()
+    server = OneShot([b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Type: application/sdp\r\n"
+                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body])
+    closing_servers.append(server)
+    answer = rtsp.probe("rtsp://127.0.0.1:{}/live".format(server.port))
+    assert answer.up and answer.codec == "h265"
+
+
+@pytest.mark.parametrize("sdp,codec", [
+    (SDP, "h265"),
+    ("m=video 0 RTP/AVP 96\na=rtpmap:96 H264/90000\n", "h264"),
+    ("m=video 0 RTP/AVP 26\na=rtpmap:26 JPEG/90000\n", "jpeg"),
+    ("m=video 0 RTP/AVP 96\na=rtpmap:97 H264/90000\n", ""),  # not a payload the line offers
+    ("a=rtpmap:96 H264/90000\n", ""),  # no media line at all
+    ("m=video 0 RTP/AVP 96\na=rtpmap:96 H264;rm -rf/90000\n", ""),  # hostile: not a name
+    ("", ""),
+])
+def test_the_codec_is_read_from_the_video_media_line(sdp: str, codec: str) -> None:
+    assert rtsp.sdp_codec(sdp) == codec
+
+
+def test_a_body_that_never_comes_leaves_the_codec_unknown(
+        closing_servers: List[OneShot]) -> None:
+    server = OneShot([b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Length: 900\r\n\r\nm=vid"])
+    closing_servers.append(server)
+    started = time.monotonic()
+    answer = rtsp.probe("rtsp://127.0.0.1:{}/live".format(server.port), timeout=0.5)
+    assert answer.up and answer.codec == "" and time.monotonic() - started < 1.0

@@ -7,8 +7,9 @@ import pytest
 from conftest import write_clip
 from vidpipe import redact
 from vidpipe.config import ConfigError, config_from_dict
-from vidpipe.sources import (AutoSource, FileSource, SourceError, PatternSource, URLSource,
-                             V4L2Source, make_source, render_testsrc)
+from vidpipe.sources import (AutoSource, FileSource, GstSource, PatternSource, SourceError,
+                             StreamSource, URLSource, V4L2Source, make_source,
+                             render_testsrc)
 
 
 def cam(**values: object):
@@ -56,7 +57,11 @@ def test_file_source_reads_to_the_end(tmp_path: Path) -> None:
 def test_source_kinds_are_chosen_from_the_string() -> None:
     assert isinstance(make_source(cam(source="/dev/video7")), V4L2Source)
     assert isinstance(make_source(cam(source="auto")), AutoSource)
-    assert isinstance(make_source(cam(source="rtsp://h/s")), URLSource)
+    # a camera: GStreamer or FFmpeg, decided when it answers; other URLs: FFmpeg
+    assert isinstance(make_source(cam(source="rtsp://h/s")), StreamSource)
+    assert isinstance(make_source(cam(source="http://h/s.mjpg")), URLSource)
+    assert isinstance(make_source(cam(source="rtsp://h/s", decode="ffmpeg")), URLSource)
+    assert isinstance(make_source(cam(source="rtsp://h/s", decode="nvdec")), GstSource)
     with pytest.raises(ConfigError):
         make_source(cam(source="no/such/file.mp4"))
 

@@ -51,6 +51,8 @@ def pick_source(source: Optional[str]) -> str:
 def demo_config(runtime_dir: str, source: str, args: Any) -> Dict[str, Any]:
     camera: Dict[str, Any] = {"source": source, "width": args.width, "height": args.height,
                               "fps": args.fps, "frames": args.frames}
+    if getattr(args, "credentials", None):
+        camera["credentials_file"] = os.path.abspath(args.credentials)
     if source == "testsrc" or not source.startswith("/dev/"):
         camera["wait_for_handlers"] = args.handlers if args.dispatch != "round-robin" else 0
     collector: Dict[str, Any] = {"outputs": ["log"], "exit_on_eos": True}
