@@ -3,11 +3,13 @@ gir1.2-gst-rtsp-server-1.0, x264/x265 encoders) serving a live moving test
 pattern as H.264 on /h264, H.265 on /h265 and Motion JPEG on /jpeg, over TCP
 and UDP.
 
-    python3 tests/rtsp_camera.py PORT [WIDTH HEIGHT FPS [USER:PASSWORD]]
+    python3 tests/rtsp_camera.py PORT [WIDTH HEIGHT FPS [USER:PASSWORD | FILE]]
 
 Prints "ready" once it serves, then "client" for each connection; runs
-until terminated. With USER:PASSWORD,
-clients must log in (basic auth): a wrong password gets 401 Unauthorized.
+until terminated. With USER:PASSWORD, or a FILE in vidpipe's credentials
+format (user on the first line, password on the second: the password then
+stays out of the command line), clients must log in (basic auth): a wrong
+password gets 401 Unauthorized.
 Run by /usr/bin/python3 (the GObject bindings are Debian's)."""
 
 import sys
@@ -51,7 +53,11 @@ def main() -> None:
             factory.set_permissions(permissions)
         mounts.add_factory("/" + name, factory)
     if len(sys.argv) > 5:
-        user, _, password = sys.argv[5].partition(":")
+        if sys.argv[5].startswith("/"):
+            with open(sys.argv[5], encoding="utf-8") as handle:
+                user, password = handle.read().splitlines()[:2]
+        else:
+            user, _, password = sys.argv[5].partition(":")
         auth = GstRtspServer.RTSPAuth()
         token = GstRtspServer.RTSPToken()
         token.set_string("media.factory.role", "viewer")

@@ -61,10 +61,12 @@ def encode(description: str, timeout_s: float = 600.0) -> None:
         pipeline.set_state(Gst.State.NULL)
 
 
-def measure(path: Path, decode: str, width: int, height: int) -> Dict[str, float]:
+def measure(path: Path, decode: str, width: int, height: int,
+            deliver: str = "bgr") -> Dict[str, float]:
     source = make_source(CameraConfig(name="bench", source="file://{}".format(path)
                                       if decode != "ffmpeg" else str(path),
-                                      decode=decode, width=width, height=height, fps=0))
+                                      decode=decode, width=width, height=height, fps=0,
+                                      deliver=deliver))
     source.open()
     frames, shape = 0, None
     cpu0, wall0 = time.process_time(), time.monotonic()
@@ -84,16 +86,17 @@ def measure(path: Path, decode: str, width: int, height: int) -> Dict[str, float
             "shape": "x".join(str(n) for n in (shape[1], shape[0])) if shape else "-"}
 
 
-PATHS = [("OpenCV FFmpeg (baseline)", "ffmpeg", WIDTH, HEIGHT),
-         ("GStreamer avdec_h264", "software", WIDTH, HEIGHT),
-         ("GStreamer avdec_h264, scaled in the decoder", "software", 640, 360)]
+PATHS = [("OpenCV FFmpeg (baseline)", "ffmpeg", WIDTH, HEIGHT, "bgr"),
+         ("GStreamer avdec_h264", "software", WIDTH, HEIGHT, "bgr"),
+         ("GStreamer avdec_h264, scaled in the decoder", "software", 640, 360, "bgr"),
+         ("GStreamer avdec_h264, scaled, deliver = \"gray\"", "software", 640, 360, "gray")]
 
 
 def run(frames: int) -> List[Dict[str, object]]:
     path = clip(frames)
     out = []
-    for name, decode, width, height in PATHS:
-        out.append(dict(measure(path, decode, width, height), path=name))
+    for name, decode, width, height, deliver in PATHS:
+        out.append(dict(measure(path, decode, width, height, deliver), path=name))
     return out
 
 

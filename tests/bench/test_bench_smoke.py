@@ -49,7 +49,21 @@ def test_the_decode_benchmark_measures_every_path() -> None:
     from tests.bench.decode import run, table
 
     rows = run(60)
-    assert [r["frames"] for r in rows] == [60, 60, 60], rows
-    assert [r["shape"] for r in rows] == ["1920x1080", "1920x1080", "640x360"], rows
+    assert [r["frames"] for r in rows] == [60, 60, 60, 60], rows
+    assert [r["shape"] for r in rows] == ["1920x1080", "1920x1080", "640x360", "640x360"], rows
     assert all(float(r["cpu_ms"]) > 0 for r in rows), rows
     assert "| OpenCV FFmpeg (baseline) |" in table(rows)
+
+
+@pytest.mark.once  # Debian's OpenCV and GStreamer: the main suite only
+def test_the_camera_capacity_benchmark_runs_the_seed_and_every_path() -> None:
+    from tests.bench.cameras import run, table
+
+    rows = run(seconds=1.5, most=1)
+    assert [r["path"].split(",")[0] for r in rows] == ["seed (pickle)"] + ["vidpipe"] * 3
+    for row in rows:
+        first = row["runs"][0]
+        assert first["cameras"] == 1 and first["processed"]["cam0"] > 0, row
+        assert first["cpu_ms_per_frame"] > 0, row
+    assert [r["runs"][0]["delivers"] for r in rows] == ["1920x1080"] * 3 + ["640x360"]
+    assert "| vidpipe, GStreamer scaled to 640x360 | 640x360 |" in table(rows)

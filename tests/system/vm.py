@@ -27,7 +27,10 @@ SUITE = "bookworm"
 BASE_PACKAGES = ["systemd", "systemd-sysv", "udev", "kmod", "v4l-utils", "iproute2",
                  "ca-certificates", "procps", "psmisc", "apt", "python3"]
 #: what the scenario installs beside vidpipe (from the image's apt cache, offline)
-GUEST_TOOLS = ["mosquitto", "mosquitto-clients"]
+GUEST_TOOLS = ["mosquitto", "mosquitto-clients",
+               # an RTSP camera in the guest (tests/rtsp_camera.py)
+               "python3-gi", "gir1.2-gst-rtsp-server-1.0", "gstreamer1.0-plugins-good",
+               "gstreamer1.0-plugins-ugly"]
 RECIPE_VERSION = "3"  # bump to force a rebuild of cached images
 HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -205,6 +208,7 @@ def run_scenario(deb: Path, workdir: Path, timeout: float = 1800) -> Dict[str, o
     shutil.copy(str(deb), str(io / "vidpipe.deb"))
     make_upgrade(deb, io / "vidpipe-upgrade.deb")
     shutil.copy(str(GUEST / "scenario.sh"), str(io / "scenario.sh"))
+    shutil.copy(str(GUEST.parent.parent / "rtsp_camera.py"), str(io / "rtsp_camera.py"))
     io_img = workdir / "io.img"
     sh(["truncate", "-s", "1G", str(io_img)])
     sh(["mkfs.ext4", "-q", "-F", "-d", str(io), str(io_img)])
