@@ -310,13 +310,16 @@ class AutoSource(V4L2Source):
 class URLSource(CaptureSource):
     kind = "url"
     live = True
-    timeout_ms = 5000
+    OPEN_TIMEOUT_MS = 5000
+    READ_TIMEOUT_MS = 2000  # a silent camera is noticed this soon (3 frames at low rates)
 
     def _capture(self) -> Any:
+        read_ms = max(self.READ_TIMEOUT_MS, int(3000 / self.camera.fps) if self.camera.fps else 0)
         params: List[int] = []
-        for name in ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC"):
+        for name, value in (("CAP_PROP_OPEN_TIMEOUT_MSEC", self.OPEN_TIMEOUT_MS),
+                            ("CAP_PROP_READ_TIMEOUT_MSEC", read_ms)):
             if hasattr(cv2, name):
-                params += [getattr(cv2, name), self.timeout_ms]
+                params += [getattr(cv2, name), value]
         try:
             return cv2.VideoCapture(stream_url(self.camera), cv2.CAP_FFMPEG, params)
         except TypeError:  # OpenCV < 4.5.2 has no params argument

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.bench.decode import FPS, clip  # noqa: E402
 from vidpipe.config import dump_toml  # noqa: E402
-from vidpipe.tools.bench import Sampler, percentile  # noqa: E402
+from vidpipe.tools.bench import Sampler, percentile, stop_all  # noqa: E402
 
 HELD_SHARE = 0.95
 HELD_P99_MS = 1000.0
@@ -104,16 +104,7 @@ def run_vidpipe(path: Path, cameras: int, decode: str, width: int, height: int,
                 "cpu_ms_per_frame": cpu / max(len(ok), 1),
                 "delivers": "x".join(str(v) for v in shape[1::-1]) if shape else "-"}
     finally:
-        for ps in procs.values():
-            for proc in ps:
-                if proc.poll() is None:
-                    proc.terminate()
-        for ps in procs.values():
-            for proc in ps:
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_all(procs)
         logs.close()
         shutil.rmtree(str(root), ignore_errors=True)
 

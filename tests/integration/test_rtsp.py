@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -100,26 +100,32 @@ def test_300_frames_arrive_in_order_scaled_in_the_decoder(rtsp: RtspCamera, pipe
         codec, transport, mean, max(gaps)))
 
 
+def run_to_the_end(pipeline: Any, cameras: Dict[str, Dict[str, Any]]) -> Tuple[List[Any],
+                                                                              List[Any]]:
+    """Finite cameras through one handler with no stages (the frames as
+    delivered) to the collector: their decoders and the ok records."""
+    for camera in cameras.values():
+        camera["wait_for_handlers"] = 1
+    pipeline.write_config({"cameras": cameras, "handlers": {"stages": []},
+                           "collector": {"outputs": ["jsonl"], "exit_on_eos": True}})
+    collector = pipeline.start("collector", "main")
+    pipeline.start("handler", "1")
+    decoders = [pipeline.start("decoder", name) for name in cameras]
+    for decoder in decoders:
+        assert wait_exit(decoder, 40, pipeline) == 0
+    assert wait_exit(collector, 30, pipeline) == 0
+    return decoders, [r for r in pipeline.results() if r["status"] == "ok"]
+
+
 def test_the_defaults_pick_the_decoder_from_the_cameras_answer(rtsp: RtspCamera,
                                                               pipeline: Any) -> None:
     """Nothing but the URL: the codec comes from the camera's session
     description, GStreamer decodes what it can (H.265 here, straight to
     GRAY when asked), FFmpeg the rest (Motion JPEG), the reason in the log."""
-    pipeline.write_config({
-        "cameras": {"cam0": {"source": rtsp.url("h265"), "width": 320, "height": 180,
-                             "deliver": "gray", "frames": 60, "wait_for_handlers": 1},
-                    "cam1": {"source": rtsp.url("jpeg"), "frames": 60,
-                             "wait_for_handlers": 1}},
-        "handlers": {"stages": []},
-        "collector": {"outputs": ["jsonl"], "exit_on_eos": True},
-    })
-    collector = pipeline.start("collector", "main")
-    pipeline.start("handler", "1")
-    decoders = [pipeline.start("decoder", "cam0"), pipeline.start("decoder", "cam1")]
-    for decoder in decoders:
-        assert wait_exit(decoder, 40, pipeline) == 0
-    assert wait_exit(collector, 30, pipeline) == 0
-    ok = [r for r in pipeline.results() if r["status"] == "ok"]
+    decoders, ok = run_to_the_end(pipeline, {
+        "cam0": {"source": rtsp.url("h265"), "width": 320, "height": 180, "deliver": "gray",
+                 "frames": 60},
+        "cam1": {"source": rtsp.url("jpeg"), "frames": 60}})
     gray = [r for r in ok if r["camera"] == "cam0"]
     assert [r["seq"] for r in gray] == list(range(60))
     assert all(r["shape"] == [180, 320] for r in gray), gray[0]["shape"]  # GRAY8, scaled
@@ -157,20 +163,10 @@ def test_a_stream_that_changes_size_mid_way_is_delivered_whole(pipeline: Any,
     at the configured width/height (scaled in the pipeline), FFmpeg's at the
     size the stream started with; the codec found by GStreamer's discoverer."""
     clip = resizing_clip(tmp_path / "resizing.h264")
-    pipeline.write_config({
-        "cameras": {"gst": {"source": "file://{}".format(clip), "decode": "software",
-                            "width": 160, "height": 120, "wait_for_handlers": 1},
-                    "ffm": {"source": str(clip), "decode": "ffmpeg", "wait_for_handlers": 1}},
-        "handlers": {"stages": []},
-        "collector": {"outputs": ["jsonl"], "exit_on_eos": True},
-    })
-    collector = pipeline.start("collector", "main")
-    pipeline.start("handler", "1")
-    decoders = [pipeline.start("decoder", "gst"), pipeline.start("decoder", "ffm")]
-    for decoder in decoders:
-        assert wait_exit(decoder, 40, pipeline) == 0
-    assert wait_exit(collector, 30, pipeline) == 0
-    ok = [r for r in pipeline.results() if r["status"] == "ok"]
+    decoders, ok = run_to_the_end(pipeline, {
+        "gst": {"source": "file://{}".format(clip), "decode": "software", "width": 160,
+                "height": 120},
+        "ffm": {"source": str(clip), "decode": "ffmpeg"}})
     for camera, shape in (("gst", [120, 160, 3]), ("ffm", [240, 320, 3])):
         mine = [r for r in ok if r["camera"] == camera]
         assert [r["seq"] for r in mine] == list(range(135)), camera
@@ -208,22 +204,26 @@ def frames_after(pipeline: Any, wall_ns: int) -> List[Any]:
     return [r for r in pipeline.results() if r["status"] == "ok" and r["capture_ns"] >= wall_ns]
 
 
+def one_live_camera(pipeline: Any, camera: Dict[str, Any], frames: int) -> Any:
+    """cam0 through one handler (gray) to the collector, once ``frames`` of
+    it went through: its decoder."""
+    pipeline.write_config({"cameras": {"cam0": camera}, "handlers": {"stages": ["gray"]},
+                           "collector": {"outputs": ["jsonl"]}})
+    pipeline.start("collector", "main")
+    pipeline.start("handler", "1")
+    decoder = pipeline.start("decoder", "cam0")
+    wait_until(lambda: len(frames_after(pipeline, 0)) >= frames, 30, "frames from the camera")
+    return decoder
+
+
 def test_a_camera_that_reboots_or_goes_silent_is_back_within_3_s(rtsp: RtspCamera,
                                                                 pipeline: Any) -> None:
     """Away 20 s, then 60 s (a camera rebooting): the decoder waits on cheap
     probes (< 2 % of a core) and frames flow within 3 s of the camera
     answering. Silent without closing the connection (SIGSTOP): noticed
     within 2 s."""
-    pipeline.write_config({
-        "cameras": {"cam0": {"source": rtsp.url("h264"), "decode": "software",
-                             "width": 320, "height": 240, "fps": 10}},
-        "handlers": {"stages": ["gray"]},
-        "collector": {"outputs": ["jsonl"]},
-    })
-    pipeline.start("collector", "main")
-    pipeline.start("handler", "1")
-    decoder = pipeline.start("decoder", "cam0")
-    wait_until(lambda: len(frames_after(pipeline, 0)) >= 20, 30, "frames before the reboot")
+    decoder = one_live_camera(pipeline, {"source": rtsp.url("h264"), "decode": "software",
+                                         "width": 320, "height": 240, "fps": 10}, 20)
     figures = []
     for away in (20, 60):
         rtsp.stop()
@@ -255,6 +255,25 @@ def test_a_camera_that_reboots_or_goes_silent_is_back_within_3_s(rtsp: RtspCamer
         ", ".join("{} s: decoder CPU {:.2%} while waiting, frames {:.1f} s after it "
                   "answered".format(a, c, f) for a, c, f in figures), noticed))
     assert noticed <= 2.0  # the source's 1.5 s read timeout, and the test's polling
+
+
+def test_a_silent_camera_is_noticed_on_the_ffmpeg_path_too(rtsp: RtspCamera,
+                                                         pipeline: Any) -> None:
+    """OpenCV's FFmpeg reads time out after 2 s (not FFmpeg's default of
+    never, nor the 5 s it once had): a camera that lost power is noticed."""
+    decoder = one_live_camera(pipeline, {"source": rtsp.url("h264"), "decode": "ffmpeg",
+                                         "fps": 30}, 10)
+    assert rtsp.proc is not None
+    rtsp.proc.send_signal(signal.SIGSTOP)
+    silent = time.monotonic()
+    try:
+        wait_until(lambda: "reopening" in decoder.output(), 10,
+                   "the decoder noticing a silent camera")
+        noticed = time.monotonic() - silent
+    finally:
+        rtsp.proc.send_signal(signal.SIGCONT)
+    print("FFmpeg path: silent camera noticed after {:.1f} s".format(noticed))
+    assert noticed <= 3.0  # the 2 s read timeout, the frames buffered before it, polling
 
 
 def test_a_wrong_password_is_named_and_the_camera_not_hammered(pipeline: Any) -> None:

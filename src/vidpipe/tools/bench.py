@@ -235,18 +235,23 @@ def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "
         result.bytes_per_frame = bytes_per_frame(link, width, height)
         return result
     finally:
-        for ps in procs.values():
-            for proc in ps:
-                if proc.poll() is None:
-                    proc.terminate()
-        for ps in procs.values():
-            for proc in ps:
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_all(procs)
         logs.close()
         shutil.rmtree(str(root), ignore_errors=True)
+
+
+def stop_all(procs: Dict[str, List[subprocess.Popen]]) -> None:
+    """Terminate every role of a run, then kill what has not gone in 5 s."""
+    for ps in procs.values():
+        for proc in ps:
+            if proc.poll() is None:
+                proc.terminate()
+    for ps in procs.values():
+        for proc in ps:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def sustained(result: Result, max_latency_ms: float = 250.0) -> bool:
