@@ -95,7 +95,8 @@ def _host_text(host: str) -> str:
 
 def sdp_codec(sdp: str) -> str:
     """The codec of the first video stream a session description offers."""
-    video, payloads = False, []  # type: bool, List[str]
+    video = False
+    payloads: List[str] = []
     for line in sdp.splitlines():
         line = line.strip()
         if line.startswith("m="):

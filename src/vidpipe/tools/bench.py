@@ -23,16 +23,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from vidpipe.config import dump_toml
+from vidpipe.tools.measure import Sampler, free_port, percentile, stop_all
+
+__all__ = ["Result", "Sampler", "percentile", "run_vidpipe", "table", "SIZES"]
 
 SIZES = {"640x480": (640, 480), "1080p": (1920, 1080), "4K": (3840, 2160)}
-CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -59,87 +60,6 @@ class Result:
     note: str = ""
 
 
-def percentile(values: Sequence[float], pct: float) -> Optional[float]:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))], 3)
-
-
-class Sampler:
-    """CPU time and peak RSS of some processes, read from /proc while they run."""
-
-    def __init__(self, pids: Dict[str, List[int]]) -> None:
-        self.pids = pids
-        self.cpu: Dict[int, float] = {}
-        self.rss: Dict[int, int] = {}
-        self.series: List[Tuple[float, Dict[int, float]]] = []  # (wall time, cpu by pid)
-        self.current: Dict[int, int] = {}  # VmRSS, kB
-        self.rss_now: List[Tuple[float, Dict[int, int]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _read(self) -> None:
-        for pids in self.pids.values():
-            for pid in pids:
-                try:
-                    with open("/proc/{}/stat".format(pid)) as handle:
-                        fields = handle.read().rsplit(")", 1)[1].split()
-                    self.cpu[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICK
-                    with open("/proc/{}/status".format(pid)) as handle:
-                        for line in handle:
-                            if line.startswith("VmHWM:"):
-                                self.rss[pid] = int(line.split()[1])
-                            elif line.startswith("VmRSS:"):
-                                self.current[pid] = int(line.split()[1])
-                except (OSError, IndexError, ValueError):
-                    pass
-
-    def _loop(self) -> None:
-        while not self._stop.wait(0.05):
-            self._read()
-            self.series.append((time.time(), dict(self.cpu)))
-            self.rss_now.append((time.time(), dict(self.current)))
-
-    def __enter__(self) -> "Sampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def rss_series(self, role: str) -> List[Tuple[float, float]]:
-        """(wall time, largest current RSS in MB among the role's processes) samples."""
-        return [(when, max(rss.get(pid, 0) for pid in self.pids[role]) / 1024.0)
-                for when, rss in self.rss_now]
-
-    def _at(self, when: float) -> Dict[int, float]:
-        best = min(self.series, key=lambda item: abs(item[0] - when)) if self.series else None
-        return best[1] if best else {}
-
-    def per_role(self, frames: int, start: float, end: float
-                 ) -> Tuple[Dict[str, float], Dict[str, float]]:
-        """CPU ms per frame between ``start`` and ``end`` (wall clock; start-up and
-        imports excluded) and peak RSS per role (ring pages shared between
-        processes count in each of them)."""
-        first, last = self._at(start), self._at(end)
-        cpu, rss = {}, {}
-        for role, pids in self.pids.items():
-            seconds = [last.get(pid, 0.0) - first.get(pid, 0.0) for pid in pids]
-            cpu[role] = round(statistics.mean(seconds) * 1000.0 / max(frames, 1), 3)
-            rss[role] = round(max(self.rss.get(pid, 0) for pid in pids) / 1024.0, 1)
-        return cpu, rss
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "shm",
                 timeout: float = 120.0, stage_ms: float = 0.0,
                 stages: Optional[Dict[str, Dict[str, Any]]] = None, prefetch: int = 1,
@@ -160,7 +80,7 @@ def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "
         camera["transport"] = "inline"
     else:  # tcp-ENCODING, or tcp-ENCODING-curve
         camera["transport"] = "inline"
-        camera["bind"] = "tcp://127.0.0.1:{}".format(_free_port())
+        camera["bind"] = "tcp://127.0.0.1:{}".format(free_port())
         camera["encoding"] = link.split("-")[1]
     config = {
         "pipeline": {"runtime_dir": str(root / "run"), "stats_interval_s": 0,
@@ -183,7 +103,7 @@ def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "
         keygen(str(root / "keys"), "server")
         keygen(str(root / "keys"), "client", allow=True)
         config["security"] = {"curve": True, "keys_dir": str(root / "keys")}
-        config["collector"]["bind"] = "tcp://127.0.0.1:{}".format(_free_port())
+        config["collector"]["bind"] = "tcp://127.0.0.1:{}".format(free_port())
     path = root / "pipeline.toml"
     path.write_text(dump_toml(config))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -238,20 +158,6 @@ def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "
         stop_all(procs)
         logs.close()
         shutil.rmtree(str(root), ignore_errors=True)
-
-
-def stop_all(procs: Dict[str, List[subprocess.Popen]]) -> None:
-    """Terminate every role of a run, then kill what has not gone in 5 s."""
-    for ps in procs.values():
-        for proc in ps:
-            if proc.poll() is None:
-                proc.terminate()
-    for ps in procs.values():
-        for proc in ps:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def sustained(result: Result, max_latency_ms: float = 250.0) -> bool:
@@ -325,7 +231,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--prefetch", type=int, default=1,
                         help="frames each handler takes at once ([handlers] prefetch)")
     parser.add_argument("--json", metavar="FILE")
+    capacity = parser.add_argument_group(
+        "how many cameras this box holds", "with --cameras SOURCE (a camera's URL, or a "
+        "recording: a file, looped, or a file:// URL for GStreamer) the run starts 1, 2, ... "
+        "decoders on it, 2 handlers, for --seconds each, until one camera falls behind")
+    capacity.add_argument("--cameras", metavar="SOURCE")
+    capacity.add_argument("--decode", default="auto",
+                          help="as cameras.NAME.decode (auto, ffmpeg, software, nvdec, ...)")
+    capacity.add_argument("--size", default="", metavar="WxH",
+                          help="delivered size (GStreamer path); default: the stream's")
+    capacity.add_argument("--max-cameras", type=int, default=8)
     args = parser.parse_args(argv)
+    if args.cameras:
+        from vidpipe.tools import capacity as cap
+
+        return cap.main(args.cameras, args.decode, args.size, args.fps, args.seconds,
+                        args.max_cameras)
     results = []
     for size in args.sizes.split(","):
         for link in args.links.split(","):
