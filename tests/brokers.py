@@ -75,15 +75,24 @@ class Rabbit:
     port, its own epmd), its database in ``root`` so durable queues and
     persistent messages survive a restart."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, tls: Optional[Tuple[Path, Path, Path]] = None) -> None:
+        """``tls``: (ca, certificate, key) for an AMQPS listener on ``tls_port``
+        beside the plain one."""
         if not os.path.exists(RABBITMQ):
             pytest.fail("rabbitmq-server is not installed (./dev test installs it)")
         self.root = root
         self.port = free_port()
         self.epmd_port = free_port()
+        self.tls_port = free_port() if tls else 0
         root.mkdir(parents=True, exist_ok=True)
         (root / "enabled_plugins").write_text("[].\n")
-        (root / "rabbitmq.conf").write_text("loopback_users = none\n")
+        conf = "loopback_users = none\n"
+        if tls:
+            conf += ("listeners.ssl.default = 127.0.0.1:{}\nssl_options.cacertfile = {}\n"
+                     "ssl_options.certfile = {}\nssl_options.keyfile = {}\n"
+                     "ssl_options.verify = verify_none\n"
+                     "ssl_options.fail_if_no_peer_cert = false\n").format(self.tls_port, *tls)
+        (root / "rabbitmq.conf").write_text(conf)
         self.env = dict(
             os.environ, HOME=str(root), ERL_EPMD_PORT=str(self.epmd_port),
             RABBITMQ_NODENAME="vidpipe-test-{}@localhost".format(self.port),
@@ -125,6 +134,22 @@ class Rabbit:
         self.stop()
         self.epmd.terminate()
         self.epmd.wait(10)
+
+
+def make_tls(root: Path) -> Tuple[Path, Path, Path]:
+    """A CA and a certificate for 127.0.0.1 signed by it: (ca, cert, key)."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl"] + list(args), cwd=str(root), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.crt", "-days", "2", "-subj", "/CN=vidpipe test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+            "server.csr", "-subj", "/CN=127.0.0.1")
+    (root / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+    return root / "ca.crt", root / "server.crt", root / "server.key"
 
 
 def collector_config(spool: Path, output: str, port: int, **extra: Any) -> Any:

@@ -2,8 +2,8 @@
 started and stopped by the tests, read by a real consumer (pika). Events
 wait in the output's durable queue, publisher confirms take a message out of
 the spool, nothing is lost while the broker is away or when the collector is
-killed, a full spool gives up results before events, and a wrong password
-is named."""
+killed, a full spool gives up results before events, a wrong password
+is named, and TLS (amqp_tls, amqp_ca_file) is verified against the CA."""
 
 import json
 import time
@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 
 from brokers import (Rabbit, collector_config, expected, feed, killed_collector,
-                     unique_in_order)
+                     make_tls, unique_in_order)
 from conftest import need_module, wait_until
 
 pika = need_module("pika")  # Debian: python3-pika (./dev test installs it)
@@ -226,3 +226,39 @@ def test_a_wrong_password_is_named_in_the_status(rabbit: Rabbit, tmp_path: Path)
         assert "not-the-password" not in json.dumps(status)
     finally:
         output.close()
+
+
+def test_events_arrive_over_tls_verified_against_the_ca(tmp_path: Path) -> None:
+    """An AMQPS listener with a certificate of a test CA: amqp_tls with that
+    CA's file connects and publishes; without it (the system's CAs) the
+    certificate is refused and the events wait in the spool."""
+    from vidpipe.outputs.amqp import AmqpOutput
+
+    ca, cert, key = make_tls(tmp_path)
+    rabbit = Rabbit(tmp_path / "rabbit", tls=(ca, cert, key))
+    try:
+        consumer = Consumer(rabbit.port)
+        untrusted = AmqpOutput(collector_config(tmp_path / "spool-untrusted", "amqp",
+                                                rabbit.tls_port, amqp_tls=True))
+        try:
+            feed(untrusted, 60)
+            wait_until(lambda: untrusted.status()["broker"].startswith("refused"), 20,
+                       "the unknown CA named")
+            assert untrusted.status()["broker"] == "refused: TLS certificate not trusted (" \
+                "self-signed certificate in certificate chain; amqp_ca_file)"
+            assert untrusted.status()["depth"] > 0 and not untrusted.status().get("published")
+        finally:
+            untrusted.close()
+        output = AmqpOutput(collector_config(tmp_path / "spool", "amqp", rabbit.tls_port,
+                                             amqp_tls=True, amqp_ca_file=str(ca)))
+        try:
+            wait_until(lambda: output.status()["broker"] == "connected", 20, "TLS connection")
+            feed(output, 120)
+            output.end_of_stream("cam0")
+            want = expected(120)
+            wait_until(lambda: len(consumer.events()) >= len(want), 30, "events over TLS")
+            assert [(e["type"], e["seq"]) for e in consumer.events()] == want
+        finally:
+            output.close()
+    finally:
+        rabbit.close()

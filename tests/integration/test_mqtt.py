@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 
 from brokers import (Mosquitto, Rabbit, collector_config, expected, feed,
-                     killed_collector, unique_in_order)
+                     killed_collector, make_tls, unique_in_order)
 from conftest import need_module, wait_until
 from vidpipe.events import Tracker
 
@@ -240,22 +240,6 @@ def queued_events(port: int) -> List[Dict[str, Any]]:
         conn.close()
 
 
-def make_tls(root: Path) -> Tuple[Path, Path, Path]:
-    """A CA and a certificate for 127.0.0.1 signed by it: (ca, cert, key)."""
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl"] + list(args), cwd=str(root), check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.crt", "-days", "2", "-subj", "/CN=vidpipe test CA")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
-            "server.csr", "-subj", "/CN=127.0.0.1")
-    (root / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
-    return root / "ca.crt", root / "server.crt", root / "server.key"
-
-
 def test_tls_and_a_password_from_a_credentials_file(tmp_path: Path) -> None:
     """mosquitto with TLS only and a password file: the output connects with
     mqtt_tls, mqtt_ca_file and mqtt_credentials_file, and events arrive; a
@@ -283,6 +267,19 @@ def test_tls_and_a_password_from_a_credentials_file(tmp_path: Path) -> None:
     sub.connect("127.0.0.1", broker.port)
     sub.loop_start()
     try:
+        # the system's CAs do not know the test CA: named, not "connecting" for ever
+        untrusted = MqttOutput(collector_config(tmp_path / "spool-untrusted", "mqtt",
+                                                broker.port, mqtt_tls=True))
+        try:
+            if hasattr(mqtt.Client, "on_connect_fail"):  # paho >= 1.6 says a connect failed
+                wait_until(lambda: untrusted.state.startswith("refused"), 15, "untrusted")
+                assert untrusted.state == "refused: TLS certificate not trusted (self-signed " \
+                    "certificate in certificate chain; mqtt_ca_file)", untrusted.state
+            else:  # paho 1.4 (Ubuntu 20.04) retries without a word
+                time.sleep(2)
+                assert untrusted.state == "connecting" and not untrusted.connected
+        finally:
+            untrusted.close()
         refused = MqttOutput(collector_config(tmp_path / "spool-wrong", "mqtt", broker.port,
                                               mqtt_tls=True, mqtt_ca_file=str(ca),
                                               mqtt_credentials_file=str(wrong)))

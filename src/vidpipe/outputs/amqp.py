@@ -36,7 +36,7 @@ from typing import Any, List, Optional
 
 from vidpipe.config import CollectorConfig
 from vidpipe.credentials import read_credentials
-from vidpipe.outputs.broker import BrokerOutput, require
+from vidpipe.outputs.broker import BrokerOutput, require, untrusted_certificate
 
 log = logging.getLogger("vidpipe.amqp")
 BATCH = 200  # spooled messages published per service() call
@@ -96,7 +96,8 @@ class AmqpOutput(BrokerOutput):
             self._failed("refused: {} (amqp_exchange {!r}, amqp_queue {!r})".format(
                 exc.reply_text, self.exchange, self.events_queue))
         except (pika.exceptions.AMQPError, OSError) as exc:
-            self._failed("unreachable ({})".format(_reason(exc)))
+            self._failed(untrusted_certificate(str(exc), "amqp_ca_file") or
+                         "unreachable ({})".format(_reason(exc)))
         else:
             self.connection, self.channel = connection, channel
             self.connected, self.state, self.backoff = True, "connected", 1.0

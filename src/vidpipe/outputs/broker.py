@@ -34,6 +34,9 @@ import json
 import logging
 import os
 import queue
+import re
+import socket
+import ssl
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -76,6 +79,33 @@ def jpeg_under(image: Any, max_bytes: int) -> Optional[bytes]:
             if ok and len(data) <= max_bytes:
                 return data.tobytes()
     return None
+
+
+CERT_RE = re.compile(r"certificate verify failed: ([^(]{1,120}?) ?\(_ssl")
+
+
+def untrusted_certificate(error: str, key: str) -> Optional[str]:
+    """The state for a TLS error text that says the broker's certificate did
+    not verify (retrying will not help: the operator's CA file is wrong)."""
+    found = CERT_RE.search(error)
+    if not found:
+        return None
+    return "refused: TLS certificate not trusted ({}; {})".format(found.group(1), key)
+
+
+def tls_problem(host: str, port: int, ca_file: str, key: str, timeout: float = 3.0) -> str:
+    """Why a TLS connection to a broker fails, found by one handshake of our
+    own (a client library that retries in its thread may not say)."""
+    context = ssl.create_default_context(cafile=ca_file or None)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            with context.wrap_socket(sock, server_hostname=host):
+                return "unreachable (TLS works; the broker closed the connection)"
+    except ssl.SSLError as exc:
+        return untrusted_certificate(str(exc), key) or "unreachable (TLS: {})".format(
+            exc.reason or exc)
+    except OSError as exc:
+        return "unreachable ({})".format(exc.strerror or exc)
 
 
 class Message:

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional
 from vidpipe.config import CollectorConfig
 from vidpipe.outputs import hass
 from vidpipe.credentials import read_credentials
-from vidpipe.outputs.broker import BrokerOutput, require
+from vidpipe.outputs.broker import BrokerOutput, require, tls_problem
 
 log = logging.getLogger("vidpipe.mqtt")
 MAX_INFLIGHT = 100  # published, not yet acknowledged
@@ -40,6 +40,7 @@ class MqttOutput(BrokerOutput):
 
     def __init__(self, cc: CollectorConfig, cameras: Optional[List[str]] = None) -> None:
         self.mqtt = require("mqtt", "paho.mqtt.client", "paho-mqtt")
+        self.cc = cc
         super().__init__(cc, cameras)
         self.discovery = cc.mqtt_discovery_prefix if cc.mqtt_discovery else ""
         self.announced: set = set()  # cameras whose discovery config went out
@@ -70,6 +71,7 @@ class MqttOutput(BrokerOutput):
         client.reconnect_delay_set(min_delay=1, max_delay=int(RECONNECT_MAX_S))
         client.max_inflight_messages_set(MAX_INFLIGHT)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail  # paho >= 1.6; older ones stay silent
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         return client
@@ -87,6 +89,16 @@ class MqttOutput(BrokerOutput):
         for camera in self.known:
             self._announce(camera)
         log.info("mqtt: connected; %d message(s) spooled", self.spool.stats()["depth"])
+
+    def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
+        """The connection (TCP or TLS) failed: paho retries without saying
+        why, so a TLS broker gets one handshake of ours to find out."""
+        cc = self.cc
+        state = tls_problem(cc.mqtt_host, cc.mqtt_port, cc.mqtt_ca_file, "mqtt_ca_file") \
+            if cc.mqtt_tls else "unreachable"
+        if state != self.state:
+            log.warning("mqtt: broker %s; spooling", state)
+        self.state = state
 
     def new_camera(self, camera: str) -> None:
         self._announce(camera)
