@@ -273,6 +273,8 @@ class Decoder(Role):
         head = "{}: {:.1f} fps, read {}, sent {}, dropped {}, handlers {}".format(
             self.name, self.rate.rate(), self.read, self.sent, self.dropped.text(),
             "?" if handlers is None else handlers)
+        if self.source_open and self.source.info.get("decoder"):  # a network camera's
+            head += ", " + self.source.info["decoder"]
         return self.compose_status(head, [("re-sent", self.redispatched),
                                           ("malformed", self.bad)], self.why_idle())
 

@@ -509,7 +509,7 @@ class StreamSource(Source):
         self.active = chosen
         self.info = dict(chosen.info)
         if why:
-            self.info["decoder"] = "OpenCV FFmpeg ({})".format(why)
+            self.info.update(decoder="decoding with OpenCV FFmpeg", why_not_gstreamer=why)
 
     def _source(self) -> Source:
         if self.active is None:
@@ -531,6 +531,8 @@ class StreamSource(Source):
             self.active = None
 
     def describe(self) -> str:
+        if self.active is self.ffmpeg:
+            return "{} (OpenCV FFmpeg: {})".format(self.ffmpeg.describe(), self.told)
         if self.active is not None:
             return self.active.describe()
         return "stream {} (decode = auto)".format(redact.url(self.camera.source))

@@ -102,14 +102,15 @@ def test_300_frames_arrive_in_order_scaled_in_the_decoder(rtsp: RtspCamera, pipe
 
 def run_to_the_end(pipeline: Any, cameras: Dict[str, Dict[str, Any]]) -> Tuple[List[Any],
                                                                               List[Any]]:
-    """Finite cameras through one handler with no stages (the frames as
+    """Finite cameras through two handlers with no stages (the frames as
     delivered) to the collector: their decoders and the ok records."""
     for camera in cameras.values():
-        camera["wait_for_handlers"] = 1
+        camera["wait_for_handlers"] = 2
     pipeline.write_config({"cameras": cameras, "handlers": {"stages": []},
                            "collector": {"outputs": ["jsonl"], "exit_on_eos": True}})
     collector = pipeline.start("collector", "main")
     pipeline.start("handler", "1")
+    pipeline.start("handler", "2")
     decoders = [pipeline.start("decoder", name) for name in cameras]
     for decoder in decoders:
         assert wait_exit(decoder, 40, pipeline) == 0
@@ -138,6 +139,9 @@ def test_the_defaults_pick_the_decoder_from_the_cameras_answer(rtsp: RtspCamera,
     assert "decoding H.265 on avdec_h265 (software)" in decoders[0].output()
     assert "decoding with OpenCV's FFmpeg: JPEG is not a codec the GStreamer path " \
            "decodes" in decoders[1].output()
+    statuses = [[m["STATUS"] for m in d.notify.drain() if "STATUS" in m] for d in decoders]
+    assert any(s.endswith(", decoding H.265 on avdec_h265 (software)") for s in statuses[0])
+    assert any(s.endswith(", decoding with OpenCV FFmpeg") for s in statuses[1])
 
 
 def resizing_clip(path: Path) -> Path:
