@@ -14,7 +14,7 @@ import pytest
 
 from brokers import (Mosquitto, Rabbit, collector_config, expected, feed,
                      killed_collector, make_tls, unique_in_order)
-from conftest import need_module, wait_until
+from conftest import ROOT, need_module, wait_until
 from vidpipe.events import Tracker
 
 mqtt = need_module("paho.mqtt.client")  # Debian: python3-paho-mqtt (./dev test installs it)
@@ -308,3 +308,43 @@ def test_tls_and_a_password_from_a_credentials_file(tmp_path: Path) -> None:
         sub.loop_stop()
         sub.disconnect()
         broker.stop()
+
+
+HASS_PYTHON = ROOT / ".venv-hass" / "bin" / "python"
+
+
+@pytest.mark.once  # .venv-hass (./dev test makes it): the main suite only
+def test_discovery_passes_home_assistants_own_validation(broker: Mosquitto,
+                                                         tmp_path: Path) -> None:
+    """The retained discovery configs, as a Home Assistant subscribing now gets
+    them, through Home Assistant's own code (2024.1: its discovery topic
+    matcher and each platform's DISCOVERY_SCHEMA); a planted bad config is
+    refused, so the check can fail."""
+    from vidpipe.outputs.mqtt import MqttOutput
+
+    if not HASS_PYTHON.exists():
+        pytest.fail("{} is missing: ./dev test makes it (Home Assistant from PyPI, "
+                    "tests/hass/requirements.txt)".format(HASS_PYTHON))
+    output = MqttOutput(collector_config(tmp_path / "spool", "mqtt", broker.port,
+                                         mqtt_discovery=True), ["cam0", "yard.gate"])
+    try:
+        wait_until(lambda: output.connected, 10, "connected")
+        hass = Subscriber(broker.port, prefix="homeassistant", client_id="hass-late")
+        wait_until(lambda: len(hass.got) >= 10, 10, "retained discovery configs")
+        hass.close()
+    finally:
+        output.close()
+    messages = [[topic, json.dumps(payload)] for topic, payload, retained in hass.got
+                if retained]
+    assert len(messages) == 10, [m[0] for m in messages]
+    planted = dict(json.loads(messages[-1][1]), state_class="sometimes")
+    messages.append(["homeassistant/sensor/vidpipe_cam0/planted/config", json.dumps(planted)])
+    out = subprocess.run([str(HASS_PYTHON), str(ROOT / "tests" / "hass" / "check.py")],
+                         input=json.dumps(messages), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, universal_newlines=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    verdicts = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [v["topic"] for v in verdicts] == [m[0] for m in messages]
+    assert [v for v in verdicts[:-1] if not v["ok"]] == []
+    assert not verdicts[-1]["ok"] and "state_class" in verdicts[-1]["error"], verdicts[-1]
+    print("Home Assistant 2024.1 takes all {} discovery configs".format(len(messages) - 1))
