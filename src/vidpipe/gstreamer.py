@@ -97,17 +97,26 @@ def choose(codec: str, decode: str, exists: Callable[[str], bool]) -> Choice:
                     "\"ffmpeg\"".format(codec_text(codec), decode, ", ".join(tried)))
 
 
-def unusable(codec: str, exists: Callable[[str], bool]) -> str:
+def bindings_missing() -> str:
+    """Why GStreamer's Python bindings cannot be used here ("": they can)."""
+    try:
+        _gst()
+    except PlayerError as exc:
+        return str(exc)
+    return ""
+
+
+def unusable(codec: str, exists: Callable[[str], bool],
+             bindings: Callable[[], str] = bindings_missing) -> str:
     """Why GStreamer cannot decode a ``codec`` network stream on this box
     (``""``: it can), for ``decode = "auto"`` to fall back to FFmpeg."""
     if codec not in CODECS:
         return "{} is not a codec the GStreamer path decodes ({})".format(
             "the camera named no codec" if not codec else codec_text(codec),
             ", ".join(codec_text(c) for c in CODECS))
-    try:
-        _gst()
-    except PlayerError as exc:
-        return str(exc)
+    missing = bindings()
+    if missing:
+        return missing
     for element, package in NEEDED.items():
         if element.startswith(("rtph", "h26")) and codec not in element:
             continue

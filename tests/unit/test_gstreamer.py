@@ -98,5 +98,11 @@ BASE = set(gstreamer.NEEDED)  # base, good and bad plugins: what every pipeline 
 def test_auto_falls_back_to_ffmpeg_naming_why(box: set, codec: str, why: str) -> None:
     """decode = "auto": GStreamer when the box can, else the reason FFmpeg
     decodes instead (the log and status show it)."""
-    reason = gstreamer.unusable(codec, box.__contains__)
+    reason = gstreamer.unusable(codec, box.__contains__, bindings=lambda: "")
     assert reason.startswith(why) if why else reason == ""
+
+
+def test_auto_falls_back_when_the_python_bindings_are_missing() -> None:
+    missing = "GStreamer's Python bindings are missing (Debian: apt install python3-gi ...)"
+    assert gstreamer.unusable("h264", (BASE | PLAIN).__contains__,
+                              bindings=lambda: missing) == missing
