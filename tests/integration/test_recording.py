@@ -70,17 +70,22 @@ def test_recorded_mp4_reopens_and_hdf5_has_the_expected_shape(pipeline: Any) -> 
     h5 = files(record_dir, "*.h5")
     assert len(mp4) == 1 and len(h5) == 1, files(record_dir)
     assert ".part" not in mp4[0].name and mp4[0].parent.name == "cam0"
-    assert mp4_frames(mp4[0]) == 60
+    # exactly the processed frames (a loaded box may drop one to no_capacity:
+    # the recording then lacks it too, and says so by its seq)
+    processed = [r["seq"] for r in pipeline.results() if r["status"] == "ok"]
+    assert len(processed) >= 55, processed
+    assert mp4_frames(mp4[0]) == len(processed)
     with h5py.File(h5[0], "r") as f:
-        assert f["frames"].shape == (60, 240, 320)
+        assert f["frames"].shape == (len(processed), 240, 320)
         assert f["frames"].dtype == np.uint8
-        assert list(f["seq"][:]) == list(range(60))
+        assert list(f["seq"][:]) == processed
         assert f.attrs["camera"] == "cam0"
         # the pixels are the processed (gray) frames, not something else
         from vidpipe.sources import render_testsrc
 
-        want = cv2.cvtColor(render_testsrc(17, 320, 240), cv2.COLOR_BGR2GRAY)
-        assert np.array_equal(f["frames"][17], want)
+        row = processed.index(17) if 17 in processed else 0
+        want = cv2.cvtColor(render_testsrc(processed[row], 320, 240), cv2.COLOR_BGR2GRAY)
+        assert np.array_equal(f["frames"][row], want)
 
 
 def test_recording_never_exceeds_its_retention_limit(pipeline: Any) -> None:
