@@ -341,7 +341,7 @@ def test_discovery_passes_home_assistants_own_validation(broker: Mosquitto,
     messages.append(["homeassistant/sensor/vidpipe_cam0/planted/config", json.dumps(planted)])
     out = subprocess.run([str(HASS_PYTHON), str(ROOT / "tests" / "hass" / "check.py")],
                          input=json.dumps(messages), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, universal_newlines=True, timeout=180)
+                         stderr=subprocess.PIPE, universal_newlines=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     verdicts = [json.loads(line) for line in out.stdout.splitlines()]
     assert [v["topic"] for v in verdicts] == [m[0] for m in messages]
