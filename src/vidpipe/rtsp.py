@@ -151,7 +151,7 @@ def _ask(sock: socket.socket, target: str, cseq: int, auth: Optional[str],
 
 def _body(sock: socket.socket, data: bytes, headers: Dict[str, str], deadline: float) -> bytes:
     try:
-        length = min(int(headers.get("content-length", "0")), MAX_RESPONSE)
+        length = max(0, min(int(headers.get("content-length", "0")), MAX_RESPONSE))
     except ValueError:
         return b""
     try:

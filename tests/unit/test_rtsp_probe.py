@@ -144,3 +144,10 @@ def test_a_body_that_never_comes_leaves_the_codec_unknown(
     started = time.monotonic()
     answer = rtsp.probe("rtsp://127.0.0.1:{}/live".format(server.port), timeout=0.5)
     assert answer.up and answer.codec == "" and time.monotonic() - started < 1.0
+
+
+def test_a_negative_content_length_is_no_body(closing_servers: List[OneShot]) -> None:
+    server = OneShot([b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Length: -5\r\n\r\n" + SDP.encode()])
+    closing_servers.append(server)
+    answer = rtsp.probe("rtsp://127.0.0.1:{}/live".format(server.port))
+    assert answer.up and answer.codec == ""
