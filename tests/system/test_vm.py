@@ -28,9 +28,14 @@ def test_install_and_operate_in_a_debian_vm(deb: Path, tmp_path: Path) -> None:
     if failed or not out["result"] or not out["result"].get("ok"):
         where = failed[0]["step"] if failed else (steps[-1]["step"] + " (then stopped)"
                                                   if steps else "boot")
-        tail = out["journal"][-6000:] or out["console"][-6000:]
-        pytest.fail("system test failed at step '{}':\n{}\n--- status\n{}\n--- journal "
-                    "(tail)\n{}".format(where, summary, out["status"][-3000:], tail))
+        (ROOT / "build" / "vm-journal.txt").write_text(out["journal"] or out["console"])
+        # what systemd did to the roles comes first: the report shows the start of this
+        lifecycle = "\n".join([line for line in out["journal"].splitlines()
+                               if "systemd[1]: " in line and "vid-" in line][-40:])
+        tail = out["journal"][-4000:] or out["console"][-4000:]
+        pytest.fail("system test failed at step '{}':\n{}\n--- systemd and the roles (last 40)"
+                    "\n{}\n--- journal (tail; all of it in build/vm-journal.txt)\n{}\n--- status"
+                    "\n{}".format(where, summary, lifecycle, tail, out["status"][-3000:]))
     assert [s["step"] for s in steps] == [
         "install", "configure", "udev-starts-decoders", "enable-handlers", "frames-flow",
         "operator-view", "broker", "pinning", "watchdog", "decoder-restart", "config-typo", "camera-disconnect",

@@ -306,15 +306,30 @@ pass "decoder ${FACTS[security_vid-decoder@cam0.service]}, handler ${FACTS[secur
 # ---------------------------------------------------------------- 13. upgrade keeps the edited config
 CURRENT=upgrade
 old=$(prop vid-handler@4 MainPID)
+old_decoder=$(prop vid-decoder@cam0 MainPID)
+since=$(date '+%Y-%m-%d %H:%M:%S')
+t0=$(date +%s)
 out=$(cd /root && apt-get install -y ./vidpipe-upgrade.deb 2>&1) || fail "upgrade failed: $(echo "$out" | tail -5)"
 FACTS[upgraded_to]=$(dpkg-query -W -f '${Version}' vidpipe)
 grep -q '^max_latency_ms = 3000$' $CONF || fail "upgrade lost the edited pipeline.toml"
 [ -f $CONF.dpkg-dist ] && fail "upgrade left a .dpkg-dist: the conffile was treated as changed"
-wait_until 30 active vid-handler@4 || fail "vid-handler@4 not running after upgrade"
+# every role restarts at once: on an emulated CPU that takes a minute or more, so
+# wait for what each one signals (READY, then the handlers' "ready ... after
+# READY"), each within its unit's TimeoutStartSec, before asking for frames
+for unit in vid-collector vid-decoder@cam0 vid-decoder@cam1 vid-handler@1 vid-handler@2 \
+            vid-handler@3 vid-handler@4; do
+    wait_until 130 active $unit || fail "$unit not running after the upgrade: $(prop $unit ActiveState) $(status_text $unit)"
+done
 [ "$(prop vid-handler@4 MainPID)" != "$old" ] || fail "running handler not restarted on upgrade"
+[ "$(prop vid-decoder@cam0 MainPID)" != "$old_decoder" ] || fail "running decoder not restarted on upgrade"
+prepared() { [ "$(journalctl -u 'vid-handler@*' --since "$since" --no-pager -o cat | grep -c 'after READY')" -ge 4 ]; }
+wait_until 130 prepared || fail "handlers did not finish preparing after the upgrade: $(status_text vid-handler@4)"
 n0=$(ok_count cam0)
-wait_until 30 more_results cam0 "$((n0 + 3))" || fail "frames did not flow after the upgrade"
-pass "upgraded to ${FACTS[upgraded_to]}; edit kept; handlers restarted; frames flow"
+wait_until 60 more_results cam0 "$((n0 + 3))" || fail "frames did not flow after the upgrade: $(status_text vid-collector); $(status_text vid-decoder@cam0)"
+FACTS[upgrade_frames_s]=$(( $(date +%s) - t0 ))
+failed_starts=$(journalctl --since "$since" --no-pager -o cat | grep -c "vid-.*\(timed out\|Failed with result\)")
+[ "$failed_starts" = 0 ] || fail "a role failed while restarting: $(journalctl --since "$since" --no-pager -o cat | grep "vid-.*\(timed out\|Failed with result\)" | head -3)"
+pass "upgraded to ${FACTS[upgraded_to]}; edit kept; every role restarted once, none timed out; frames again ${FACTS[upgrade_frames_s]} s after apt began"
 
 # ---------------------------------------------------------------- 14. purge
 CURRENT=purge
