@@ -38,7 +38,7 @@ def test_install_and_operate_in_a_debian_vm(deb: Path, tmp_path: Path) -> None:
                     "\n{}".format(where, summary, lifecycle, tail, out["status"][-3000:]))
     assert [s["step"] for s in steps] == [
         "install", "configure", "udev-starts-decoders", "enable-handlers", "frames-flow",
-        "operator-view", "broker", "pinning", "watchdog", "decoder-restart", "config-typo", "camera-disconnect",
+        "operator-view", "broker", "rtsp-camera", "pinning", "watchdog", "decoder-restart", "config-typo", "camera-disconnect",
         "unplug-replug", "security", "upgrade", "purge"]
     facts = out["result"]["facts"]
     for unit in ("vid-decoder@cam0.service", "vid-handler@1.service", "vid-collector.service"):
