@@ -320,6 +320,14 @@ class CreditDispatcher(PushDispatcher):
         self.owner.frames_lost(frames)
 
     def housekeeping(self, now: float) -> None:
+        # Heartbeats may be waiting unread, when this loop was held up (a
+        # camera's open can block for seconds): hear them before calling anyone
+        # dead, or every handler is "lost" after each slow open.
+        for _ in range(32):
+            if not self.balancer.expired(now) or not self.owner.drain(self.out, self._on_routed,
+                                                                      routed=True):
+                break
+            now = time.monotonic()
         for peer in self.balancer.expired(now):
             self._lose(peer, "went silent (presumed dead)")
         for peer, seq in self.balancer.overdue(now, OVERDUE_S):

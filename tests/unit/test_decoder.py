@@ -3,6 +3,7 @@ handlers and collector real ZeroMQ sockets of the test: what it sends, what
 it drops and why, what a lost handler's frames become, with every dispatch
 strategy."""
 
+import logging
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
@@ -21,13 +22,13 @@ class Bench:
     """A decoder on ``Numbered`` frames, a collector's PULL and handlers' DEALERs."""
 
     def __init__(self, root: Path, dispatch: str, frames: int, transport: str = "inline",
-                 **camera: Any) -> None:
+                 pipeline: Any = None, **camera: Any) -> None:
         self.ctx = zmq.Context.instance()
         run = root / "run"
         run.mkdir(mode=0o750)
         config = config_from_dict({
-            "pipeline": {"runtime_dir": str(run), "dispatch": dispatch,
-                         "max_latency_ms": 60000},
+            "pipeline": dict({"runtime_dir": str(run), "dispatch": dispatch,
+                              "max_latency_ms": 60000}, **(pipeline or {})),
             "cameras": {"cam0": dict({"source": "testsrc", "transport": transport}, **camera)},
         })
         self.collector = self.ctx.socket(zmq.PULL)
@@ -166,3 +167,22 @@ def test_shared_memory_frames_free_their_slot_when_the_credit_returns(bench: Any
     wait_until(lambda: (b.decoder.out.wait(0.01) or b.decoder.out.in_flight()) == 1, 5,
                "credit")
     assert b.decoder.framer.ring is not None and b.decoder.framer.ring.acquire() is not None
+
+
+def test_a_decoder_held_up_hears_waiting_heartbeats_before_calling_handlers_dead(
+        bench: Any, caplog: Any) -> None:
+    """The decoder's loop blocked longer than handler_timeout_ms (as in a slow
+    camera open): a handler whose heartbeats wait unread is alive; one that
+    sent nothing is lost."""
+    b = bench("balanced", 1000, pipeline={"handler_timeout_ms": 400})
+    alive, silent = b.handler("1", window=2), b.handler("2", window=2)
+    held_up = time.monotonic()
+    while time.monotonic() - held_up < 1.2:  # the decoder is not stepped meanwhile
+        time.sleep(0.2)
+        alive.send_multipart(wire.control_parts(wire.CREDIT, {"handler": "1", "window": 2}))
+    with caplog.at_level(logging.INFO, logger="vidpipe"):
+        b.decoder.step()
+    lost = [r.getMessage() for r in caplog.records if "presumed dead" in r.getMessage()]
+    assert lost == ["cam0: handler 2 went silent (presumed dead); 0 frame(s) in flight"]
+    assert not [r for r in caplog.records if "joined" in r.getMessage()]  # 1 never left
+    assert sorted(p.name for p in b.decoder.out.balancer.peers.values()) == ["1"]
