@@ -172,10 +172,20 @@ echo "$out" | grep -Eq "^decoder +cam0 +cam0 +running \(active/running\)" \
 echo "$out" | grep -Eq "^handler +1 .*running \(active/running\)" || fail "no handler 1 in: $out"
 echo "$out" | grep -Eq "^collector +main .*running \(active/running\)" || fail "no collector in: $out"
 out=$(python3 - 2>&1 <<'EOF'
-import re, urllib.request
-page = urllib.request.urlopen("http://127.0.0.1:8090/metrics", timeout=20).read().decode()
-found = re.search(r'vidpipe_frames_total\{camera="cam0",name="cam0",role="decoder"\} ([0-9]+)', page)
-assert found and int(found.group(1)) > 0, page[:3000]
+import os, re, subprocess, time, urllib.request
+# a role's numbers reach /metrics through its status-board file: a few tries
+for attempt in range(20):
+    page = urllib.request.urlopen("http://127.0.0.1:8090/metrics", timeout=20).read().decode()
+    found = re.search(r'vidpipe_frames_total\{camera="cam0",name="cam0",role="decoder"\} ([0-9]+)', page)
+    if found and int(found.group(1)) > 0:
+        break
+    time.sleep(0.5)
+else:
+    board = subprocess.run(["ls", "-la", "--time-style=full-iso", "/run/vidpipe", "/run/vidpipe/status"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True).stdout
+    entry = "/run/vidpipe/status/decoder-cam0.json"
+    raise AssertionError("no cam0 decoder in /metrics for 10 s; the board:\n{}\n{}: {}\n{}".format(
+        board, entry, open(entry).read()[:1500] if os.path.exists(entry) else "missing", page[:1500]))
 assert 'vidpipe_latency_seconds_count{camera="cam0"' in page, page[:3000]
 jpeg = urllib.request.urlopen("http://127.0.0.1:8090/snapshot/cam0.jpg", timeout=20).read()
 assert jpeg[:2] == b"\xff\xd8", jpeg[:20]
@@ -193,9 +203,8 @@ pass "status table ok; $web; tap got 5 frames; recording $(ls /var/lib/vidpipe/r
 CURRENT=broker
 echo "$(status_text vid-collector)" | grep -q "broker mqtt" \
     || fail "collector STATUS does not show the mqtt output waiting: $(status_text vid-collector)"
-if ! out=$(apt-get install -y --no-download mosquitto mosquitto-clients 2>&1); then
-    fail "apt-get install mosquitto failed offline: $(echo "$out" | tail -5)"
-fi
+# (Debian's mosquitto is in the image, disabled: it arrives now)
+out=$(systemctl start mosquitto 2>&1) || fail "systemctl start mosquitto failed: $out"
 wait_until 30 active mosquitto || fail "mosquitto not running: $(status_text mosquitto)"
 connected() { status_text vid-collector | grep -q "broker mqtt connected"; }
 wait_until 30 connected || fail "the collector did not connect to mosquitto within 30 s: $(status_text vid-collector); $(journalctl -u vid-collector --no-pager -o cat | grep -i mqtt | tail -3)"
@@ -210,7 +219,7 @@ state = json.loads(line.split(" ", 1)[1])
 assert state["v"] == 1 and state["camera"] == "cam0" and state["processed"] > 0, state
 EOF
 FACTS[mqtt_status]=$(status_text vid-collector | grep -o "broker mqtt[^;]*")
-pass "mosquitto installed offline; the collector connected (${FACTS[mqtt_status]}); retained availability online and cam0 state received"
+pass "mosquitto started; the collector connected (${FACTS[mqtt_status]}); retained availability online and cam0 state received"
 
 # ---------------------------------------------------------------- 5d. an IP camera
 # tests/rtsp_camera.py (GStreamer's RTSP server) stands in for a camera on the
@@ -218,10 +227,6 @@ pass "mosquitto installed offline; the collector connected (${FACTS[mqtt_status]
 # and must show nowhere: journal, status, metrics, command lines.
 CURRENT=rtsp-camera
 PW="vidpipe-systest-Pw7"
-if ! out=$(apt-get install -y --no-download python3-gi gir1.2-gst-rtsp-server-1.0 \
-           gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly 2>&1); then
-    fail "apt-get install of the test camera's packages failed offline: $(echo "$out" | tail -5)"
-fi
 install -d -m 0750 -o root -g vidpipe /etc/vidpipe/credentials
 printf 'viewer\n%s\n' "$PW" > /etc/vidpipe/credentials/cam2
 chown root:vidpipe /etc/vidpipe/credentials/cam2
@@ -234,7 +239,7 @@ wait_until 60 answers || fail "the test camera does not listen on 8554: $(journa
 cat >> $CONF <<'EOF'
 
 [cameras.cam2]
-source = "rtsp://127.0.0.1:8554/h264"
+source = "rtsp://127.0.0.1:8554/jpeg"
 credentials_file = "/etc/vidpipe/credentials/cam2"
 width = 160
 height = 120
@@ -244,7 +249,7 @@ out=$(vidpipe check-config 2>&1) || fail "check-config rejects the camera: $out"
 systemctl start vid-decoder@cam2 || fail "vid-decoder@cam2 did not start: $(status_text vid-decoder@cam2)"
 wait_until 90 more_results cam2 10 || fail "no frames from the RTSP camera in 90 s: $(status_text vid-decoder@cam2); $(journalctl -u vid-decoder@cam2 --no-pager -o cat | tail -5)"
 in_order cam2 0 || fail "cam2 results out of order"
-FACTS[rtsp_decoder]=$(journalctl -u vid-decoder@cam2 --no-pager -o cat | grep -o "decoding [^;]*" | head -1)
+FACTS[rtsp_decoder]=$(journalctl -u vid-decoder@cam2 --no-pager -o cat | grep -o "decoding [^;]*" | head -1 | cut -c1-100)
 # (the password reaches the check in its environment: its command line is looked at too)
 out=$(PW="$PW" python3 - 2>&1 <<'EOF'
 import glob, os, subprocess, urllib.request
