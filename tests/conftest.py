@@ -22,6 +22,19 @@ sys.path.insert(0, str(SRC))
 from vidpipe.config import dump_toml  # noqa: E402
 
 
+@pytest.fixture(scope="session")
+def deb() -> Path:
+    """``vidpipe.deb`` built once per run from this tree (``make deb``: Debian's
+    own tools, whatever Python runs pytest); the versioned file in build/deb."""
+    result = subprocess.run(["make", "deb"], cwd=str(ROOT), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, universal_newlines=True, timeout=600,
+                            env=dict(os.environ, PATH="/usr/sbin:/usr/bin:/sbin:/bin"))
+    assert result.returncode == 0, result.stdout[-3000:]
+    debs = sorted((ROOT / "build" / "deb").glob("vidpipe_*_all.deb"))
+    assert debs and (ROOT / "vidpipe.deb").exists(), result.stdout[-3000:]
+    return debs[-1]
+
+
 def child_env(**extra: str) -> Dict[str, str]:
     env = os.environ.copy()
     env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")

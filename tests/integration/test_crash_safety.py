@@ -7,9 +7,13 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from helpers import accounted, camera, wait_exit
 
 
+# a minute of kills: the floor suites kill handlers in test_pipeline's shorter tests
+@pytest.mark.once
 def test_a_handler_killed_every_few_seconds_for_a_minute_loses_no_frame(
         pipeline: Any) -> None:
     """4 handlers; every 3 s one of them is SIGKILLed and started again at once

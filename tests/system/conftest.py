@@ -1,23 +1,9 @@
-"""Fixtures of the system tests (the VM and the arm64 roots)."""
+"""Helpers of the system tests (the VM and the arm64 roots); ``deb`` is in
+tests/conftest.py."""
 
 import os
-import subprocess
-from pathlib import Path
 
 import pytest
-
-from conftest import ROOT
-from system.vm import HOST_PATH
-
-
-@pytest.fixture(scope="module")
-def deb() -> Path:
-    """``vidpipe.deb`` built from this tree (``make deb``)."""
-    result = subprocess.run(["make", "deb"], cwd=str(ROOT), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, universal_newlines=True,
-                            env=dict(os.environ, PATH=HOST_PATH), timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:]
-    return ROOT / "vidpipe.deb"
 
 
 def need_root(why: str) -> None:

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
@@ -36,8 +37,17 @@ BINFMT = Path("/proc/sys/fs/binfmt_misc")
 QEMU = {"arm64": "qemu-aarch64"}
 
 
+_BINFMT_LOCK = threading.Lock()
+
+
 def ensure_binfmt(arch: str) -> None:
-    """binfmt_misc mounted and qemu-user registered for ``arch`` (as root)."""
+    """binfmt_misc mounted and qemu-user registered for ``arch`` (as root;
+    roots are built side by side: one thread at a time in here)."""
+    with _BINFMT_LOCK:
+        _ensure_binfmt(arch)
+
+
+def _ensure_binfmt(arch: str) -> None:
     entry = BINFMT / QEMU[arch]
     if not (BINFMT / "status").exists():
         sh(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)])

@@ -4,15 +4,18 @@ Debian 12 and Debian 11 arm64 roots under qemu-user, ``apt-get install
 2 handlers → collector) over 300 frames of the test pattern. The frames must
 arrive complete and in order, and be bit-identical to the same run on this
 (amd64) machine. See foreign.py for what a chroot proves and what it does not.
+The two roots are built and installed side by side (see run_suite).
 """
 
+import concurrent.futures
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 import pytest
 
@@ -44,46 +47,87 @@ def read_results(text: str) -> List[Dict[str, object]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("suite,python", [("bookworm", "3.11"), ("bullseye", "3.9")])
-def test_install_and_run_on_arm64(deb: Path, reference: List[Dict[str, object]],
-                                  tmp_path: Path, suite: str, python: str) -> None:
+SUITES = {"bookworm": "3.11", "bullseye": "3.9"}
+
+
+class Run:
+    """What one suite's root did: its log, timings and outputs (or the error)."""
+
+    def __init__(self) -> None:
+        self.log: List[str] = []
+        self.timings: Dict[str, float] = {}
+        self.version = self.machine = ""
+        self.devices: Dict[str, Any] = {}
+        self.results: List[Dict[str, object]] = []
+        self.error: Optional[BaseException] = None
+
+
+def run_suite(suite: str, deb: Path, workdir: Path, demo_lock: threading.Lock) -> Run:
+    """Build (or take from the cache) the suite's root, install the package
+    offline, run the demo in it. Roots are built and installed side by side
+    (mostly one emulated dpkg each); the demos take turns, so that neither
+    runs short of CPU and drops frames for capacity."""
+    run = Run()
+    try:
+        root = foreign.Root(suite, "arm64", deb)
+        root.build(run.log)
+        with root.session(workdir) as tree:
+            assert foreign.chroot(tree, ["uname", "-m"]).strip() == "aarch64"
+            (tree / "tmp" / "vidpipe.deb").write_bytes(deb.read_bytes())
+            started = time.monotonic()
+            # offline, as on a box without a network: only the root's apt cache
+            # Depends only: emulated, each package costs about a second, and the
+            # Recommends (VA/VDPAU drivers, mesa... 86 more) prove nothing about
+            # vidpipe here; apt's resolver checks them per box in
+            # test_dependencies.py, and the amd64 VM image has them as a user's apt would
+            foreign.chroot(tree, ["apt-get", "install", "-y", "-q", "--no-install-recommends",
+                                  "-o", "Dpkg::Options::=--force-unsafe-io",
+                                  "/tmp/vidpipe.deb"], timeout=1800, offline=True)
+            run.timings["apt install"] = time.monotonic() - started
+            run.version = foreign.chroot(tree, ["dpkg-query", "-W", "-f",
+                                                "${Status} ${Version}", "vidpipe"])
+            run.machine = foreign.chroot(tree, ["python3", "-c", "import platform, sys; print("
+                                                "platform.machine(), '%d.%d' % "
+                                                "sys.version_info[:2])"])
+            run.devices = json.loads(foreign.chroot(tree, ["vidpipe", "devices", "--json"]))
+            foreign.chroot(tree, ["vidpipe", "check-config", "/etc/vidpipe/pipeline.toml"])
+            with demo_lock:
+                started = time.monotonic()
+                foreign.chroot(tree, ["vidpipe"] + DEMO + ["--jsonl", "/tmp/results.jsonl"],
+                               timeout=600)
+                run.timings["300 frames"] = time.monotonic() - started
+            run.results = read_results((tree / "tmp" / "results.jsonl").read_text())
+    except BaseException as exc:  # reported by the suite's own test
+        run.error = exc
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Run]:
     need_root("the arm64 test builds a root with debootstrap and mounts it")
-    log: List[str] = []
-    root = foreign.Root(suite, "arm64", deb)
-    root.build(log)
-    timings = {}
-    with root.session(tmp_path) as tree:
-        assert foreign.chroot(tree, ["uname", "-m"]).strip() == "aarch64"
-        (tree / "tmp" / "vidpipe.deb").write_bytes(deb.read_bytes())
-        started = time.monotonic()
-        # offline, as on a box without a network: only the root's apt cache
-        # Depends only: emulated, each package costs about a second, and the
-        # Recommends (VA/VDPAU drivers, mesa... 86 more) prove nothing about
-        # vidpipe here; apt's resolver checks them per box in
-        # test_dependencies.py, and the amd64 VM installs them as a user's apt does
-        foreign.chroot(tree, ["apt-get", "install", "-y", "-q", "--no-install-recommends",
-                              "-o", "Dpkg::Options::=--force-unsafe-io", "/tmp/vidpipe.deb"],
-                       timeout=1800, offline=True)
-        timings["apt install"] = time.monotonic() - started
-        version = foreign.chroot(tree, ["dpkg-query", "-W", "-f", "${Status} ${Version}",
-                                        "vidpipe"])
-        assert version.startswith("install ok installed"), version
-        machine = foreign.chroot(tree, ["python3", "-c", "import platform, sys; print("
-                                        "platform.machine(), '%d.%d' % sys.version_info[:2])"])
-        assert machine.split() == ["aarch64", python]
-        devices = json.loads(foreign.chroot(tree, ["vidpipe", "devices", "--json"]))
-        foreign.chroot(tree, ["vidpipe", "check-config", "/etc/vidpipe/pipeline.toml"])
-        started = time.monotonic()
-        foreign.chroot(tree, ["vidpipe"] + DEMO + ["--jsonl", "/tmp/results.jsonl"],
-                       timeout=600)
-        timings["300 frames"] = time.monotonic() - started
-        results = read_results((tree / "tmp" / "results.jsonl").read_text())
-    print("\n".join(log))
-    software = devices["software"]
+    lock = threading.Lock()
+    with concurrent.futures.ThreadPoolExecutor(len(SUITES)) as pool:
+        futures = {suite: pool.submit(run_suite, suite, deb,
+                                      tmp_path_factory.mktemp("arm64-" + suite), lock)
+                   for suite in SUITES}
+        return {suite: future.result() for suite, future in futures.items()}
+
+
+@pytest.mark.parametrize("suite", sorted(SUITES, reverse=True))
+def test_install_and_run_on_arm64(runs: Dict[str, Run],
+                                  reference: List[Dict[str, object]], suite: str) -> None:
+    run = runs[suite]
+    print("\n".join(run.log))
+    if run.error is not None:
+        raise run.error
+    assert run.version.startswith("install ok installed"), run.version
+    assert run.machine.split() == ["aarch64", SUITES[suite]]
+    software = run.devices["software"]
     print("{} arm64: {}; Python {python}, NumPy {numpy}, pyzmq {pyzmq}, TOML via {toml}, "
           "OpenCV {version}".format(suite, ", ".join("{} {:.0f} s".format(k, v)
-                                                    for k, v in timings.items()),
+                                                    for k, v in run.timings.items()),
                                    version=software["opencv"]["version"], **software))
+    results = run.results
     seqs = [r["seq"] for r in results]
     assert seqs == list(range(FRAMES)), "frames missing or out of order: {}".format(
         [r for r in results if r["status"] != "ok"][:5])
