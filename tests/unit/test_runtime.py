@@ -2,6 +2,7 @@
 one fence, on real ZeroMQ sockets and a real notify socket."""
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -111,6 +112,36 @@ def test_drain_reads_a_burst_counts_the_malformed_and_fences_each_message(
     finally:
         push.close(linger=0)
         role.close()
+
+
+def test_a_long_burst_keeps_pinging_the_watchdog(tmp_path: Path) -> None:
+    """Messages that take long to handle (a slow box, a backlog): the watchdog
+    hears from the role during the burst, not only between steps."""
+    notify = NotifySocket(str(tmp_path / "notify"))
+    role = Counting(tmp_path / "run", 1, notifier=Notifier(
+        {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"}))
+    pull = role.sockets.make(zmq.PULL, rcvhwm=10000)
+    endpoint = "ipc://{}/slow.sock".format(tmp_path)
+    role.sockets.bind(pull, endpoint)
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(endpoint)
+    try:
+        for seq in range(30):
+            push.send_multipart(wire.control_parts(wire.DROP, {"reason": "x"}, "cam0", 1, seq))
+        wait_until(lambda: pull.poll(0), 5, "messages")
+        time.sleep(0.2)  # all 30 queued
+        before = len(notify.drain())
+        started = time.monotonic()
+        assert role.drain(pull, lambda msg: time.sleep(0.03)) == 30
+        took = time.monotonic() - started
+        time.sleep(0.2)  # the socket's reader thread catches up
+        pings = [m for m in notify.drain()[before:] if m.get("WATCHDOG") == "1"]
+        # WatchdogSec 0.4 s: a ping at least every 0.1 s of the burst
+        assert took > 0.8 and len(pings) >= int(took / 0.2), (took, len(pings))
+    finally:
+        push.close(linger=0)
+        role.close()
+        notify.close()
 
 
 def test_fenced_counts_into_the_tally_and_label_given() -> None:
