@@ -332,11 +332,19 @@ pass "decoder reopened the camera by itself; frames flow again"
 # ---------------------------------------------------------------- 11. rmmod (unplug) and modprobe (replug)
 CURRENT=unplug-replug
 restarts0=$(prop vid-decoder@cam0 NRestarts)
-for dev in /dev/video0 /dev/video1; do v4l2-ctl -d $dev --set-ctrl disconnect=1 >/dev/null 2>&1; done
+# rmmod needs both cameras closed at once: vivid's disconnect makes each
+# decoder close its camera, and it reopens it within a second (as it should),
+# so both are disconnected together and rmmod is tried at once, in rounds
 unplugged=no
-for i in $(seq 100); do
-    if rmmod vivid 2>/dev/null; then unplugged=yes; break; fi
-    sleep 0.1
+for round in $(seq 20); do
+    for dev in /dev/video0 /dev/video1; do
+        v4l2-ctl -d $dev --set-ctrl disconnect=1 >/dev/null 2>&1 &
+    done
+    wait
+    for i in $(seq 20); do
+        if rmmod vivid 2>/dev/null; then unplugged=yes; break 2; fi
+        sleep 0.05
+    done
 done
 [ $unplugged = yes ] || fail "rmmod vivid kept failing (a handle stays open): $(fuser -v /dev/video* 2>&1)"
 sleep 4
