@@ -45,7 +45,10 @@ def main() -> None:
             "( videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},"
             "framerate={fps}/1 ! videoconvert ! {enc} )".format(
                 w=width, h=height, fps=fps, enc=encoder.format(fps=fps)))
-        factory.set_shared(True)
+        # a media of its own per client, as a camera's server gives: GStreamer's
+        # shared media, unprepared after a DESCRIBE-only client (vidpipe's
+        # probe) left, answers the next DESCRIBE with 503 for a while
+        factory.set_shared(False)
         if len(sys.argv) > 5:
             permissions = GstRtspServer.RTSPPermissions()
             permissions.add_permission_for_role("viewer", "media.factory.access", True)
