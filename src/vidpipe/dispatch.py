@@ -323,12 +323,13 @@ class CreditDispatcher(PushDispatcher):
         # Heartbeats may be waiting unread, when this loop was held up (a
         # camera's open can block for seconds): hear them before calling anyone
         # dead, or every handler is "lost" after each slow open.
+        expired = self.balancer.expired(now)
         for _ in range(32):
-            if not self.balancer.expired(now) or not self.owner.drain(self.out, self._on_routed,
-                                                                      routed=True):
+            if not expired or not self.owner.drain(self.out, self._on_routed, routed=True):
                 break
             now = time.monotonic()
-        for peer in self.balancer.expired(now):
+            expired = self.balancer.expired(now)
+        for peer in expired:
             self._lose(peer, "went silent (presumed dead)")
         for peer, seq in self.balancer.overdue(now, OVERDUE_S):
             _sent, parts = peer.inflight.pop(seq)
