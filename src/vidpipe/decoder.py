@@ -1,9 +1,11 @@
 """The decoder role: one per camera.
 
 Reads frames from the source, numbers and timestamps them and hands each to
-a handler that has capacity, without ever blocking: a frame no handler can
-take is dropped and counted, and the collector is told (a DROP notice), so
-every frame read ends up processed or accounted for. A finite source ends
+a handler that has capacity, without falling behind the camera: a frame no
+handler can take is dropped and counted, and the collector is told (a DROP
+notice), so every frame read ends up processed or accounted for. Only a
+frame that came early (a burst buffered upstream) waits for room, until its
+time. A finite source ends
 with an EOS notice carrying the totals.
 """
 
@@ -26,6 +28,8 @@ from vidpipe.tap import TapPublisher
 
 log = logging.getLogger("vidpipe.decoder")
 POLL_SLICE = 0.05  # seconds: the longest the loop sleeps before looking at signals
+ROOM_SLICE = 0.005  # a frame waiting for room looks again this often (push has no event)
+ROOM_MAX_S = 1.0  # and waits at most this long (slow cameras: the watchdog)
 PROBE_S = 1.0  # a network camera that does not answer is looked at this often
 REFUSED_S = 20.0  # one that refuses (wrong password, no such path): 3 times a minute
 
@@ -62,6 +66,7 @@ class Decoder(Role):
         self.source_error = ""
         self.next_open = self.due = 0.0
         self.period = 0.0
+        self.handed = 0.0  # when the last frame was handed out or dropped
         self.open_failures = 0
         self.camera_down = False  # a probe found the network camera away
         self.out = make_dispatcher(self, self.sockets, pipe, name)
@@ -194,17 +199,40 @@ class Decoder(Role):
         self.read += 1
         capture_ns = time.time_ns()
         self.rate.tick()
+        until = self._room_until()
         self.out.wait(0)
+        if self.framer.shm and slot is None:
+            slot = self._wait_for_slot(image, until)
         if self.framer.shm and slot is None:
             self.drop(seq, capture_ns, "no_slot")  # every slot still held by handlers
         else:
             parts = self.framer.parts(image, slot, seq, capture_ns, self.name)
-            if self.dispatch(seq, capture_ns, parts):
+            if self.dispatch(seq, capture_ns, parts, until=until):
                 self.framer.sent(seq, slot)
             else:
                 self.framer.unsent(slot)
+        self.handed = time.monotonic()
         self._tap(image, seq, capture_ns)
         return True
+
+    def _room_until(self) -> float:
+        """Until when a live camera's frame may wait for a handler or a free
+        slot: one that comes before its time -- a burst of frames buffered
+        upstream, as FFmpeg hands over at start-up -- waits until then (one
+        frame interval after the last) instead of being dropped; one on time
+        does not wait, so the decoder never falls behind the camera."""
+        rate = max(self.cam.fps, float(self.source.info.get("fps") or 0.0))
+        if not self.source.live or rate <= 0:
+            return 0.0
+        return self.handed + min(1.0 / rate, ROOM_MAX_S)
+
+    def _wait_for_slot(self, image: Any, until: float) -> Optional[int]:
+        while time.monotonic() < until:
+            self.out.wait(min(ROOM_SLICE, until - time.monotonic()))
+            slot = self.framer.place(image)
+            if slot is not None:
+                return slot
+        return None
 
     def _tap(self, image: Any, seq: int, capture_ns: int) -> None:
         """Every frame read goes to the taps (after dispatch: no latency added)."""
@@ -214,11 +242,16 @@ class Decoder(Role):
 
     # ------------------------------------------------------------------ dispatch
 
-    def dispatch(self, seq: int, capture_ns: int, parts: List[Any], again: bool = False) -> bool:
-        """Send a frame to a handler with capacity, or drop and report it.
+    def dispatch(self, seq: int, capture_ns: int, parts: List[Any], again: bool = False,
+                 until: float = 0.0) -> bool:
+        """Send a frame to a handler with capacity (waiting for one up to
+        ``until``), or drop and report it.
 
         ``again`` marks a re-dispatch: the frame is not counted as sent twice."""
         why = self.out.send(seq, parts, time.monotonic())
+        while why == "no_capacity" and time.monotonic() < until:
+            self.out.wait(min(ROOM_SLICE, until - time.monotonic()))
+            why = self.out.send(seq, parts, time.monotonic())
         if why:
             self.drop(seq, capture_ns, why)
             return False

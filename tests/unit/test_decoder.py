@@ -4,6 +4,7 @@ it drops and why, what a lost handler's frames become, with every dispatch
 strategy."""
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
@@ -186,3 +187,40 @@ def test_a_decoder_held_up_hears_waiting_heartbeats_before_calling_handlers_dead
     assert lost == ["cam0: handler 2 went silent (presumed dead); 0 frame(s) in flight"]
     assert not [r for r in caplog.records if "joined" in r.getMessage()]  # 1 never left
     assert sorted(p.name for p in b.decoder.out.balancer.peers.values()) == ["1"]
+
+
+def slow_handler(ctx: zmq.Context, endpoint: str, frames: int, stream: List[int],
+                 got: List[int]) -> None:
+    """A handler with two credits that takes 5 ms a frame (in a thread)."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(endpoint)
+    sock.send_multipart(wire.control_parts(wire.CREDIT, {"handler": "1", "window": 2}))
+    try:
+        while len(got) < frames and sock.poll(5000):
+            msg = wire.decode(sock.recv_multipart(), 1 << 20)
+            got.append(msg.header.seq)
+            time.sleep(0.005)
+            sock.send_multipart(wire.control_parts(wire.CREDIT, {"handler": "1", "window": 2},
+                                                   stream=stream[0], seq=msg.header.seq))
+    finally:
+        sock.close(linger=0)
+
+
+@pytest.mark.parametrize("transport", ["inline", "shm"])
+def test_a_burst_of_early_frames_waits_for_room_instead_of_being_dropped(
+        bench: Any, transport: str) -> None:
+    """A camera's frames all at once (FFmpeg's buffered start-up burst): each
+    waits for the handler's credit (and, in shared memory, a slot) until its
+    time instead of being dropped; 30 frames, none lost."""
+    b = bench("balanced", 30, transport=transport, shm_slots=2, fps=30)
+    b.decoder.source.live = True
+    got: List[int] = []
+    worker = threading.Thread(target=slow_handler, args=(
+        b.ctx, b.decoder.cam.bind, 30, [b.decoder.stream], got))
+    worker.start()
+    wait_until(lambda: (b.decoder.out.wait(0.01) or b.decoder.out.handlers() or 0) >= 1, 5,
+               "handler known")
+    b.steps(lambda: b.decoder.read == 30)
+    worker.join(10)
+    assert not b.decoder.dropped, b.decoder.dropped.as_dict()
+    assert got == list(range(30))

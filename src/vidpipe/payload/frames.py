@@ -81,10 +81,10 @@ class FrameWriter:
             # first frame, no slot was free, or the camera changed size
             if slot is not None:
                 self.ring.give_back(slot)  # type: ignore[union-attr]
-            slot = self._place(image)
+            slot = self.place(image)
         return image, slot
 
-    def _place(self, image: np.ndarray) -> Optional[int]:
+    def place(self, image: np.ndarray) -> Optional[int]:
         """Copy ``image`` into a slot, making the ring if it needs to be (re)made."""
         if self.ring is None or not self.ring.fits(image.nbytes) or image.shape != self.shape:
             if self.ring is not None:
