@@ -6,8 +6,6 @@ measures end-to-end latency (capture to release), counts gaps and feeds the
 outputs. The pipeline runs without it; nothing upstream blocks on it.
 """
 
-import importlib
-import json
 import logging
 import re
 import time
@@ -16,22 +14,17 @@ from typing import Any, Dict, List, Optional
 import zmq
 
 from vidpipe import transport, wire
-from vidpipe.outputs import metrics
 from vidpipe.config import Config
 from vidpipe.ordering import DROPPED, OK, CameraOrder, Entry
-from vidpipe.outputs import Output, make_outputs
-from vidpipe.outputs.preview import PreviewOutput
-from vidpipe.outputs.recording import RecordOutput
-from vidpipe.board import read_board
+from vidpipe.outputs import Output
+from vidpipe.outputs.assemble import Outputs, assemble, web_routes
 from vidpipe.payload import ResultReader
 from vidpipe.runtime import Role
 from vidpipe.service import Notifier, Stopper
 from vidpipe.tap import TapPublisher
-from vidpipe.outputs.web import Guard, WebServer
+from vidpipe.outputs.web import WebServer, web_guard
 from vidpipe.stats import Histogram, LatencyWindow, RateMeter, Tally, fmt_ms
 
-#: outputs that publish to a broker: vidpipe.outputs.NAME.OUTPUT
-BROKERS = ("mqtt", "amqp")
 log = logging.getLogger("vidpipe.collector")
 POLL_SLICE = 0.05
 _REASON_BAD = re.compile(r"[^a-z0-9_:.-]")
@@ -41,19 +34,6 @@ def drop_reason(value: Any) -> str:
     """A DROP notice's reason as a metrics label: short, plain characters."""
     text = _REASON_BAD.sub("_", str(value if value is not None else "unknown").lower())[:32]
     return text or "unknown"
-
-
-def web_guard(cc: Any) -> Guard:
-    """The HTTP guard ``[collector]`` asks for; reads the password file."""
-    from vidpipe.config import split_listen
-
-    password = ""
-    if cc.http_password_file:
-        with open(cc.http_password_file, encoding="utf-8") as handle:
-            password = handle.readline().strip()
-        if not password:
-            raise OSError("{} holds no password".format(cc.http_password_file))
-    return Guard(split_listen(cc.http_listen)[0], cc.http_hosts, cc.http_user, password)
 
 
 class CameraStats:
@@ -93,9 +73,9 @@ class Collector(Role):
         self.timeout = config.pipeline.max_latency_ms / 1000.0
         self.cameras: Dict[str, CameraStats] = {}
         self.output_errors = Tally()
-        self.preview: Optional[PreviewOutput] = None
-        self.recording: Optional[RecordOutput] = None
-        self.outputs = outputs if outputs is not None else self.make_outputs()
+        built = assemble(self.cc, config.cameras, "collector " + name) if outputs is None \
+            else Outputs(outputs, None, None)
+        self.outputs, self.preview, self.recording = built
         self.tap = TapPublisher(self.sockets, self.cc.tap, config.pipeline.tap_hwm) \
             if config.pipeline.taps else None
         self.web: Optional[WebServer] = None
@@ -105,47 +85,8 @@ class Collector(Role):
         self.last_message = 0.0
         self.results_in = ResultReader(config.pipeline.runtime_dir, self.label)
 
-    def make_outputs(self) -> List[Output]:
-        cc, cameras = self.cc, self.config.cameras
-        outputs = make_outputs(cc)
-        if "preview" in cc.outputs:
-            self.preview = PreviewOutput(cc.preview_fps, cc.preview_width, cc.preview_quality,
-                                         cc.preview_boxes, sorted(cameras))
-            outputs.append(self.preview)
-        for name in BROKERS:
-            if name in cc.outputs:  # its client library only when configured
-                module = importlib.import_module("vidpipe.outputs." + name)
-                try:
-                    outputs.append(module.OUTPUT(cc, sorted(cameras)))
-                except (OSError, ValueError) as exc:  # the spool or the credentials file
-                    log.error("collector %s: output %s is off: %s (collector.spool_dir = %s, "
-                              "collector.%s_credentials_file = %s)", self.name, name, exc,
-                              cc.spool_dir, name,
-                              getattr(cc, name + "_credentials_file") or '""')
-        if "record" in cc.outputs:
-            try:
-                self.recording = RecordOutput(
-                    cc.record_dir, cc.record_formats, cc.record_segment_s, cc.record_max_bytes,
-                    cc.record_max_age_s, cc.record_min_free_mb * 2 ** 20,
-                    lambda cam: cameras[cam].fps if cam in cameras and cameras[cam].fps
-                    else 30.0)
-                outputs.append(self.recording)
-            except (OSError, RuntimeError) as exc:
-                log.error("collector %s: recording is off: %s (collector.record_dir = %s)",
-                          self.name, exc, cc.record_dir)
-        return outputs
-
     def start_web(self) -> None:
-        routes: Dict[str, Any] = {}
-        if self.preview is not None:
-            routes.update(self.preview.routes())
-        if self.cc.metrics:
-            runtime = self.config.pipeline.runtime_dir
-            routes[r"/metrics"] = lambda req, _m: req.send_text(
-                200, metrics.render(read_board(runtime)),
-                "text/plain; version=0.0.4; charset=utf-8")
-            routes[r"/status\.json"] = lambda req, _m: req.send_text(
-                200, json.dumps(read_board(runtime)), "application/json")
+        routes = web_routes(self.cc, self.preview, self.config.pipeline.runtime_dir)
         if not routes:
             return
         try:

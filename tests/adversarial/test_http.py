@@ -12,7 +12,7 @@ import pytest
 
 from conftest import free_port
 from vidpipe.outputs import web
-from vidpipe.collector import web_guard
+from vidpipe.outputs.web import web_guard
 from vidpipe.config import ConfigError, config_from_dict
 
 

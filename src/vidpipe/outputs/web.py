@@ -96,6 +96,17 @@ class Guard:
         return None
 
 
+def web_guard(cc: Any) -> Guard:
+    """The guard ``[collector]`` asks for; reads ``http_password_file``."""
+    password = ""
+    if cc.http_password_file:
+        with open(cc.http_password_file, encoding="utf-8") as handle:
+            password = handle.readline().strip()
+        if not password:
+            raise OSError("{} holds no password".format(cc.http_password_file))
+    return Guard(split_listen(cc.http_listen)[0], cc.http_hosts, cc.http_user, password)
+
+
 class Request(http.server.BaseHTTPRequestHandler):
     server_version = "vidpipe"
     protocol_version = "HTTP/1.0"
