@@ -1,7 +1,7 @@
 """A real RTSP camera for the tests: GStreamer's RTSP server (Debian's
 gir1.2-gst-rtsp-server-1.0, x264/x265 encoders) serving a live moving test
 pattern as H.264 on /h264, H.265 on /h265 and Motion JPEG on /jpeg, over TCP
-and UDP.
+and UDP; /h264-shared is H.264 from one media shared by all clients.
 
     python3 tests/rtsp_camera.py PORT [WIDTH HEIGHT FPS [USER:PASSWORD | FILE]]
 
@@ -39,16 +39,17 @@ def main() -> None:
     server.set_address("127.0.0.1")
     server.set_service(port)
     mounts = server.get_mount_points()
-    for name, encoder in ENCODERS.items():
+    for name, encoder in list(ENCODERS.items()) + [("h264-shared", ENCODERS["h264"])]:
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(
             "( videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},"
             "framerate={fps}/1 ! videoconvert ! {enc} )".format(
                 w=width, h=height, fps=fps, enc=encoder.format(fps=fps)))
-        # a media of its own per client, as a camera's server gives: GStreamer's
-        # shared media, unprepared after a DESCRIBE-only client (vidpipe's
-        # probe) left, answers the next DESCRIBE with 503 for a while
-        factory.set_shared(False)
+        # a media of its own per client, as a camera's server gives; and one
+        # shared by every client, as GStreamer's test-launch serves (its media,
+        # unprepared after a DESCRIBE-only client such as vidpipe's probe left,
+        # answers the next DESCRIBE with 503 for a while)
+        factory.set_shared(name.endswith("-shared"))
         if len(sys.argv) > 5:
             permissions = GstRtspServer.RTSPPermissions()
             permissions.add_permission_for_role("viewer", "media.factory.access", True)

@@ -69,6 +69,7 @@ class Decoder(Role):
         self.handed = 0.0  # when the last frame was handed out or dropped
         self.open_failures = 0
         self.camera_down = False  # a probe found the network camera away
+        self.open_unlooked = False  # open without a probe next time
         self.out = make_dispatcher(self, self.sockets, pipe, name)
         self.tap = TapPublisher(self.sockets, self.cam.tap, pipe.tap_hwm) if pipe.taps \
             else None
@@ -88,22 +89,34 @@ class Decoder(Role):
         self.period = 1.0 / pace if pace > 0 else 0.0
         self._try_open(time.monotonic())
 
+    def _look(self, now: float) -> bool:
+        """A cheap look at a network camera before opening it: while it does
+        not answer, look again every PROBE_S (no back-off: frames flow soon
+        after it is back); while it refuses (401, 404), every REFUSED_S.
+        ``True``: it answered (the next failed open skips the look)."""
+        answer = self.source.check()
+        if answer is not None and not answer.up:
+            self.next_open = now + (REFUSED_S if answer.refused else PROBE_S)
+            self.camera_down = True
+            raise SourceError("{}: {}".format(self.source.describe(), answer.reason))
+        if self.camera_down:  # it answers again: open at once, back-off afresh
+            self.camera_down = False
+            self.open_failures = 0
+        return answer is not None
+
     def _try_open(self, now: float) -> None:
-        """Open the source -- after a cheap look at a network camera: while it
-        does not answer, look again every PROBE_S (no back-off: frames flow
-        soon after it is back); while it refuses (401, 404), every REFUSED_S."""
+        """Open the source, after a look at a network camera -- but not after
+        a look it answered and an open that failed: a server's shared media
+        (GStreamer's RTSP server, as in its test-launch) may answer 503 to the
+        DESCRIBE that comes right after a describe-only visit, so the next
+        try opens without one."""
         try:
-            answer = self.source.check()
-            if answer is not None and not answer.up:
-                self.next_open = now + (REFUSED_S if answer.refused else PROBE_S)
-                self.camera_down = True
-                raise SourceError("{}: {}".format(self.source.describe(), answer.reason))
-            if self.camera_down:  # it answers again: open at once, back-off afresh
-                self.camera_down = False
-                self.open_failures = 0
+            looked = not self.open_unlooked and self._look(now)
+            self.open_unlooked = False
             try:
                 self.source.open()
             except SourceError:
+                self.open_unlooked = looked
                 self.open_failures += 1
                 self.next_open = now + min(self.cam.reconnect_max_s,
                                            0.5 * 2 ** min(self.open_failures - 1, 10))
