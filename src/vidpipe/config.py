@@ -181,7 +181,7 @@ class CameraConfig:
     decode: str = key("auto", Rule(str, choices=("auto", "ffmpeg", "nvdec", "v4l2m2m",
                                                  "vaapi", "software")))
     codec: str = key("auto", Rule(str, choices=("auto", "h264", "h265")))
-    deliver: str = key("bgr", Rule(str, choices=("bgr", "gray")))
+    deliver: str = key("bgr", Rule(str, choices=("bgr", "gray", "i420")))
     rtsp_transport: str = key("tcp", Rule(str, choices=("tcp", "udp", "auto")))
     rtsp_latency_ms: int = key(200, Rule(int, 0, 10000))
     credentials_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
@@ -426,6 +426,10 @@ def make_camera(path: str, runtime: str, name: str, raw: Mapping[str, Any]) -> C
         raise ConfigError(path, section + ".deliver", "{!r} is for network streams (a URL "
                           "source); convert other sources with the gray stage".format(
                               camera.deliver))
+    if camera.deliver == "i420" and (camera.width % 2 or camera.height % 2):
+        raise ConfigError(path, section + ".deliver", "\"i420\" needs an even width and "
+                          "height (its colour planes are half size); got {}x{}".format(
+                              camera.width, camera.height))
     if camera.encoding == "lz4":
         try:
             import lz4.block  # noqa: F401

@@ -251,7 +251,7 @@ class Decoder(Role):
         """Every frame read goes to the taps (after dispatch: no latency added)."""
         if self.tap is not None and self.tap.wanted(self.name):
             self.tap.publish(self.name, wire.frame_parts(image, self.name, self.stream, seq,
-                                                         capture_ns))
+                                                         capture_ns, flags=self.framer.flags))
 
     # ------------------------------------------------------------------ dispatch
 

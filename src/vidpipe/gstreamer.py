@@ -156,11 +156,12 @@ def file_codec(path: str, timeout_s: float = 5.0) -> str:
 
 def describe_pipeline(url: str, choice: Choice, width: int = 0, height: int = 0,
                       fps: float = 0.0, transport: str = "tcp", latency_ms: int = 200,
-                      gray: bool = False, exists: Optional[Callable[[str], bool]] = None,
+                      pixels: str = "BGR", exists: Optional[Callable[[str], bool]] = None,
                       timeout_s: float = 2.0) -> str:
     """The ``gst-launch`` description :class:`Player` runs.
 
-    ``width``/``height``/``fps`` of 0 keep the stream's own. A family with a
+    ``width``/``height``/``fps`` of 0 keep the stream's own; ``pixels``:
+    ``BGR``, ``GRAY8`` or ``I420`` (the decoders' own format: no conversion). A family with a
     scaler of its own (``nvvidconv``, ``vapostproc``) scales there, on the
     accelerator, if ``exists`` says it is here; the rest with ``videoscale``.
     ``timeout_s``: a stream that stopped sending fails after this long (a
@@ -196,7 +197,7 @@ def describe_pipeline(url: str, choice: Choice, width: int = 0, height: int = 0,
     if size or rate:
         parts += ["videoscale", "video/x-raw{}{}".format(size, rate)]
     parts.append("videoconvert")
-    caps = "video/x-raw,format={}".format("GRAY8" if gray else "BGR")
+    caps = "video/x-raw,format={}".format(pixels)
     parts += [caps, "appsink name={} drop=false max-buffers=4 sync=false".format(SINK)]
     return " ! ".join(parts)
 
@@ -319,6 +320,8 @@ class Player:
         if not ok:
             raise PlayerError("a frame buffer could not be mapped")
         try:
+            if info.finfo.format == self.GstVideo.VideoFormat.I420:
+                return self._i420(info, mapped.data, out)
             shape = (height, width) if channels == 1 else (height, width, channels)
             view = np.ndarray(shape, np.uint8, buffer=mapped.data,
                               strides=(stride, channels, 1)[:len(shape)])
@@ -329,6 +332,28 @@ class Player:
             return view.copy()
         finally:
             buffer.unmap(mapped)
+
+    def _i420(self, info: Any, data: Any, out: Optional[Any]) -> Any:
+        """An I420 buffer (planes at GStreamer's offsets and strides) as one
+        packed array of height*3/2 rows: Y, then U and V (OpenCV's layout)."""
+        import numpy as np
+
+        height, width = info.height, info.width
+        if height % 2 or width % 2:
+            raise PlayerError("an I420 frame of odd size {}x{}; set the camera's width and "
+                              "height (even)".format(width, height))
+        shape = (height * 3 // 2, width)
+        self.shape = shape
+        if out is None or out.shape != shape or out.dtype != np.uint8:
+            out = np.empty(shape, np.uint8)
+        flat, src, at = out.reshape(-1), np.frombuffer(data, np.uint8), 0
+        for plane, (rows, cols) in enumerate(((height, width),) + ((height // 2,
+                                                                    width // 2),) * 2):
+            view = np.lib.stride_tricks.as_strided(src[info.offset[plane]:], (rows, cols),
+                                                   (info.stride[plane], 1))
+            flat[at:at + rows * cols].reshape(rows, cols)[...] = view
+            at += rows * cols
+        return out
 
     def close(self) -> None:
         self.pipeline.set_state(self.Gst.State.NULL)

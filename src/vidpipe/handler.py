@@ -22,7 +22,7 @@ from vidpipe.intake import DecoderLinks
 from vidpipe.payload import FrameReader, ResultWriter
 from vidpipe.runtime import Role
 from vidpipe.service import Notifier, Stopper, pin_cpus
-from vidpipe.stages import Frame, Stage, build_chain
+from vidpipe.stages import I420, Frame, Stage, build_chain
 from vidpipe.stats import LatencyWindow, RateMeter, Tally, fmt_ms
 
 log = logging.getLogger("vidpipe.handler")
@@ -208,8 +208,8 @@ class Handler(Role):
                 self._drop(head, "stale")
                 return
             frame = Frame(camera=head.camera, seq=head.seq, capture_ns=head.capture_ns,
-                          image=pixels, meta={},
-                          allocate=self.results_out.allocate)
+                          image=pixels, meta={}, allocate=self.results_out.allocate,
+                          format=I420 if head.flags & wire.FLAG_I420 else "")
             timings = self.run_chain(frame)
             if timings is None:
                 self._drop(head, "stage_error")
@@ -222,7 +222,8 @@ class Handler(Role):
             meta["handler"] = self.name
             meta["timings_ms"] = timings
             meta["hop_ms"] = round((now_ns - head.capture_ns) / 1e6, 3)
-            parts = self.results_out.parts(head, frame.image, pixels, ref is not None, meta)
+            parts = self.results_out.parts(head, frame.image, pixels, ref is not None, meta,
+                                           wire.FLAG_I420 if frame.format == I420 else 0)
             if transport.send_nowait(self.results, parts):
                 self.processed += 1
                 if head.camera in self.per_camera or len(self.per_camera) < MAX_CAMERAS:

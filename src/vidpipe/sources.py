@@ -328,20 +328,33 @@ class URLSource(CaptureSource):
     def read_into(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
         if self.camera.frames and self.count >= self.camera.frames:
             return None
-        if self.camera.deliver != "gray":
+        code = CONVERT.get(self.camera.deliver)
+        if code is None:
             return super().read_into(out)
         frame = super().read_into(None)  # type: ignore[arg-type]
         if frame is None:
             return None
-        if out is not None and out.shape == frame.shape[:2] and out.dtype == frame.dtype:
-            return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY, dst=out)
-        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        if code == cv2.COLOR_BGR2YUV_I420 and (frame.shape[0] % 2 or frame.shape[1] % 2):
+            raise SourceError("{} sends {}x{} frames; deliver = \"i420\" needs an even size "
+                              "(set width and height)".format(self.describe(), frame.shape[1],
+                                                              frame.shape[0]))
+        rows = frame.shape[0] * 3 // 2 if code == cv2.COLOR_BGR2YUV_I420 else frame.shape[0]
+        if out is not None and out.shape == (rows, frame.shape[1]) and out.dtype == frame.dtype:
+            return cv2.cvtColor(frame, code, dst=out)
+        return cv2.cvtColor(frame, code)
 
     def check(self) -> Optional[rtsp.Answer]:
         return _probe(self.camera)
 
     def describe(self) -> str:
         return "stream {}".format(redact.url(self.camera.source))
+
+
+#: ``deliver`` -> the GStreamer path's caps format, the source's fourcc, and
+#: what the FFmpeg path converts its BGR with
+PIXELS = {"bgr": "BGR", "gray": "GRAY8", "i420": "I420"}
+FOURCC = {"bgr": "BGR3", "gray": "GREY", "i420": "YU12"}
+CONVERT = {"gray": cv2.COLOR_BGR2GRAY, "i420": cv2.COLOR_BGR2YUV_I420}
 
 
 def stream_url(camera: CameraConfig) -> str:
@@ -418,7 +431,7 @@ class GstSource(Source):
                 # a file is paced by the decoder at fps, a camera thinned to it
                 stream_url(cam), self.choice, cam.width, cam.height,
                 cam.fps if self.live else 0.0, cam.rtsp_transport,
-                cam.rtsp_latency_ms, gray=cam.deliver == "gray", exists=gstreamer.element_exists,
+                cam.rtsp_latency_ms, pixels=PIXELS[cam.deliver], exists=gstreamer.element_exists,
                 timeout_s=timeout), self.OPEN_TIMEOUT_S)
             self.first = self.player.read()
         except (gstreamer.NoDecoder, gstreamer.PlayerError) as exc:
@@ -427,7 +440,7 @@ class GstSource(Source):
         self.player.timeout_ns = int(timeout * 1e9)
         height, width = self.first.shape[:2]
         self.info = {"width": width, "height": height, "fps": cam.fps,
-                     "format": "GREY" if cam.deliver == "gray" else "BGR3",
+                     "format": FOURCC[cam.deliver],
                      "decoder": self.choice.text()}
         log.info("%s: delivering %dx%d", self.describe(), width, height)
 

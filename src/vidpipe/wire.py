@@ -55,6 +55,10 @@ _LAYOUT = {FRAME: (2, None, 1), RESULT: (3, 1, 2), DROP: (2, 1, None), EOS: (2, 
            CREDIT: (2, 1, None), BYE: (2, 1, None)}
 
 FLAG_IMAGE = 0x0001  # RESULT carries an image payload
+#: the image is planar YUV 4:2:0 (I420) as one uint8 array of height*3/2 rows
+#: of width: the Y plane, then U and V at half width and height (OpenCV's
+#: COLOR_YUV2BGR_I420 layout); ``height`` is the array's, the picture's is 2/3
+FLAG_I420 = 0x0002
 
 DTYPES = ("", "uint8", "uint16", "int16", "float32", "float64", "int32")
 ITEMSIZES = (0, 1, 2, 2, 4, 8, 4)
@@ -177,7 +181,7 @@ def _camera_name(raw: bytes) -> str:
 
 def _check_image(h: Header, payload: memoryview, max_bytes: int) -> None:
     (_kind, _camera, _stream, _seq, _capture, width, height, channels, dtype, encoding,
-     payload_len, _flags, _version) = h  # locals: this runs on every frame
+     payload_len, flags, _version) = h  # locals: this runs on every frame
     if payload_len != len(payload):
         raise WireError("bad_length", "header says {} bytes, payload has {}".format(
             payload_len, len(payload)))
@@ -188,6 +192,10 @@ def _check_image(h: Header, payload: memoryview, max_bytes: int) -> None:
         raise WireError("bad_shape", "{}x{}x{}".format(width, height, channels))
     if not 0 < dtype < len(DTYPES):
         raise WireError("bad_dtype", "dtype code {}".format(dtype))
+    if flags & FLAG_I420 and (channels != 1 or dtype != 1 or height % 3 or width % 2):
+        raise WireError("bad_shape", "I420 needs one uint8 channel, even width and "
+                                     "height*3/2 rows; got {}x{}x{}".format(width, height,
+                                                                           channels))
     if encoding >= len(ENCODINGS):
         raise WireError("bad_encoding", "encoding code {}".format(encoding))
     expected = width * height * channels * ITEMSIZES[dtype]
@@ -269,16 +277,16 @@ def contiguous(image: np.ndarray) -> np.ndarray:
 
 
 def frame_parts(image: np.ndarray, camera: str, stream: int, seq: int,
-                capture_ns: int, encoding: int = RAW, payload: Optional[Buffer] = None
-                ) -> List[Buffer]:
+                capture_ns: int, encoding: int = RAW, payload: Optional[Buffer] = None,
+                flags: int = 0) -> List[Buffer]:
     """A FRAME message: the raw pixels, or an encoded ``payload`` describing ``image``."""
     image = contiguous(image) if payload is None else image
     if payload is None:
-        head = image_header(FRAME, image, camera, stream, seq, capture_ns)
+        head = image_header(FRAME, image, camera, stream, seq, capture_ns, flags=flags)
         return [head.pack(), image]
     length = memoryview(payload).nbytes
     head = image_header(FRAME, image, camera, stream, seq, capture_ns, encoding=encoding,
-                        payload_len=length)
+                        payload_len=length, flags=flags)
     return [head.pack(), payload]
 
 
@@ -299,18 +307,20 @@ def _json_default(value: Any) -> Any:
 
 def result_parts(image: Optional[np.ndarray], meta: Dict[str, Any], camera: str, stream: int,
                  seq: int, capture_ns: int, encoding: int = RAW,
-                 payload: Optional[bytes] = None) -> List[Buffer]:
+                 payload: Optional[bytes] = None, flags: int = 0) -> List[Buffer]:
     """A RESULT message: metadata, and the image's raw pixels or an encoded
-    ``payload`` describing it (a shared-memory reference)."""
+    ``payload`` describing it (a shared-memory reference); ``flags``: the
+    image's (FLAG_I420)."""
     if image is None:
         head = Header(kind=RESULT, camera=camera, stream=stream, seq=seq, capture_ns=capture_ns)
         return [head.pack(), meta_bytes(meta), b""]
+    flags |= FLAG_IMAGE
     if payload is not None:
-        head = image_header(RESULT, image, camera, stream, seq, capture_ns, flags=FLAG_IMAGE,
+        head = image_header(RESULT, image, camera, stream, seq, capture_ns, flags=flags,
                             encoding=encoding, payload_len=len(payload))
         return [head.pack(), meta_bytes(meta), payload]
     image = contiguous(image)
-    head = image_header(RESULT, image, camera, stream, seq, capture_ns, flags=FLAG_IMAGE)
+    head = image_header(RESULT, image, camera, stream, seq, capture_ns, flags=flags)
     return [head.pack(), meta_bytes(meta), image]
 
 

@@ -83,13 +83,17 @@ def measure(path: Path, decode: str, width: int, height: int,
     ms = 1000.0 * cpu / max(frames, 1)
     return {"frames": frames, "cpu_ms": round(ms, 2), "fps": round(frames / wall, 1),
             "cameras_per_core": round(1000.0 / ms / FPS, 2) if ms else 0.0,
-            "shape": "x".join(str(n) for n in (shape[1], shape[0])) if shape else "-"}
+            "shape": "-" if not shape else "{}x{}{}".format(
+                shape[1], shape[0] * 2 // 3 if deliver == "i420" else shape[0],
+                " I420" if deliver == "i420" else "")}
 
 
 PATHS = [("OpenCV FFmpeg (baseline)", "ffmpeg", WIDTH, HEIGHT, "bgr"),
          ("GStreamer avdec_h264", "software", WIDTH, HEIGHT, "bgr"),
          ("GStreamer avdec_h264, scaled in the decoder", "software", 640, 360, "bgr"),
-         ("GStreamer avdec_h264, scaled, deliver = \"gray\"", "software", 640, 360, "gray")]
+         ("GStreamer avdec_h264, scaled, deliver = \"gray\"", "software", 640, 360, "gray"),
+         ("GStreamer avdec_h264, deliver = \"i420\"", "software", WIDTH, HEIGHT, "i420"),
+         ("GStreamer avdec_h264, scaled, deliver = \"i420\"", "software", 640, 360, "i420")]
 
 
 def run(frames: int) -> List[Dict[str, object]]:

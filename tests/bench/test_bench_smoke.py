@@ -49,8 +49,9 @@ def test_the_decode_benchmark_measures_every_path() -> None:
     from tests.bench.decode import run, table
 
     rows = run(60)
-    assert [r["frames"] for r in rows] == [60, 60, 60, 60], rows
-    assert [r["shape"] for r in rows] == ["1920x1080", "1920x1080", "640x360", "640x360"], rows
+    assert [r["frames"] for r in rows] == [60] * 6, rows
+    assert [r["shape"] for r in rows] == ["1920x1080", "1920x1080", "640x360", "640x360",
+                                          "1920x1080 I420", "640x360 I420"], rows
     assert all(float(r["cpu_ms"]) > 0 for r in rows), rows
     assert "| OpenCV FFmpeg (baseline) |" in table(rows)
 

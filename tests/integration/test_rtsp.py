@@ -18,9 +18,9 @@ import pytest
 
 from conftest import free_port, http_get, run_cli, wait_until
 from helpers import wait_exit
-from vidpipe.config import config_from_dict
+from vidpipe.config import CameraConfig, config_from_dict
 from vidpipe.decoder import Decoder
-from vidpipe.sources import SourceError
+from vidpipe.sources import SourceError, make_source
 
 pytestmark = pytest.mark.once
 CAMERA = Path(__file__).resolve().parent.parent / "rtsp_camera.py"
@@ -219,6 +219,41 @@ def test_a_stream_that_changes_size_mid_way_is_delivered_whole(pipeline: Any,
         assert [r["seq"] for r in mine] == list(range(135)), camera
         assert {tuple(r["shape"]) for r in mine} == {tuple(shape)}, camera
     assert "decoding H.264 on avdec_h264 (software)" in decoders[0].output()
+
+
+def test_i420_comes_straight_from_the_decoder(rtsp: RtspCamera, pipeline: Any,
+                                              tmp_path: Path) -> None:
+    """deliver = "i420": the decoder's own planar YUV 4:2:0, half the bytes
+    of BGR -- as GStreamer's decoder made it (no conversion), or converted on
+    the FFmpeg path -- the same picture as "bgr" (converted back, within
+    rounding); through handlers to the collector in I420's shape."""
+    import cv2
+    import numpy as np
+
+    clip = resizing_clip(tmp_path / "clip.h264")  # 45 frames of 320x240 first
+    for decode in ("software", "ffmpeg"):
+        pictures = {}
+        for deliver in ("bgr", "i420"):
+            source = make_source(CameraConfig(name="c", source="file://{}".format(clip),
+                                              decode=decode, fps=0, deliver=deliver,
+                                              width=320, height=240))
+            source.open()
+            try:
+                pictures[deliver] = [source.read() for _ in range(5)]
+            finally:
+                source.close()
+        for bgr, planar in zip(pictures["bgr"], pictures["i420"]):
+            assert planar.shape == (360, 320), (decode, planar.shape)
+            back = cv2.cvtColor(planar, cv2.COLOR_YUV2BGR_I420)
+            assert np.abs(back.astype(int) - bgr).mean() < 3, decode
+    _decoders, ok = run_to_the_end(pipeline, {
+        "gst": {"source": rtsp.url("h264"), "width": 320, "height": 180, "deliver": "i420",
+                "frames": 30},
+        "ffm": {"source": rtsp.url("jpeg"), "deliver": "i420", "frames": 30}})
+    for camera, shape in (("gst", [270, 320]), ("ffm", [720, 640])):
+        mine = [r for r in ok if r["camera"] == camera]
+        assert [r["seq"] for r in mine] == list(range(30)), camera
+        assert {tuple(r["shape"]) for r in mine} == {tuple(shape)}, camera
 
 
 def test_a_hostile_url_stays_inside_its_property() -> None:

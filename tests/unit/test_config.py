@@ -50,7 +50,9 @@ def test_tcp_bind_gives_a_local_connect_address() -> None:
     ({"stage": {"resize": 3}}, "stage"),
     ({"cameras": []}, "cameras"),
     ({"cameras": {"c": {"deliver": "gray"}}}, "cameras.c.deliver"),  # testsrc: not a stream
-    ({"cameras": {"c": {"source": "rtsp://x/", "deliver": "i420"}}}, "cameras.c.deliver"),
+    ({"cameras": {"c": {"source": "rtsp://x/", "deliver": "yuv"}}}, "cameras.c.deliver"),
+    ({"cameras": {"c": {"source": "rtsp://x/", "deliver": "i420", "width": 641, "height": 360}}},
+     "cameras.c.deliver"),  # its colour planes are half size
     ({"cameras": {"c": {"source": "rtsp://x/", "codec": "mjpeg"}}}, "cameras.c.codec"),
 ])
 def test_bad_values_name_their_key(data: dict, key: str) -> None:

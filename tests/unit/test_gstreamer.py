@@ -59,7 +59,8 @@ def test_the_pipeline_scales_and_rates_before_frames_are_handed_out() -> None:
         "videorate drop-only=true ! videoscale ! video/x-raw,width=640,height=360," \
         "framerate=5/1 ! videoconvert ! video/x-raw,format=BGR ! appsink " in text
     # the stream's own size and rate: no caps on them; GRAY8 straight from the decoder
-    own = gstreamer.describe_pipeline("rtsp://cam/s", soft, gray=True, exists=PLAIN.__contains__)
+    own = gstreamer.describe_pipeline("rtsp://cam/s", soft, pixels="GRAY8",
+                                      exists=PLAIN.__contains__)
     assert "avdec_h264 ! videoconvert ! video/x-raw,format=GRAY8 ! appsink" in own
     assert "videorate" not in own and "videoscale" not in own
     assert "watchdog" not in own  # not on this box: rtspsrc's own TCP timeout only

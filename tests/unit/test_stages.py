@@ -8,7 +8,7 @@ import pytest
 
 from vidpipe.config import ConfigError, config_from_dict
 from vidpipe.sources import render_testsrc
-from vidpipe.stages import Frame, build_chain
+from vidpipe.stages import I420, Frame, build_chain
 
 
 def chain(stages: list, options: Dict[str, Any] = None) -> list:
@@ -75,6 +75,38 @@ def test_optical_flow_measures_a_known_shift_per_camera() -> None:
     flow = second.meta["optical_flow"]
     assert flow["prev_seq"] == 10
     assert 2.0 < flow["mean_dx"] < 3.5 and abs(flow["mean_dy"]) < 0.5
+
+
+def i420(bgr: np.ndarray) -> Frame:
+    return Frame("c", 0, 0, cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), format=I420)
+
+
+def test_an_i420_frame_is_read_by_every_built_in_stage() -> None:
+    """deliver = "i420": gray takes the Y plane (what BGR -> gray gives, within
+    rounding), resize scales each plane and stays I420, motion, faces and
+    flow read the luma, and the frame converts back to BGR."""
+    image = render_testsrc(5, 64, 48)
+    frame = i420(image)
+    assert frame.size() == (48, 64) and frame.image.shape == (72, 64)
+    assert np.abs(frame.bgr().astype(int) - image).mean() < 4  # 4:2:0 colour at edges
+    gray = chain(["gray"])[0]
+    gray.process(frame)
+    assert frame.format == "" and frame.image.shape == (48, 64)
+    assert np.abs(frame.image.astype(int) - cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)).max() <= 3
+    small = i420(image)
+    chain(["resize"], {"resize": {"width": 32}})[0].process(small)
+    assert small.format == I420 and small.image.shape == (36, 32) and small.size() == (24, 32)
+    expected = cv2.resize(image, (32, 24), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.bgr().astype(int) - expected).mean() < 6
+    odd = i420(np.zeros((48, 64, 3), np.uint8))
+    chain(["resize"], {"resize": {"width": 33, "height": 21}})[0].process(odd)
+    assert odd.size() == (22, 34)  # rounded up to even: the colour planes are half size
+    for name in ("motion", "faces", "optical_flow"):
+        frame = i420(image)
+        for stage in chain([name]):
+            stage.process(frame)
+            stage.process(frame)
+        assert name in frame.meta and frame.format == I420
 
 
 def test_plugins_load_by_module_and_class(tmp_path: Path) -> None:

@@ -92,3 +92,23 @@ def test_camera_name_must_be_utf8() -> None:
     with pytest.raises(wire.WireError) as err:
         wire.decode([bytes(raw), b"\0" * 60])
     assert err.value.reason == "bad_camera"
+
+
+def received(parts: list) -> wire.Message:
+    """``parts`` as a receiver decodes them (arrays arrive as bytes)."""
+    return wire.decode([p.tobytes() if isinstance(p, np.ndarray) else p for p in parts])
+
+
+def test_an_i420_image_is_flagged_and_its_shape_checked() -> None:
+    """FLAG_I420: one uint8 channel, even width, height*3/2 rows; the flag
+    rides on FRAME and RESULT; any other shape under it is refused."""
+    planar = np.arange(72 * 64, dtype=np.uint8).reshape(72, 64)
+    msg = received(wire.frame_parts(planar, "cam0", 1, 0, 0, flags=wire.FLAG_I420))
+    assert msg.header.flags & wire.FLAG_I420 and np.array_equal(msg.image(), planar)
+    res = received(wire.result_parts(planar, {}, "cam0", 1, 0, 0, flags=wire.FLAG_I420))
+    assert res.header.flags == wire.FLAG_IMAGE | wire.FLAG_I420
+    for bad in (np.zeros((71, 64), np.uint8), np.zeros((72, 63), np.uint8),
+                np.zeros((72, 64, 3), np.uint8), np.zeros((72, 64), np.uint16)):
+        with pytest.raises(wire.WireError) as err:
+            received(wire.frame_parts(bad, "cam0", 1, 0, 0, flags=wire.FLAG_I420))
+        assert err.value.reason == "bad_shape" and "I420" in str(err.value)

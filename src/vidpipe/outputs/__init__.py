@@ -18,6 +18,7 @@ import logging
 import os
 from typing import Any, Dict, List, Optional
 
+from vidpipe import wire
 from vidpipe.config import CollectorConfig
 from vidpipe.ordering import OK, Entry
 
@@ -38,6 +39,17 @@ def bgr8(image: Any) -> Any:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def picture(msg: wire.Message) -> Any:
+    """A result's image as outputs show it: I420 (``deliver = "i420"``, no
+    stage made another image) converted to BGR, anything else as it came."""
+    image = msg.image()
+    if msg.header.flags & wire.FLAG_I420:
+        import cv2
+
+        return cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420)
     return image
 
 
@@ -112,7 +124,7 @@ class DisplayOutput(Output):
         if not self.open or entry.status != OK or entry.late or entry.message.payload is None \
                 or not len(entry.message.payload):
             return
-        self.cv2.imshow("vidpipe " + camera, entry.message.image())
+        self.cv2.imshow("vidpipe " + camera, picture(entry.message))
         if self.cv2.waitKey(1) & 0xFF == ord("q"):
             self.close()
 

@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from vidpipe.config import CollectorConfig
 from vidpipe.events import Tracker
 from vidpipe.ordering import DROPPED, MISSING, OK, Entry
-from vidpipe.outputs import Output, bgr8, frame_record
+from vidpipe.outputs import Output, bgr8, frame_record, picture
 from vidpipe.outputs.spool import EVENT, RESULT, STATE, Spool, SpoolError
 from vidpipe.stats import LatencyWindow, RateMeter, Tally
 
@@ -281,7 +281,7 @@ class BrokerOutput(Output):
         payload = entry.message.payload
         if not self.snapshot_bytes or payload is None or not len(payload):
             return
-        self._offer(camera, "snapshot", entry.message.image().copy(), retain=True,
+        self._offer(camera, "snapshot", picture(entry.message).copy(), retain=True,
                     label=event["label"],
                     headers={"v": VERSION, "event_id": event["id"], "camera": camera,
                              "label": event["label"], "seq": event["seq"],

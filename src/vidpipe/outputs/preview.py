@@ -17,7 +17,7 @@ import numpy as np
 
 from vidpipe import names
 from vidpipe.ordering import OK, Entry
-from vidpipe.outputs import Output, bgr8
+from vidpipe.outputs import Output, bgr8, picture
 from vidpipe.outputs.web import Request
 
 log = logging.getLogger("vidpipe.preview")
@@ -110,7 +110,7 @@ class PreviewOutput(Output):
         if msg.payload is None or not len(msg.payload):
             return
         feed.last_take = now
-        image = msg.image()
+        image = picture(msg)
         if image.dtype != np.uint8:  # cv2.resize takes no int32, for one
             image = bgr8(image)
         scale = min(1.0, self.width / float(image.shape[1]))

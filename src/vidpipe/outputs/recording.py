@@ -38,7 +38,7 @@ import numpy as np
 from vidpipe import names
 from vidpipe.outputs.h5store import HEADER_BYTES, ROW_OVERHEAD, H5Writer, require_h5py
 from vidpipe.ordering import OK, Entry
-from vidpipe.outputs import Output, bgr8
+from vidpipe.outputs import Output, bgr8, picture
 from vidpipe.stats import Tally
 
 log = logging.getLogger("vidpipe.recording")
@@ -358,7 +358,7 @@ class RecordOutput(Output):
         if time.monotonic() < self.paused_until:
             self.skipped["paused"] += 1
             return
-        image = msg.image()
+        image = picture(msg)
         if self.queued_bytes + image.nbytes > self.queue_bytes:
             self.skipped["writer_behind"] += 1  # the disk or the encoder is too slow
             return

@@ -49,6 +49,7 @@ class FrameWriter:
         self.ring: Optional[RingWriter] = None
         self.shape: Optional[Tuple[int, ...]] = None
         self.dtype = "uint8"
+        self.flags = wire.FLAG_I420 if cam.deliver == "i420" else 0
 
     def describe(self) -> str:
         if self.shm:
@@ -104,12 +105,12 @@ class FrameWriter:
             self.ring.commit(slot, seq, image.nbytes)
             ref = codec.shm_ref(self.ring.name, slot)
             return wire.frame_parts(image, camera, self.stream, seq, capture_ns,
-                                    encoding=wire.SHM, payload=ref)
+                                    encoding=wire.SHM, payload=ref, flags=self.flags)
         if self.encoding != wire.RAW:
             payload = codec.encode(image, self.encoding, self.cam.jpeg_quality)
             return wire.frame_parts(image, camera, self.stream, seq, capture_ns,
-                                    encoding=self.encoding, payload=payload)
-        return wire.frame_parts(image, camera, self.stream, seq, capture_ns)
+                                    encoding=self.encoding, payload=payload, flags=self.flags)
+        return wire.frame_parts(image, camera, self.stream, seq, capture_ns, flags=self.flags)
 
     def sent(self, seq: int, slot: Optional[int]) -> None:
         if slot is not None and self.ring is not None:

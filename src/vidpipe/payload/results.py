@@ -55,19 +55,20 @@ class ResultWriter:
             self.ring.claim(image.shape, image.dtype.name)
 
     def parts(self, head: wire.Header, image: Optional[np.ndarray], pixels: np.ndarray,
-              in_slot: bool, meta: Dict[str, Any]) -> List[Any]:
+              in_slot: bool, meta: Dict[str, Any], flags: int = 0) -> List[Any]:
         """The RESULT for frame ``head`` (read as ``pixels``, from a decoder's
-        ring when ``in_slot``) whose stages produced ``image``."""
+        ring when ``in_slot``) whose stages produced ``image`` (``flags``:
+        its format, FLAG_I420)."""
         image = image if self.send_image else None
         args = (meta, head.camera, head.stream, head.seq, head.capture_ns)
         if image is not None and self.ring is not None:
             ref = self.ring.publish(image)
             if ref is not None:
                 return wire.result_parts(image, *args, encoding=wire.SHM,
-                                         payload=codec.result_ref(*ref))
+                                         payload=codec.result_ref(*ref), flags=flags)
         if image is not None and in_slot and np.may_share_memory(image, pixels):
             image = image.copy()  # the slot goes back to the decoder with our credit
-        return wire.result_parts(image, *args)
+        return wire.result_parts(image, *args, flags=flags)
 
     def close(self) -> None:
         if self.ring is not None:
@@ -127,7 +128,7 @@ class ResultReader:
                         self.label, msg.header.camera, msg.header.seq,
                         "was overwritten while in use" if after_use else "lost", reason, count)
         if not after_use:
-            msg.header = msg.header._replace(flags=msg.header.flags & ~wire.FLAG_IMAGE,
-                                             payload_len=0)
+            msg.header = msg.header._replace(
+                flags=msg.header.flags & ~(wire.FLAG_IMAGE | wire.FLAG_I420), payload_len=0)
             msg.payload = None
             msg.meta["image_lost"] = reason

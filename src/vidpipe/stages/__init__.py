@@ -38,9 +38,9 @@ import importlib
 from typing import Dict, List
 
 from vidpipe.config import Config, ConfigError, stage_options
-from vidpipe.stages.base import Allocator, Frame, Stage
+from vidpipe.stages.base import I420, Allocator, Frame, Stage
 
-__all__ = ["Allocator", "Frame", "Stage", "build_chain", "registry", "resolve"]
+__all__ = ["I420", "Allocator", "Frame", "Stage", "build_chain", "registry", "resolve"]
 
 
 def registry() -> Dict[str, type]:

@@ -13,6 +13,8 @@ import numpy as np
 from vidpipe.config import Rule
 
 Allocator = Callable[[Tuple[int, ...], str], Optional[np.ndarray]]
+#: ``Frame.format`` of planar YUV 4:2:0 (a camera's ``deliver = "i420"``)
+I420 = "I420"
 
 
 @dataclass
@@ -24,6 +26,40 @@ class Frame:
     meta: Dict[str, Any] = field(default_factory=dict)
     #: where :meth:`output` gets memory from (the handler's shared-memory results)
     allocate: Optional[Allocator] = field(default=None, repr=False)
+    #: ``""``: the array says what it is (2-D gray, 3-D BGR); :data:`I420`:
+    #: planar YUV 4:2:0, one uint8 array of height*3/2 rows -- the Y plane,
+    #: then U and V at half size. A stage that replaces ``image`` with one
+    #: of another kind sets it to ``""``; :meth:`gray` and :meth:`bgr` read
+    #: any of them.
+    format: str = ""
+
+    def size(self) -> Tuple[int, int]:
+        """The picture's (height, width)."""
+        rows, width = self.image.shape[:2]
+        return (rows * 2 // 3, width) if self.format == I420 else (rows, width)
+
+    def gray(self) -> np.ndarray:
+        """The picture in gray: I420's Y plane (a view: no copy, no
+        conversion), the image itself when gray, else converted from BGR."""
+        image = self.image
+        if self.format == I420:
+            return image[:image.shape[0] * 2 // 3]
+        if image.ndim == 2:
+            return image
+        import cv2
+
+        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+        return cv2.cvtColor(image, code)
+
+    def bgr(self) -> np.ndarray:
+        """The picture in BGR (converted when it is I420 or gray)."""
+        image = self.image
+        if self.format != I420 and image.ndim == 3:
+            return image
+        import cv2
+
+        return cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420 if self.format == I420
+                            else cv2.COLOR_GRAY2BGR)
 
     def output(self, shape: Tuple[int, ...], dtype: str = "uint8") -> np.ndarray:
         """A new array for a stage to write its output image into, e.g.

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from vidpipe.config import Rule
-from vidpipe.stages.base import Frame, Stage
+from vidpipe.stages.base import I420, Frame, Stage
 from vidpipe.stages.dnn import Dnn
 
 
@@ -31,7 +31,12 @@ class Gray(Stage):
 
     def process(self, frame: Frame) -> None:
         image = frame.image
-        if image.ndim == 3:
+        if frame.format == I420:  # the Y plane, from video range (16-235) to full
+            luma = frame.gray()
+            frame.image = cv2.convertScaleAbs(luma, frame.output(luma.shape), 255 / 219,
+                                              -16 * 255 / 219)
+            frame.format = ""
+        elif image.ndim == 3:
             frame.image = to_gray(image, frame.output(image.shape[:2]))
 
 
@@ -64,10 +69,30 @@ class Resize(Stage):
 
     def process(self, frame: Frame) -> None:
         image = frame.image
+        if frame.format == I420:
+            frame.image = self.resize_i420(frame)
+            return
         width, height = self.size(image.shape)
         out = frame.output((height, width) + tuple(image.shape[2:]), image.dtype.name)
         frame.image = cv2.resize(image, (width, height), dst=out,
                                  interpolation=_INTERPOLATION[self.options["interpolation"]])
+
+    def resize_i420(self, frame: Frame) -> np.ndarray:
+        """Each plane scaled on its own, staying I420 (the size rounded to even)."""
+        (height, width), (w, h) = frame.size(), self.size(frame.size())
+        w, h = max(2, w + w % 2), max(2, h + h % 2)
+        out = frame.output((h * 3 // 2, w))
+        src, dst = frame.image.reshape(-1), out.reshape(-1)
+        how = _INTERPOLATION[self.options["interpolation"]]
+        begin = end = 0
+        planes = [((height, width), (h, w))] + [((height // 2, width // 2),
+                                                  (h // 2, w // 2))] * 2  # Y, U, V
+        for (ph, pw), (qh, qw) in planes:
+            plane = src[begin:begin + ph * pw].reshape(ph, pw)
+            cv2.resize(plane, (qw, qh), dst=dst[end:end + qh * qw].reshape(qh, qw),
+                       interpolation=how)
+            begin, end = begin + ph * pw, end + qh * qw
+        return out
 
 
 class PerCamera(Stage):
@@ -98,7 +123,8 @@ class Motion(PerCamera):
                 history=self.options["history"], varThreshold=self.options["var_threshold"],
                 detectShadows=False)
             self.state[frame.camera] = sub
-        mask = sub.apply(frame.image, learningRate=self.options["learning_rate"])
+        image = frame.gray() if frame.format == I420 else frame.image
+        mask = sub.apply(image, learningRate=self.options["learning_rate"])
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         contours = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[-2]
         found = [cv2.boundingRect(c) for c in contours
@@ -149,7 +175,7 @@ class Faces(Stage):
     def process(self, frame: Frame) -> None:
         size = self.options["min_size"]
         found = self.classifier.detectMultiScale(
-            to_gray(frame.image), scaleFactor=self.options["scale_factor"],
+            frame.gray(), scaleFactor=self.options["scale_factor"],
             minNeighbors=self.options["min_neighbors"], minSize=(size, size))
         frame.meta["faces"] = boxes(found)
 
@@ -169,7 +195,7 @@ class OpticalFlow(PerCamera):
     }
 
     def process(self, frame: Frame) -> None:
-        gray = to_gray(frame.image)
+        gray = frame.gray()
         scale = self.options["scale"]
         if scale != 1.0:
             gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)

@@ -199,8 +199,8 @@ class Dnn(Stage):
         return np.asarray(self.net.forward())
 
     def process(self, frame: Frame) -> None:
-        out = self.infer(self.blob(frame.image))
-        height, width = frame.image.shape[:2]
+        out = self.infer(self.blob(frame.bgr() if frame.format else frame.image))
+        height, width = frame.size()
         if self.options["output"] == "heatmap":
             found = self.from_heatmap(out, width, height)
         else:
