@@ -39,10 +39,11 @@ from vidpipe.tools.capacity import run_cameras, search, total_cpu_ms  # noqa: E4
 from vidpipe.tools.capacity import table as capacity_table  # noqa: E402
 
 HANDLERS = 2
-#: label -> (decode, delivered width, height); width 0: the stream's own size
-PATHS = {"vidpipe, FFmpeg (as the seed)": ("ffmpeg", 0, 0),
-         "vidpipe, GStreamer": ("software", 1920, 1080),
-         "vidpipe, GStreamer scaled to 640x360": ("software", 640, 360)}
+#: label -> (decode, delivered width, height, deliver); width 0: the stream's own size
+PATHS = {"vidpipe, FFmpeg (as the seed)": ("ffmpeg", 0, 0, "bgr"),
+         "vidpipe, GStreamer": ("software", 1920, 1080, "bgr"),
+         "vidpipe, GStreamer scaled to 640x360": ("software", 640, 360, "bgr"),
+         "vidpipe, GStreamer scaled to 640x360, I420": ("software", 640, 360, "i420")}
 
 
 # ---------------------------------------------------------------- the seed, N cameras
@@ -147,10 +148,10 @@ def run(seconds: float = 10.0, most: int = 6) -> List[Dict[str, Any]]:
     frames = int(seconds * FPS)
     path = clip(frames)
     rows = [search("seed (pickle), FFmpeg", lambda n: run_seed(path, n, frames), FPS, most)]
-    for label, (decode, width, height) in PATHS.items():
+    for label, (decode, width, height, deliver) in PATHS.items():
         source = str(path) if decode == "ffmpeg" else "file://{}".format(path)
-        rows.append(search(label, lambda n, s=source, d=decode, w=width, h=height:
-                           run_cameras(s, n, d, w, h, FPS, seconds), FPS, most))
+        rows.append(search(label, lambda n, s=source, d=decode, w=width, h=height, p=deliver:
+                           run_cameras(s, n, d, w, h, FPS, seconds, deliver=p), FPS, most))
     return rows
 
 

@@ -61,10 +61,10 @@ def test_the_camera_capacity_benchmark_runs_the_seed_and_every_path() -> None:
     from tests.bench.cameras import run, table
 
     rows = run(seconds=1.5, most=1)
-    assert [r["path"].split(",")[0] for r in rows] == ["seed (pickle)"] + ["vidpipe"] * 3
+    assert [r["path"].split(",")[0] for r in rows] == ["seed (pickle)"] + ["vidpipe"] * 4
     for row in rows:
         first = row["runs"][0]
         assert first["cameras"] == 1 and first["per_camera"]["cam0"]["processed"] > 0, row
         assert first["cpu_ms_per_frame"] > 0, row
-    assert [r["runs"][0]["delivers"] for r in rows] == ["1920x1080"] * 3 + ["640x360"]
+    assert [r["runs"][0]["delivers"] for r in rows] == ["1920x1080"] * 3 + ["640x360"] * 2
     assert "| vidpipe, GStreamer scaled to 640x360 | 640x360 |" in table(rows)

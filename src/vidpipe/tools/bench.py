@@ -240,13 +240,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                           help="as cameras.NAME.decode (auto, ffmpeg, software, nvdec, ...)")
     capacity.add_argument("--size", default="", metavar="WxH",
                           help="delivered size (GStreamer path); default: the stream's")
+    capacity.add_argument("--deliver", default="bgr", choices=("bgr", "gray", "i420"),
+                          help="as cameras.NAME.deliver (a stream's pixels)")
     capacity.add_argument("--max-cameras", type=int, default=8)
     args = parser.parse_args(argv)
     if args.cameras:
         from vidpipe.tools import capacity as cap
 
         return cap.main(args.cameras, args.decode, args.size, args.fps, args.seconds,
-                        args.max_cameras)
+                        args.max_cameras, args.deliver)
     results = []
     for size in args.sizes.split(","):
         for link in args.links.split(","):

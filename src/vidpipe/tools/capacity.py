@@ -40,11 +40,13 @@ def total_cpu_ms(sampler: Sampler, start: float, end: float) -> float:
 
 
 def camera_section(source: str, decode: str, width: int, height: int, fps: float,
-                   frames: int, handlers: int) -> Dict[str, Any]:
+                   frames: int, handlers: int, deliver: str = "bgr") -> Dict[str, Any]:
     cam: Dict[str, Any] = {"source": source, "decode": decode, "fps": fps, "frames": frames,
                            "wait_for_handlers": handlers}
     if width and height:
         cam.update(width=width, height=height)
+    if deliver != "bgr":
+        cam["deliver"] = deliver
     if "://" not in source:  # a recording: long enough for any run
         cam["loop"] = True
     return cam
@@ -52,7 +54,7 @@ def camera_section(source: str, decode: str, width: int, height: int, fps: float
 
 def run_cameras(source: str, cameras: int, decode: str = "auto", width: int = 0,
                 height: int = 0, fps: float = 30.0, seconds: float = 10.0,
-                handlers: int = 2) -> Dict[str, Any]:
+                handlers: int = 2, deliver: str = "bgr") -> Dict[str, Any]:
     """One run of ``cameras`` decoders on ``source``: per camera what was
     processed, read and at what rate; latencies; the pipeline's CPU."""
     frames = int(seconds * fps)
@@ -61,7 +63,7 @@ def run_cameras(source: str, cameras: int, decode: str = "auto", width: int = 0,
     config = {"pipeline": {"runtime_dir": str(root / "run"), "stats_interval_s": 0,
                            "max_latency_ms": 2000},
               "cameras": {name: camera_section(source, decode, width, height, fps, frames,
-                                               handlers) for name in names},
+                                               handlers, deliver) for name in names},
               "handlers": {"stages": ["gray"]},
               "collector": {"outputs": ["jsonl"], "exit_on_eos": True, "reorder_window": 64,
                             "jsonl_path": str(root / "results.jsonl")}}
@@ -167,7 +169,8 @@ def table(rows: List[Dict[str, Any]], title: str = "cameras, 2 handlers") -> str
     return "\n".join(lines)
 
 
-def main(source: str, decode: str, size: str, fps: float, seconds: float, most: int) -> int:
+def main(source: str, decode: str, size: str, fps: float, seconds: float, most: int,
+         deliver: str = "bgr") -> int:
     """``vidpipe bench --cameras SOURCE``: the search, printed as a table."""
     width, _, height = size.partition("x")
     try:
@@ -186,11 +189,16 @@ def main(source: str, decode: str, size: str, fps: float, seconds: float, most: 
         print("vidpipe bench: --size is the GStreamer path's: {} goes to FFmpeg at its own "
               "size (ask for a family: --decode software, nvdec, ...)".format(source),
               file=sys.stderr)
-    label = "{} (decode = {}{})".format(redact.url(source) if "://" in source else
-                                        os.path.basename(source), decode,
-                                        ", {}".format(size) if size else "")
-    row = search(label, lambda n: run_cameras(source, n, decode, w, h, fps, seconds), fps,
-                 most)
+    if deliver != "bgr" and "://" not in source:
+        print("vidpipe bench: --deliver is for streams: {} is read by FFmpeg in BGR (ask for "
+              "a family: --decode software, nvdec, ...)".format(source), file=sys.stderr)
+        return 2
+    label = "{} (decode = {}{}{})".format(redact.url(source) if "://" in source else
+                                          os.path.basename(source), decode,
+                                          ", {}".format(size) if size else "",
+                                          ", " + deliver if deliver != "bgr" else "")
+    row = search(label, lambda n: run_cameras(source, n, decode, w, h, fps, seconds,
+                                              deliver=deliver), fps, most)
     print(table([row], "{:g} fps cameras".format(fps)))
     print("This box holds {} camera(s) like this one at {:g} fps.".format(row["held"], fps))
     return 0
