@@ -231,21 +231,27 @@ def test_i420_comes_straight_from_the_decoder(rtsp: RtspCamera, pipeline: Any,
     import numpy as np
 
     clip = resizing_clip(tmp_path / "clip.h264")  # 45 frames of 320x240 first
+    pictures = {}
     for decode in ("software", "ffmpeg"):
-        pictures = {}
-        for deliver in ("bgr", "i420"):
+        for deliver in ("bgr", "i420", "gray"):
             source = make_source(CameraConfig(name="c", source="file://{}".format(clip),
                                               decode=decode, fps=0, deliver=deliver,
                                               width=320, height=240))
             source.open()
             try:
-                pictures[deliver] = [source.read() for _ in range(5)]
+                pictures[decode, deliver] = [source.read() for _ in range(5)]
             finally:
                 source.close()
-        for bgr, planar in zip(pictures["bgr"], pictures["i420"]):
+        for bgr, planar, gray in zip(*(pictures[decode, d] for d in ("bgr", "i420", "gray"))):
             assert planar.shape == (360, 320), (decode, planar.shape)
             back = cv2.cvtColor(planar, cv2.COLOR_YUV2BGR_I420)
             assert np.abs(back.astype(int) - bgr).mean() < 3, decode
+            # (the bars' saturated colours clip in BGR, so its gray differs there)
+            luma = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+            assert np.abs(gray.astype(int) - luma).mean() < 8, decode
+    # GStreamer's decoder and FFmpeg's, each path's own conversions: one picture
+    for ours, theirs in zip(pictures["software", "bgr"], pictures["ffmpeg", "bgr"]):
+        assert np.abs(ours.astype(int) - theirs).mean() < 3
     _decoders, ok = run_to_the_end(pipeline, {
         "gst": {"source": rtsp.url("h264"), "width": 320, "height": 180, "deliver": "i420",
                 "frames": 30},
