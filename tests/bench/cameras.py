@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.bench.decode import FPS, clip  # noqa: E402
 from vidpipe.tools.measure import Sampler, free_port  # noqa: E402
-from vidpipe.tools.capacity import run_cameras, search, total_cpu_ms  # noqa: E402
+from vidpipe.tools.capacity import (decoder_share, run_cameras, search,  # noqa: E402
+                                    total_cpu_ms)
 from vidpipe.tools.capacity import table as capacity_table  # noqa: E402
 
 HANDLERS = 2
@@ -132,6 +133,7 @@ def run_seed(path: Path, cameras: int, frames: int) -> Dict[str, Any]:
                 proc.terminate()
             proc.join(5)
     cpu = total_cpu_ms(sampler, data["first"], data["last"]) if data["e2e"] else 0.0
+    decoder = decoder_share(sampler, data["first"], data["last"], len(data["e2e"]))
     span = data["last"] - data["first"]
     return {"per_camera": {"cam{}".format(n): {
                 "processed": data["cameras"].get(n, 0),
@@ -139,6 +141,7 @@ def run_seed(path: Path, cameras: int, frames: int) -> Dict[str, Any]:
                 "fps": round((data["cameras"].get(n, 0) - 1) / span, 2) if span else 0.0}
                 for n in range(cameras)},
             "e2e": data["e2e"], "cpu_ms_per_frame": cpu / max(len(data["e2e"]), 1),
+            "decoder_ms_per_frame": decoder,
             "delivers": "1920x1080"}
 
 

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from vidpipe import redact
 from vidpipe.config import dump_toml
@@ -32,11 +32,22 @@ HELD_P99_MS = 1000.0
 START_S = 1.5  # before the clock starts: decoders open, handlers join
 
 
-def total_cpu_ms(sampler: Sampler, start: float, end: float) -> float:
-    """CPU milliseconds every sampled process used between two wall times."""
+def total_cpu_ms(sampler: Sampler, start: float, end: float,
+                 roles: Optional[Sequence[str]] = None) -> float:
+    """CPU milliseconds the sampled processes (of ``roles``, else all) used
+    between two wall times."""
     first, last = sampler.at(start), sampler.at(end)
     return 1000.0 * sum(last.get(pid, 0.0) - first.get(pid, 0.0)
-                        for pids in sampler.pids.values() for pid in pids)
+                        for role, pids in sampler.pids.items()
+                        if roles is None or role in roles for pid in pids)
+
+
+def decoder_share(sampler: Optional[Sampler], start: float, end: float, frames: int) -> float:
+    """The decoders' CPU ms per frame (decode, scale, convert, hand out): the
+    rest of the whole pipeline's is the handlers' and the collector's."""
+    if sampler is None or not frames:
+        return 0.0
+    return total_cpu_ms(sampler, start, end, ("decoder",)) / frames
 
 
 def camera_section(source: str, decode: str, width: int, height: int, fps: float,
@@ -117,6 +128,8 @@ def summarize(results: Path, names: List[str], sampler: Optional[Sampler]) -> Di
     shape = ok[0]["shape"] if ok else []
     return {"per_camera": per_camera, "e2e": [r["latency_ms"] for r in ok],
             "cpu_ms_per_frame": cpu / max(len(ok), 1),
+            "decoder_ms_per_frame": decoder_share(sampler, min(captures), max(captures),
+                                                  len(ok)) if captures else 0.0,
             "delivers": "x".join(str(v) for v in shape[1::-1]) if shape else "-"}
 
 
@@ -144,6 +157,7 @@ def search(label: str, one: Callable[[int], Dict[str, Any]], fps: float,
         entry = {"cameras": cameras, "held": good, "delivers": run.get("delivers", "-"),
                  "per_camera": run.get("per_camera", {}),
                  "cpu_ms_per_frame": round(run.get("cpu_ms_per_frame", 0.0), 2),
+                 "decoder_ms_per_frame": round(run.get("decoder_ms_per_frame", 0.0), 2),
                  "e2e_p50": percentile(run.get("e2e", []), 50),
                  "e2e_p99": percentile(run.get("e2e", []), 99)}
         if run.get("error"):
@@ -159,13 +173,15 @@ def search(label: str, one: Callable[[int], Dict[str, Any]], fps: float,
 def table(rows: List[Dict[str, Any]], title: str = "cameras, 2 handlers") -> str:
     base = rows[0]["runs"][0]["cpu_ms_per_frame"] or 1.0
     lines = ["| {} | delivers | cameras held | whole pipeline CPU ms / frame (1 camera) | "
-             "vs first row | e2e p50 / p99 ms (1 camera) |".format(title),
-             "|---|---|---|---|---|---|"]
+             "vs first row | of which decoders / the rest | e2e p50 / p99 ms (1 camera) |"
+             .format(title), "|---|---|---|---|---|---|---|"]
     for row in rows:
         first = row["runs"][0]
-        lines.append("| {} | {} | {} | {} | {:.2f} | {} / {} |".format(
+        decoder = first.get("decoder_ms_per_frame", 0.0)
+        lines.append("| {} | {} | {} | {} | {:.2f} | {:.1f} / {:.1f} | {} / {} |".format(
             row["path"], first["delivers"], row["held"], first["cpu_ms_per_frame"],
-            first["cpu_ms_per_frame"] / base, first["e2e_p50"], first["e2e_p99"]))
+            first["cpu_ms_per_frame"] / base, decoder, first["cpu_ms_per_frame"] - decoder,
+            first["e2e_p50"], first["e2e_p99"]))
     return "\n".join(lines)
 
 
