@@ -107,3 +107,28 @@ def test_auto_falls_back_when_the_python_bindings_are_missing() -> None:
     missing = "GStreamer's Python bindings are missing (Debian: apt install python3-gi ...)"
     assert gstreamer.unusable("h264", (BASE | PLAIN).__contains__,
                               bindings=lambda: missing) == missing
+
+
+def test_an_i420_buffer_is_packed_as_opencv_lays_it_out() -> None:
+    """GStreamer pads a plane's rows to its stride (a width whose half is not
+    a multiple of 4): copied plane by plane into Y, U, V; a buffer already laid
+    out so is used in place (no copy)."""
+    import types
+
+    import numpy as np
+
+    y = np.arange(24, dtype=np.uint8).reshape(4, 6)
+    u, v = y[:2, :3] + 100, y[:2, :3] + 200
+    padded = np.zeros(48, np.uint8)  # Y rows of 8 bytes, U and V rows of 4
+    padded[:32].reshape(4, 8)[:, :6] = y
+    padded[32:40].reshape(2, 4)[:, :3] = u
+    padded[40:48].reshape(2, 4)[:, :3] = v
+    info = types.SimpleNamespace(height=4, width=6, offset=[0, 32, 40], stride=[8, 4, 4])
+    packed = gstreamer._packed_i420(info, padded)
+    assert packed.shape == (6, 6)
+    assert list(packed.reshape(-1)) == list(y.reshape(-1)) + list(u.reshape(-1)) + \
+        list(v.reshape(-1))
+    flat = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1), np.zeros(4, np.uint8)])
+    tight = types.SimpleNamespace(height=4, width=6, offset=[0, 24, 30], stride=[6, 3, 3])
+    same = gstreamer._packed_i420(tight, flat)
+    assert np.shares_memory(same, flat) and np.array_equal(same, packed)
