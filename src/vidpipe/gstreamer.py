@@ -36,6 +36,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from vidpipe.pixels import i420_planes, luma_to_gray
+
 CODECS = ("h264", "h265")
 FAMILIES = ("nvdec", "v4l2m2m", "vaapi", "software")
 DECODE_CHOICES = ("auto", "ffmpeg") + FAMILIES
@@ -286,12 +288,9 @@ def _packed_i420(info: Any, src: Any) -> Any:
     if contiguous:
         return src[:at].reshape(height * 3 // 2, width)
     packed = np.empty((height * 3 // 2, width), np.uint8)
-    flat, at = packed.reshape(-1), 0
-    for plane, (rows, cols) in enumerate(planes):
-        view = np.lib.stride_tricks.as_strided(src[info.offset[plane]:], (rows, cols),
-                                               (info.stride[plane], 1))
-        flat[at:at + rows * cols].reshape(rows, cols)[...] = view
-        at += rows * cols
+    for plane, into in enumerate(i420_planes(packed)):
+        into[...] = np.lib.stride_tricks.as_strided(src[info.offset[plane]:], into.shape,
+                                                    (info.stride[plane], 1))
     return packed
 
 
@@ -377,8 +376,8 @@ class Player:
             else np.empty(shape, np.uint8)
         if self.deliver == "bgr":
             return cv2.cvtColor(packed, cv2.COLOR_YUV2BGR_I420, dst=target)
-        if self.deliver == "gray":  # luma, from video range (16-235) to full
-            return cv2.convertScaleAbs(packed[:height], target, 255 / 219, -16 * 255 / 219)
+        if self.deliver == "gray":
+            return luma_to_gray(i420_planes(packed)[0], target)
         np.copyto(target, packed)  # off the buffer, which is unmapped after
         return target
 

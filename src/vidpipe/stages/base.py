@@ -2,7 +2,7 @@
 
 Stages and plugins import these (also re-exported as ``vidpipe.stages.Stage``
 and ``vidpipe.stages.Frame``); this module imports nothing of vidpipe's but
-the config's :class:`~vidpipe.config.Rule`.
+the config's :class:`~vidpipe.config.Rule` and the pixel layouts.
 """
 
 from dataclasses import dataclass, field
@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from vidpipe.config import Rule
+from vidpipe.pixels import i420_planes, to_gray
 
 Allocator = Callable[[Tuple[int, ...], str], Optional[np.ndarray]]
 #: ``Frame.format`` of planar YUV 4:2:0 (a camera's ``deliver = "i420"``)
@@ -41,15 +42,9 @@ class Frame:
     def gray(self) -> np.ndarray:
         """The picture in gray: I420's Y plane (a view: no copy, no
         conversion), the image itself when gray, else converted from BGR."""
-        image = self.image
         if self.format == I420:
-            return image[:image.shape[0] * 2 // 3]
-        if image.ndim == 2:
-            return image
-        import cv2
-
-        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        return cv2.cvtColor(image, code)
+            return i420_planes(self.image)[0]
+        return to_gray(self.image)
 
     def bgr(self) -> np.ndarray:
         """The picture in BGR (converted when it is I420 or gray)."""

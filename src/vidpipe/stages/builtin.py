@@ -7,17 +7,9 @@ import cv2
 import numpy as np
 
 from vidpipe.config import Rule
+from vidpipe.pixels import i420_planes, luma_to_gray, to_gray
 from vidpipe.stages.base import I420, Frame, Stage
 from vidpipe.stages.dnn import Dnn
-
-
-def to_gray(image: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
-    if image.ndim == 2:
-        return image
-    code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-    if out is None:
-        return cv2.cvtColor(image, code)
-    return cv2.cvtColor(image, code, dst=out)
 
 
 def boxes(rects: Any) -> List[List[int]]:
@@ -31,10 +23,9 @@ class Gray(Stage):
 
     def process(self, frame: Frame) -> None:
         image = frame.image
-        if frame.format == I420:  # the Y plane, from video range (16-235) to full
+        if frame.format == I420:  # the Y plane, from video range to full
             luma = frame.gray()
-            frame.image = cv2.convertScaleAbs(luma, frame.output(luma.shape), 255 / 219,
-                                              -16 * 255 / 219)
+            frame.image = luma_to_gray(luma, frame.output(luma.shape))
             frame.format = ""
         elif image.ndim == 3:
             frame.image = to_gray(image, frame.output(image.shape[:2]))
@@ -79,19 +70,12 @@ class Resize(Stage):
 
     def resize_i420(self, frame: Frame) -> np.ndarray:
         """Each plane scaled on its own, staying I420 (the size rounded to even)."""
-        (height, width), (w, h) = frame.size(), self.size(frame.size())
+        w, h = self.size(frame.size())
         w, h = max(2, w + w % 2), max(2, h + h % 2)
         out = frame.output((h * 3 // 2, w))
-        src, dst = frame.image.reshape(-1), out.reshape(-1)
         how = _INTERPOLATION[self.options["interpolation"]]
-        begin = end = 0
-        planes = [((height, width), (h, w))] + [((height // 2, width // 2),
-                                                  (h // 2, w // 2))] * 2  # Y, U, V
-        for (ph, pw), (qh, qw) in planes:
-            plane = src[begin:begin + ph * pw].reshape(ph, pw)
-            cv2.resize(plane, (qw, qh), dst=dst[end:end + qh * qw].reshape(qh, qw),
-                       interpolation=how)
-            begin, end = begin + ph * pw, end + qh * qw
+        for plane, into in zip(i420_planes(frame.image), i420_planes(out)):
+            cv2.resize(plane, (into.shape[1], into.shape[0]), dst=into, interpolation=how)
         return out
 
 
