@@ -283,7 +283,12 @@ def _packed_i420(info: Any, src: Any) -> Any:
     planes = [(height, width)] + [(height // 2, width // 2)] * 2
     at, contiguous = 0, True
     for plane, (rows, cols) in enumerate(planes):
-        contiguous &= info.offset[plane] == at and info.stride[plane] == cols
+        offset, stride = info.offset[plane], info.stride[plane]
+        if offset < 0 or stride < cols or offset + (rows - 1) * stride + cols > len(src):
+            # never read past the buffer, whatever the caps say
+            raise PlayerError("an I420 frame whose plane {} does not fit its buffer ({} "
+                              "bytes)".format(plane, len(src)))
+        contiguous &= offset == at and stride == cols
         at += rows * cols
     if contiguous:
         return src[:at].reshape(height * 3 // 2, width)

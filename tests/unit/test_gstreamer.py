@@ -132,3 +132,14 @@ def test_an_i420_buffer_is_packed_as_opencv_lays_it_out() -> None:
     tight = types.SimpleNamespace(height=4, width=6, offset=[0, 24, 30], stride=[6, 3, 3])
     same = gstreamer._packed_i420(tight, flat)
     assert np.shares_memory(same, flat) and np.array_equal(same, packed)
+
+
+def test_an_i420_buffer_shorter_than_its_caps_is_refused_not_read_past() -> None:
+    import types
+
+    import numpy as np
+
+    info = types.SimpleNamespace(height=4, width=6, offset=[0, 32, 40], stride=[8, 4, 4])
+    with pytest.raises(gstreamer.PlayerError) as err:
+        gstreamer._packed_i420(info, np.zeros(44, np.uint8))  # V's last row is missing
+    assert "plane 2 does not fit its buffer (44 bytes)" in str(err.value)
