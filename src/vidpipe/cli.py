@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import traceback
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from vidpipe import __version__
 from vidpipe.config import EX_CONFIG, ConfigError, default_path, load_config
@@ -127,20 +127,28 @@ def _run_role(args: argparse.Namespace) -> int:
     faulthandler.enable()
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     notifier = Notifier()
+    if args.role == "decoder" and not args.name:
+        raise ConfigError(config.path, "cameras", "name the camera: vidpipe run decoder NAME")
+    role_class = _role_class(args.role)
+    # only now: until here a stop has nothing to finish, and the kernel's SIGTERM
+    # ends the process even while importing OpenCV holds the interpreter
     stopper = Stopper().install()
-    if args.role == "decoder":
+    default_name = {"decoder": "", "handler": "1"}.get(args.role, "main")
+    return role_class(config, args.name or default_name, notifier, stopper).run()
+
+
+def _role_class(role: str) -> Any:
+    if role == "decoder":
         from vidpipe.decoder import Decoder
 
-        if not args.name:
-            raise ConfigError(config.path, "cameras", "name the camera: vidpipe run decoder NAME")
-        return Decoder(config, args.name, notifier, stopper).run()
-    if args.role == "handler":
+        return Decoder
+    if role == "handler":
         from vidpipe.handler import Handler
 
-        return Handler(config, args.name or "1", notifier, stopper).run()
+        return Handler
     from vidpipe.collector import Collector
 
-    return Collector(config, args.name or "main", notifier, stopper).run()
+    return Collector
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -130,6 +130,9 @@ class Handler(Role):
         # importing OpenCV holds the interpreter for seconds (a minute under
         # emulation): no ping could get out, so the watchdog waits longer
         self.notifier.extend_watchdog(PREPARE_TIMEOUT_S)
+        # nothing to finish until the decoders are joined, and the import holds
+        # the interpreter: a stop meanwhile is the kernel's (Stopper)
+        self.stopper.let_kernel_stop()
         threading.Thread(target=self.prepare, name="prepare", daemon=True).start()
 
     def _prepared(self, now: float) -> bool:
@@ -140,6 +143,7 @@ class Handler(Role):
                 if now - self.prepare_started <= PREPARE_TIMEOUT_S:
                     self.notifier.watchdog(now)
                 return False
+            self.stopper.take_back()
             if self.prepare_error is not None:
                 raise self.prepare_error
             log.info("handler %s: stages %s, dispatch %s, cpus %s, accelerator %s (ready "

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
@@ -164,16 +165,43 @@ class Reporter:
 
 
 class Stopper:
-    """Turns SIGTERM / SIGINT into a flag the main loop checks."""
+    """Turns SIGTERM / SIGINT into a flag the main loop checks.
+
+    A Python signal handler runs only when the main thread gets the
+    interpreter. While another thread holds it for long (importing OpenCV
+    does, in C: 0.3 s here, over 5 s in an emulated VM), the flag would come
+    too late and systemd would kill the role after TimeoutStopSec, a failed
+    stop. For such stretches, when the role has nothing to finish yet,
+    :meth:`let_kernel_stop` leaves the signals to the kernel: the process
+    ends at once, which systemd counts as a clean stop."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.requested = False
         self.signal_name = ""
+        self.installed = False
 
     def install(self) -> "Stopper":
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in self.SIGNALS:
             signal.signal(sig, self._handle)
+        self.installed = True
         return self
+
+    def let_kernel_stop(self) -> bool:
+        """SIGTERM / SIGINT end the process without running any Python, until
+        :meth:`take_back`. Only for an installed stopper, from the main thread
+        (a stopper in a test rig stays as it is); ``True`` if done."""
+        if not self.installed or threading.current_thread() is not threading.main_thread():
+            return False
+        for sig in self.SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        return True
+
+    def take_back(self) -> None:
+        """The flag again, from here on (the role now has work it must finish)."""
+        if self.installed and threading.current_thread() is threading.main_thread():
+            self.install()
 
     def _handle(self, signum: int, _frame: Any) -> None:
         self.requested = True

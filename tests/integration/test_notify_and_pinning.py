@@ -5,9 +5,13 @@ datagram socket (tests/conftest.py), as systemd would run it."""
 
 import os
 import re
+import signal
+import subprocess
 import time
+from pathlib import Path
 from typing import Any, Dict, List
 
+from conftest import SRC, wait_until
 from helpers import camera
 
 
@@ -92,3 +96,50 @@ def test_handler_is_pinned_to_the_configured_cpus(pipeline: Any) -> None:
     other = pipeline.start("handler", "8")
     with open("/proc/{}/status".format(other.pid)) as handle:
         assert "Cpus_allowed_list:\t{}\n".format(target) not in handle.read() or len(cpus) == 1
+
+
+#: a plugin whose import holds the interpreter for 8 s, as the import of a big
+#: C extension does (OpenCV's: 0.3 s here, over 5 s in an emulated VM)
+HOLDS_THE_INTERPRETER = """
+import ctypes, os
+open(os.environ["VP_TEST_MARK"], "w").close()
+ctypes.PyDLL(None).usleep(8000000)  # PyDLL: the call keeps the GIL
+from vidpipe.stages import Stage
+
+class Slow(Stage):
+    name = "slow"
+
+    def process(self, frame):
+        pass
+"""
+
+
+def test_a_handler_stopped_while_preparing_ends_at_once(pipeline: Any, tmp_path: Path) -> None:
+    """systemd kills a role that does not end within TimeoutStopSec=5 and calls the
+    stop failed (CI's VM run did, on an upgrade): a SIGTERM that comes while the
+    stages are being imported ends the handler at once, the kernel's way; once
+    the handler works, SIGTERM is the clean exit with a goodbye (code 0)."""
+    (tmp_path / "heavyimport.py").write_text(HOLDS_THE_INTERPRETER)
+    pipeline.write_config({"cameras": {"cam0": cam()},
+                           "handlers": {"stages": ["heavyimport:Slow"]}})
+    mark = tmp_path / "importing"
+    env = {"PYTHONPATH": os.pathsep.join([str(SRC), str(tmp_path)]), "VP_TEST_MARK": str(mark)}
+    handler = pipeline.start("handler", "1", ready=False, env=env)
+    handler.notify.wait_for("READY", 20)
+    wait_until(mark.exists, 20, "the plugin's import to begin")
+    time.sleep(0.3)
+    sent = time.monotonic()
+    handler.proc.send_signal(signal.SIGTERM)
+    try:
+        code = handler.proc.wait(6)
+    except subprocess.TimeoutExpired:
+        code = None
+    took = time.monotonic() - sent
+    assert code == -signal.SIGTERM and took < 2.0, (code, took, handler.output())
+
+    # the same handler, prepared: the flag, a goodbye, exit code 0
+    mark.unlink()
+    pipeline.write_config({"cameras": {"cam0": cam()}, "handlers": {"stages": ["gray"]}})
+    working = pipeline.start("handler", "1", env=env)
+    assert working.stop(signal.SIGTERM, timeout=10) == 0, working.output()
+    assert not mark.exists()
