@@ -36,7 +36,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from vidpipe.pixels import i420_planes, luma_to_gray
+from vidpipe.pixels import full_to_video_range, i420_planes, luma_to_gray
 
 CODECS = ("h264", "h265")
 FAMILIES = ("nvdec", "v4l2m2m", "vaapi", "software")
@@ -318,6 +318,7 @@ class Player:
         self.sink = self.pipeline.get_by_name(SINK)
         self.bus = self.pipeline.get_bus()
         self.shape: Tuple[int, ...] = ()
+        self._video: Optional[Any] = None  # a full-range frame made video range
         if self.pipeline.set_state(self.Gst.State.PLAYING) == \
                 self.Gst.StateChangeReturn.FAILURE:
             self.close()
@@ -374,15 +375,28 @@ class Player:
             raise PlayerError("an I420 frame of odd size {}x{}; set the camera's width and "
                               "height (even)".format(width, height))
         packed = _packed_i420(info, np.frombuffer(data, np.uint8))
+        # full range (a JPEG-style stream, as many IP cameras send): luma is gray
+        # as it is; what goes on as I420 or through OpenCV is made video range
+        full = info.colorimetry.range == getattr(self.GstVideo.VideoColorRange, "0_255")
         shape = {"bgr": (height, width, 3), "gray": (height, width)}.get(self.deliver,
                                                                          packed.shape)
         self.shape = shape
         target = out if out is not None and out.shape == shape and out.dtype == np.uint8 \
             else np.empty(shape, np.uint8)
-        if self.deliver == "bgr":
-            return cv2.cvtColor(packed, cv2.COLOR_YUV2BGR_I420, dst=target)
         if self.deliver == "gray":
-            return luma_to_gray(i420_planes(packed)[0], target)
+            luma = i420_planes(packed)[0]
+            if full:
+                np.copyto(target, luma)
+                return target
+            return luma_to_gray(luma, target)
+        if self.deliver == "bgr":
+            if full:
+                if self._video is None or self._video.shape != packed.shape:
+                    self._video = np.empty(packed.shape, np.uint8)
+                packed = full_to_video_range(packed, self._video)
+            return cv2.cvtColor(packed, cv2.COLOR_YUV2BGR_I420, dst=target)
+        if full:  # into the target, off the buffer (unmapped after)
+            return full_to_video_range(packed, target)
         np.copyto(target, packed)  # off the buffer, which is unmapped after
         return target
 

@@ -1,7 +1,12 @@
 """Pixel layouts shared by the decoder's sources and the handler's stages:
 planar I420 (the decoders' own format, a camera's ``deliver = "i420"``; on
 the wire, :data:`vidpipe.wire.FLAG_I420`) and gray. NumPy only; OpenCV is
-imported where a conversion needs it."""
+imported where a conversion needs it.
+
+I420 in vidpipe is video range (luma 16-235, chroma 16-240), as most cameras
+send it and as OpenCV's conversions read it. A decoder whose frames are full
+range (JPEG's, and many IP cameras' H.264: FFmpeg calls them yuvj420p) brings
+them into video range first (:func:`full_to_video_range`)."""
 
 from typing import Any, Optional, Tuple
 
@@ -9,6 +14,9 @@ import numpy as np
 
 #: video-range luma (16-235, what cameras send) to full-range gray (0-255)
 VIDEO_TO_FULL = (255 / 219, -16 * 255 / 219)
+#: full-range luma and chroma (0-255) to video range (16-235, 16-240)
+LUMA_TO_VIDEO = np.round(16 + np.arange(256) * (219 / 255)).astype(np.uint8)
+CHROMA_TO_VIDEO = np.round(128 + (np.arange(256) - 128) * (224 / 255)).astype(np.uint8)
 
 
 def i420_planes(packed: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -22,6 +30,20 @@ def i420_planes(packed: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]
     return (flat[:luma].reshape(height, width),
             flat[luma:luma + chroma].reshape(height // 2, width // 2),
             flat[luma + chroma:luma + 2 * chroma].reshape(height // 2, width // 2))
+
+
+def full_to_video_range(packed: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """A full-range packed I420 array in video range, into ``out`` (same shape;
+    may be ``packed`` itself): a table lookup per byte, ~1 ms at 1080p."""
+    import cv2
+
+    if out.shape != packed.shape or not out.flags["C_CONTIGUOUS"]:
+        raise ValueError("full_to_video_range: out must be a contiguous array like packed")
+    luma = packed.shape[0] * 2 // 3 * packed.shape[1]
+    src, dst = packed.reshape(-1), out.reshape(-1)
+    cv2.LUT(src[:luma], LUMA_TO_VIDEO, dst=dst[:luma])
+    cv2.LUT(src[luma:], CHROMA_TO_VIDEO, dst=dst[luma:])
+    return out
 
 
 def luma_to_gray(luma: np.ndarray, out: Optional[np.ndarray] = None) -> Any:

@@ -1,10 +1,10 @@
-"""Pixel layouts: the planes of a packed I420 array, luma to gray."""
+"""Pixel layouts: the planes of a packed I420 array, luma to gray, full range to video."""
 
 import cv2
 import numpy as np
 import pytest
 
-from vidpipe.pixels import i420_planes, luma_to_gray, to_gray
+from vidpipe.pixels import full_to_video_range, i420_planes, luma_to_gray, to_gray
 from vidpipe.sources import render_testsrc
 
 
@@ -30,3 +30,26 @@ def test_luma_becomes_the_gray_that_bgr_gives() -> None:
     y = i420_planes(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420))[0]
     assert np.abs(luma_to_gray(y).astype(int) - to_gray(image)).max() <= 3
     assert to_gray(y) is y  # gray already
+
+
+def test_full_range_i420_is_brought_into_video_range_in_place_or_into_out() -> None:
+    y = np.array([[0, 255, 128, 1]] * 2, np.uint8)
+    u, v = np.array([[0, 255]], np.uint8), np.array([[128, 64]], np.uint8)
+    packed = np.concatenate([y.ravel(), u.ravel(), v.ravel()]).reshape(3, 4)
+    out = np.zeros_like(packed)
+    assert full_to_video_range(packed, out) is out
+    oy, ou, ov = i420_planes(out)
+    assert oy[0].tolist() == [16, 235, 126, 17]  # luma 16-235
+    assert ou.tolist() == [[16, 240]] and ov.tolist() == [[128, 72]]  # chroma 16-240
+    original = packed.copy()
+    full_to_video_range(packed, packed)
+    assert np.array_equal(packed, out) and not np.array_equal(packed, original)
+    with pytest.raises(ValueError):
+        full_to_video_range(packed, np.zeros((3, 2), np.uint8))
+    # a video-range picture made from full-range planes is what OpenCV reads right:
+    # the BGR of white full-range luma is white
+    white = np.full((6, 4), 255, np.uint8).reshape(-1)
+    white[16:] = 128  # neutral chroma
+    bgr = cv2.cvtColor(full_to_video_range(white.reshape(6, 4), np.empty((6, 4), np.uint8)),
+                       cv2.COLOR_YUV2BGR_I420)
+    assert bgr.min() >= 254
