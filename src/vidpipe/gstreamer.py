@@ -273,10 +273,12 @@ def _gst() -> Any:
     return Gst, GstApp, GstVideo
 
 
-def _packed_i420(info: Any, src: Any) -> Any:
+def _packed_i420(info: Any, src: Any, into: Optional[Any] = None) -> Any:
     """An I420 buffer (planes at GStreamer's offsets and strides) as one
     packed array of height*3/2 rows: Y, then U and V (OpenCV's layout) -- a
-    view on the buffer when it is laid out so already, else a copy."""
+    view on the buffer when it is laid out so already, else a copy (into
+    ``into``, a contiguous array of that shape, when given: a decoder that
+    pads its planes, as avdec_h264 does at 1080p, costs one copy, not two)."""
     import numpy as np
 
     height, width = info.height, info.width
@@ -292,9 +294,10 @@ def _packed_i420(info: Any, src: Any) -> Any:
         at += rows * cols
     if contiguous:
         return src[:at].reshape(height * 3 // 2, width)
-    packed = np.empty((height * 3 // 2, width), np.uint8)
-    for plane, into in enumerate(i420_planes(packed)):
-        into[...] = np.lib.stride_tricks.as_strided(src[info.offset[plane]:], into.shape,
+    shape = (height * 3 // 2, width)
+    packed = into if into is not None and into.shape == shape else np.empty(shape, np.uint8)
+    for plane, view in enumerate(i420_planes(packed)):
+        view[...] = np.lib.stride_tricks.as_strided(src[info.offset[plane]:], view.shape,
                                                     (info.stride[plane], 1))
     return packed
 
@@ -374,15 +377,18 @@ class Player:
         if height % 2 or width % 2:
             raise PlayerError("an I420 frame of odd size {}x{}; set the camera's width and "
                               "height (even)".format(width, height))
-        packed = _packed_i420(info, np.frombuffer(data, np.uint8))
         # full range (a JPEG-style stream, as many IP cameras send): luma is gray
         # as it is; what goes on as I420 or through OpenCV is made video range
         full = info.colorimetry.range == getattr(self.GstVideo.VideoColorRange, "0_255")
-        shape = {"bgr": (height, width, 3), "gray": (height, width)}.get(self.deliver,
-                                                                         packed.shape)
+        shape = {"bgr": (height, width, 3), "gray": (height, width)}.get(
+            self.deliver, (height * 3 // 2, width))
         self.shape = shape
         target = out if out is not None and out.shape == shape and out.dtype == np.uint8 \
-            else np.empty(shape, np.uint8)
+            and out.flags["C_CONTIGUOUS"] else np.empty(shape, np.uint8)
+        packed = _packed_i420(info, np.frombuffer(data, np.uint8),
+                              into=target if self.deliver == "i420" and not full else None)
+        if packed is target:  # copied into it already
+            return target
         if self.deliver == "gray":
             luma = i420_planes(packed)[0]
             if full:

@@ -132,6 +132,11 @@ def test_an_i420_buffer_is_packed_as_opencv_lays_it_out() -> None:
     tight = types.SimpleNamespace(height=4, width=6, offset=[0, 24, 30], stride=[6, 3, 3])
     same = gstreamer._packed_i420(tight, flat)
     assert np.shares_memory(same, flat) and np.array_equal(same, packed)
+    # the copy of a padded buffer goes where the caller wants it (one copy)
+    target = np.zeros((6, 6), np.uint8)
+    assert gstreamer._packed_i420(info, padded, into=target) is target
+    assert np.array_equal(target, packed)
+    assert gstreamer._packed_i420(tight, flat, into=target) is not target  # no copy needed
 
 
 def test_an_i420_buffer_shorter_than_its_caps_is_refused_not_read_past() -> None:
