@@ -186,6 +186,10 @@ class CameraConfig:
     rtsp_latency_ms: int = key(200, Rule(int, 0, 10000))
     credentials_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
                                          allowed="an absolute path, or \"\""))
+    #: not a key but derived: whether the section gave width or height. A network
+    #: stream on the GStreamer path is scaled to width x height only then; else it
+    #: comes at its own size (640x480 by default would squash a 16:9 camera)
+    sized: bool = field(default=True, metadata={"derived": True})
 
 
 @dataclass
@@ -291,7 +295,7 @@ TOP_LEVEL = ("pipeline", "cameras", "handlers", "collector", "stage", "security"
 
 def _defaults(cls: Any) -> Dict[str, Any]:
     instance = cls()
-    return {f.name: getattr(instance, f.name) for f in fields(cls) if f.name != "name"}
+    return {f.name: getattr(instance, f.name) for f in fields(cls) if "rule" in f.metadata}
 
 
 def connect_from_bind(bind: str) -> str:
@@ -414,6 +418,7 @@ def make_camera(path: str, runtime: str, name: str, raw: Mapping[str, Any]) -> C
         raise ConfigError(path, section, "camera name must match " + NAME_RULE)
     values = fill_section(path, section, raw, CAMERA_RULES, _defaults(CameraConfig))
     camera = CameraConfig(name=name, **values)
+    camera.sized = "width" in raw or "height" in raw
     if not camera.bind:
         camera.bind = "ipc://{}/decoder-{}.sock".format(runtime, name)
     if not camera.connect:

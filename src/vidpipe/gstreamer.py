@@ -189,8 +189,9 @@ def describe_pipeline(url: str, choice: Choice, width: int = 0, height: int = 0,
     if width and height:
         size = ",width={},height={}".format(int(width), int(height))
     scaler = SCALERS.get(choice.family)
-    if scaler and size and (exists is None or exists(scaler)):
-        parts += [scaler, "video/x-raw" + size]  # out of NVMM / VA memory, scaled
+    if scaler and (exists is None or exists(scaler)):
+        # out of NVMM / VA memory (videoconvert cannot read it), scaled if asked
+        parts += [scaler, "video/x-raw" + size]
     # thin, then scale, then convert: each step works on as little as it can
     rate = ""
     if fps:

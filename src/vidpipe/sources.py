@@ -425,14 +425,16 @@ class GstSource(Source):
         timeout = max(self.READ_TIMEOUT_S, 3.0 / cam.fps if cam.fps else 0.0)
         decode = "auto" if cam.decode in ("auto", "ffmpeg") else cam.decode
         # the decoders' own I420, converted by OpenCV (videoconvert to BGR
-        # cost ~7 times as much at 1080p); an odd size cannot be I420
-        native = not (cam.width % 2 or cam.height % 2)
+        # cost ~7 times as much at 1080p); an odd size cannot be I420 (a
+        # stream's own size is even: a frame of odd size is refused, naming it)
+        width, height = (cam.width, cam.height) if cam.sized else (0, 0)
+        native = not (width % 2 or height % 2)
         try:
             self.choice = gstreamer.choose(self.codec(), decode, gstreamer.element_exists)
             # the description holds the URL and so perhaps a password: never logged
             self.player = gstreamer.Player(gstreamer.describe_pipeline(
                 # a file is paced by the decoder at fps, a camera thinned to it
-                stream_url(cam), self.choice, cam.width, cam.height,
+                stream_url(cam), self.choice, width, height,
                 cam.fps if self.live else 0.0, cam.rtsp_transport, cam.rtsp_latency_ms,
                 pixels="I420" if native else PIXELS[cam.deliver],
                 exists=gstreamer.element_exists, timeout_s=timeout), self.OPEN_TIMEOUT_S,

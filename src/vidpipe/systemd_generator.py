@@ -87,9 +87,15 @@ def plan(config: Config, devices: accel.Devices) -> Dict[str, str]:
     return out
 
 
+#: what a network stream of unknown size is taken to be (FFmpeg's path, and
+#: GStreamer's without width/height, hand out the stream's own size)
+STREAM_BYTES = 1920 * 1080 * 3
+
+
 def _frame_bytes(config: Config) -> int:
     cams = list(config.cameras.values())
-    sizes = [c.width * c.height * 3 for c in cams] or [640 * 480 * 3]
+    sizes = [max(c.width * c.height * 3, STREAM_BYTES if "://" in c.source else 0)
+             for c in cams] or [640 * 480 * 3]
     return max(sizes)
 
 

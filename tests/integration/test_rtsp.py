@@ -262,6 +262,30 @@ def test_i420_comes_straight_from_the_decoder(rtsp: RtspCamera, pipeline: Any,
         assert {tuple(r["shape"]) for r in mine} == {tuple(shape)}, camera
 
 
+def test_a_stream_without_a_size_comes_at_its_own(tmp_path: Path) -> None:
+    """A camera section without width/height does not squash a 16:9 stream into
+    the 640x480 default: the GStreamer path hands it out at its own size (as
+    FFmpeg's does); with a size, at exactly that."""
+    from tests.bench.decode import encode
+
+    clip = tmp_path / "wide.h264"
+    encode("videotestsrc num-buffers=3 pattern=smpte75 ! video/x-raw,width=320,height=180,"
+           "framerate=30/1 ! x264enc speed-preset=ultrafast ! video/x-h264,stream-format="
+           "byte-stream,profile=baseline ! filesink location={}".format(clip))
+    url = "file://{}".format(clip)
+    config = config_from_dict({"cameras": {
+        "own": {"source": url, "decode": "software", "fps": 0},
+        "gray": {"source": url, "decode": "software", "fps": 0, "deliver": "gray"},
+        "sized": {"source": url, "decode": "software", "fps": 0, "width": 160, "height": 120}}})
+    for name, shape in (("own", (180, 320, 3)), ("gray", (180, 320)), ("sized", (120, 160, 3))):
+        source = make_source(config.camera(name))
+        source.open()
+        try:
+            assert source.read().shape == shape, name
+        finally:
+            source.close()
+
+
 def test_a_full_range_stream_looks_as_ffmpeg_shows_it(tmp_path: Path) -> None:
     """Many IP cameras send full-range H.264 (FFmpeg's yuvj420p: luma 0-255, not
     16-235). GStreamer's decoder hands it out as it is, tagged in its caps;

@@ -174,6 +174,11 @@ def test_the_generator_sizes_memory_limits_from_the_config(tmp_path: Path,
     big = limit({"c": {"source": "testsrc", "width": 3840, "height": 2160, "shm_slots": 16}})
     # a 4K ring of 16 slots alone is 380 MiB: the decoder's limit grows with it
     assert big["vid-decoder@.service"] > small["vid-decoder@.service"] + 2 * 380
+    # a network stream may come at its own size: taken as 1080p at least
+    stream = limit({"c": {"source": "rtsp://cam/s", "width": 320, "height": 240}})
+    assert stream["vid-decoder@.service"] == limit(
+        {"c": {"source": "testsrc", "width": 1920, "height": 1080}})["vid-decoder@.service"]
+    assert stream["vid-decoder@.service"] > small["vid-decoder@.service"]
     good = tmp_path / "pipeline.toml"
     good.write_text('[cameras.c]\nsource = "testsrc"\n')
     monkeypatch.setenv("VIDPIPE_CONFIG", str(good))

@@ -19,6 +19,18 @@ def test_defaults_fill_every_section() -> None:
     assert config.handler("3").stages == ["gray"]
 
 
+def test_a_camera_knows_whether_its_size_was_given() -> None:
+    """A network stream is scaled only to a size the section gives; ``sized``
+    is not a key a file can set."""
+    config = config_from_dict({"cameras": {"a": {"source": "rtsp://h/s"},
+                                           "b": {"source": "rtsp://h/s", "width": 1280},
+                                           "c": {"source": "rtsp://h/s", "height": 720}}})
+    assert [config.camera(n).sized for n in "abc"] == [False, True, True]
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"cameras": {"a": {"sized": True}}})
+    assert "cameras.a.sized" in str(err.value)
+
+
 def test_handler_sections_override_the_defaults() -> None:
     config = config_from_dict({"handlers": {"stages": ["gray", "resize"], "prefetch": 2,
                                             "1": {"cpus": [0]}, "2": {"stages": ["motion"]}}})
@@ -72,7 +84,8 @@ def test_dump_toml_round_trips() -> None:
 
 def test_every_key_is_declared_once_with_its_rule() -> None:
     """Each section's keys are its dataclass fields (but the section's own
-    name), each carrying its rule; the *_RULES tables are derived from them."""
+    name and what is derived from the keys), each carrying its rule; the *_RULES
+    tables are derived from them."""
     from dataclasses import fields
 
     from vidpipe import config as cfg
@@ -82,7 +95,8 @@ def test_every_key_is_declared_once_with_its_rule() -> None:
                            (cfg.HandlerConfig, cfg.HANDLER_RULES),
                            (cfg.CollectorConfig, cfg.COLLECTOR_RULES),
                            (cfg.SecurityConfig, cfg.SECURITY_RULES)):
-        names = [f.name for f in fields(section) if f.name != "name"]
+        names = [f.name for f in fields(section)
+                 if f.name != "name" and not f.metadata.get("derived")]
         assert list(rules) == names, section.__name__
         assert all(isinstance(rule, cfg.Rule) for rule in rules.values())
         # a default must pass its own rule

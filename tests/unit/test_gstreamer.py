@@ -72,6 +72,9 @@ def test_a_jetson_scales_on_nvvidconv_out_of_nvmm() -> None:
                                        exists=JETSON.__contains__)
     assert "h265parse ! nvv4l2decoder ! nvvidconv ! video/x-raw,width=1280,height=720 ! " \
         "videoscale" in text
+    # at the stream's own size too: videoconvert cannot read NVMM memory
+    own = gstreamer.describe_pipeline("rtsp://cam/s", nv, exists=JETSON.__contains__)
+    assert "h265parse ! nvv4l2decoder ! nvvidconv ! video/x-raw ! videoconvert ! " in own
 
 
 def test_a_url_cannot_break_out_of_its_property() -> None:
