@@ -188,20 +188,22 @@ class Stopper:
         self.installed = True
         return self
 
-    def let_kernel_stop(self) -> bool:
+    def let_kernel_stop(self) -> None:
         """SIGTERM / SIGINT end the process without running any Python, until
-        :meth:`take_back`. Only for an installed stopper, from the main thread
-        (a stopper in a test rig stays as it is); ``True`` if done."""
-        if not self.installed or threading.current_thread() is not threading.main_thread():
-            return False
-        for sig in self.SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
-        return True
+        :meth:`take_back`."""
+        if self._ours():
+            for sig in self.SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
 
     def take_back(self) -> None:
         """The flag again, from here on (the role now has work it must finish)."""
-        if self.installed and threading.current_thread() is threading.main_thread():
+        if self._ours():
             self.install()
+
+    def _ours(self) -> bool:
+        """Only an installed stopper, from the main thread, changes the signals
+        (a stopper in a test rig stays as it is)."""
+        return self.installed and threading.current_thread() is threading.main_thread()
 
     def _handle(self, signum: int, _frame: Any) -> None:
         self.requested = True
