@@ -253,6 +253,42 @@ def pytest_runtest_makereport(item: Any, call: Any) -> Any:
     setattr(item, "rep_" + rep.when, rep)
 
 
+# where a run's time went: the slow parts CI's budget is planned around by
+# name, the rest by folder (setup and teardown included: fixtures such as the
+# VM image or the .deb are paid there)
+TIME_PARTS = (("tests/system/test_vm.py", "VM system test"),
+              ("tests/system/test_arm64.py", "arm64 roots"),
+              ("tests/bench/", "benchmarks"))
+
+
+def time_part(nodeid: str) -> str:
+    for prefix, part in TIME_PARTS:
+        if nodeid.startswith(prefix):
+            return part
+    folder = nodeid.split("/")
+    return "tests/" + folder[1] if len(folder) > 2 else "other"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    spent: Dict[str, float] = {}
+    counted: Dict[str, int] = {}
+    for reports in terminalreporter.stats.values():
+        for rep in reports:
+            nodeid, duration = getattr(rep, "nodeid", None), getattr(rep, "duration", None)
+            if not nodeid or duration is None:
+                continue
+            part = time_part(nodeid)
+            spent[part] = spent.get(part, 0.0) + duration
+            if getattr(rep, "when", None) == "call":
+                counted[part] = counted.get(part, 0) + 1
+    if not spent:
+        return
+    terminalreporter.write_sep("-", "where the time went, by part")
+    for part, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line("{:>8.1f} s  {:<24} {} tests".format(
+            seconds, part, counted.get(part, 0)))
+
+
 @pytest.fixture
 def closing() -> Any:
     """``closing(thing)`` returns ``thing`` and closes it (``thing.close()``)
