@@ -20,13 +20,17 @@ once), so consumers can de-duplicate on (``id``, ``type``, ``seq``).
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from vidpipe import names
+
 VERSION = 1
 MAX_BOXES = 32  # per event: a noisy motion mask must not make a huge message
 MAX_LABELS = 64  # per camera: labels come from models, not from the wire
 
 
 def observations(meta: Dict[str, Any]) -> Dict[str, Tuple[List[Any], float]]:
-    """label -> (boxes, best score) of what ``meta`` says was seen."""
+    """label -> (boxes, best score) of what ``meta`` says was seen. A
+    detection's label is brought to the label rule (:func:`vidpipe.names.label`)
+    here, before it reaches a topic, routing key or event id."""
     seen: Dict[str, Tuple[List[Any], float]] = {}
     motion = meta.get("motion")
     if isinstance(motion, dict) and motion.get("boxes"):
@@ -41,7 +45,7 @@ def observations(meta: Dict[str, Any]) -> Dict[str, Tuple[List[Any], float]]:
         for det in detections:
             if not isinstance(det, dict):
                 continue
-            label = str(det.get("label", "object"))[:64]
+            label = names.label(det.get("label"))
             score = det.get("confidence", 0.0)
             score = float(score) if isinstance(score, (int, float)) else 0.0
             boxes, best = seen.get(label, ([], 0.0))

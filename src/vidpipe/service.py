@@ -14,8 +14,12 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
+from vidpipe.names import one_line
+
 log = logging.getLogger("vidpipe")
 MUST_S = 5.0  # how long a notification that may not be lost is retried
+THIRD_PARTY_LOGGERS = ("pika", "paho")
+STATUS_MAX = 1000  # characters of STATUS= (systemctl status shows one line)
 
 
 class Notifier:
@@ -84,7 +88,8 @@ class Notifier:
                 return False
 
     def ready(self, status: str = "") -> None:
-        self.send("READY=1\nSTATUS={}".format(status) if status else "READY=1", must=True)
+        self.send("READY=1\nSTATUS={}".format(one_line(status, STATUS_MAX)) if status
+                  else "READY=1", must=True)
 
     def stopping(self) -> None:
         self.send("STOPPING=1", must=True)
@@ -103,9 +108,12 @@ class Notifier:
             self._last_ping = time.monotonic()
 
     def status(self, text: str) -> None:
+        """``STATUS=`` as one line: a line break in ``text`` (a broker's close
+        reason, a camera's error) would make the rest a notification of its
+        own (``WATCHDOG=trigger``, ``STOPPING=1``), so it never gets there."""
         if text != self._last_status:
             self._last_status = text
-            self.send("STATUS={}".format(text))
+            self.send("STATUS={}".format(one_line(text, STATUS_MAX)))
 
     def watchdog(self, now: Optional[float] = None) -> None:
         """Ping the watchdog; call it from the loop that does the work."""
@@ -239,3 +247,9 @@ def setup_logging(level: str = "info") -> None:
     handler.setFormatter(logging.Formatter(fmt))
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # client libraries log every failed connect at ERROR with a traceback
+    # (pika: ~7 lines every few seconds while a broker is away); vidpipe says
+    # it once in its own words, so theirs are heard only at log_level debug
+    quiet = logging.NOTSET if root.level <= logging.DEBUG else logging.CRITICAL
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)

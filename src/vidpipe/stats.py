@@ -107,3 +107,26 @@ class Histogram:
     def as_dict(self) -> Dict[str, object]:
         return {"bounds": list(self.bounds), "counts": list(self.counts), "count": self.count,
                 "sum": round(self.sum, 6)}
+
+
+class Throttle:
+    """Say a recurring problem at most once per ``period`` seconds per key:
+    :meth:`due` is true for the first time and then once a period, with how
+    many times it happened unsaid in between (for a log line that counts them)."""
+
+    def __init__(self, period: float = 60.0) -> None:
+        self.period = period
+        self._last: Dict[str, float] = {}
+        self._unsaid: Counter = Counter()
+
+    def due(self, key: str, now: Optional[float] = None) -> Optional[int]:
+        """``None`` to stay quiet; else the number of times not said since."""
+        now = time.monotonic() if now is None else now
+        last = self._last.get(key)
+        if last is not None and now - last < self.period:
+            self._unsaid[key] += 1
+            return None
+        if len(self._last) >= 256 and key not in self._last:  # keys come from a few call sites
+            self._last.clear()
+        self._last[key] = now
+        return self._unsaid.pop(key, 0)

@@ -12,9 +12,11 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from brokers import (Rabbit, collector_config, expected, feed, killed_collector,
-                     make_tls, unique_in_order)
+from brokers import (Rabbit, collector_config, expected, expected_hostile_then_good, feed,
+                     feed_hostile_then_good, hostile_records, killed_collector, make_tls,
+                     unique_in_order)
 from conftest import need_module, wait_until
+from vidpipe import names
 
 pika = need_module("pika")  # Debian: python3-pika (./dev test installs it)
 EVENTS = "vidpipe.events"  # the queue the output declares for events
@@ -208,6 +210,46 @@ def test_a_full_spool_gives_up_results_before_events(rabbit: Rabbit, tmp_path: P
         output.close()
 
 
+def test_hostile_labels_and_refused_records_never_stop_delivery(rabbit: Rabbit,
+                                                              tmp_path: Path) -> None:
+    """Issue 24: a label of 64 four-byte characters made an event id over
+    AMQP's 255-byte message_id; pika refused it, the output took that for a
+    lost connection and retried the same spooled record forever. Now labels
+    are brought to the label rule before they reach a routing key or an id,
+    and a record pika refuses anyway (left in the spool by an older version)
+    is counted, logged and let go: every later event arrives."""
+    from vidpipe.outputs.amqp import AmqpOutput
+    from vidpipe.outputs.spool import EVENT, Spool
+
+    old = Spool(str(tmp_path / "spool" / "amqp"), 1 << 20)
+    for message in hostile_records("."):
+        old.append(EVENT, message.pack())
+    old.close()
+    consumer = Consumer(rabbit.port)
+    output = AmqpOutput(collector_config(tmp_path / "spool", "amqp", rabbit.port,
+                                         events_snapshot_kb=4), ["cam0"])
+    try:
+        wait_until(lambda: output.connected, 15, "connected")  # its queue is declared
+        feed_hostile_then_good(output)
+        output.end_of_stream("cam0")
+        want = expected_hostile_then_good()
+        wait_until(lambda: len(consumer.events()) >= len(want), 30, "every event")
+        events = consumer.events()
+        assert [(e["type"], e["label"], e["seq"]) for e in events] == want
+        assert {label for _t, label, _s in want} >= {"motion", "object", "label-00000000"}
+        for e in events:  # every label of the rule, every id a valid message_id
+            assert names.label(e["label"]) == e["label"] and len(e["id"].encode()) <= 255
+        snaps = [key for key, _b, _p in consumer.read("test.tap")
+                 if key.startswith("cam0.snapshot.")]
+        assert len(snaps) >= 8 and all(names.label(k.split(".")[2]) == k.split(".")[2]
+                                       for k in snaps)
+        status = output.status()
+        assert status["refused"] == 3 and status["broker"] == "connected"
+        assert status["depth"] == 0 and not status.get("errors"), status
+    finally:
+        output.close()
+
+
 def test_a_wrong_password_is_named_in_the_status(rabbit: Rabbit, tmp_path: Path) -> None:
     from vidpipe.outputs.amqp import AmqpOutput
 
@@ -224,6 +266,10 @@ def test_a_wrong_password_is_named_in_the_status(rabbit: Rabbit, tmp_path: Path)
         assert status["broker"] == "refused: authentication failed (amqp_credentials_file)"
         assert status["depth"] > 0 and not status.get("published")
         assert "not-the-password" not in json.dumps(status)
+        # corrected while the collector runs: the next connect reads it
+        secret.write_text("guest\nguest\n")
+        wait_until(lambda: output.status()["broker"] == "connected", 15, "connected")
+        wait_until(lambda: output.status()["depth"] == 0, 15, "spool emptied")
     finally:
         output.close()
 

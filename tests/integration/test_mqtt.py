@@ -12,9 +12,11 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from brokers import (Mosquitto, Rabbit, collector_config, expected, feed,
+from brokers import (Mosquitto, Rabbit, collector_config, expected,
+                     expected_hostile_then_good, feed, feed_hostile_then_good, hostile_records,
                      killed_collector, make_tls, unique_in_order)
 from conftest import ROOT, need_module, wait_until
+from vidpipe import names
 from vidpipe.events import Tracker
 
 mqtt = need_module("paho.mqtt.client")  # Debian: python3-paho-mqtt (./dev test installs it)
@@ -39,10 +41,13 @@ class Subscriber:
         assert self.subscribed.wait(10), "the test subscriber could not subscribe"
 
     def _message(self, _client: Any, _userdata: Any, msg: Any) -> None:
-        payload = msg.payload.decode()
+        try:
+            payload = msg.payload.decode()
+        except UnicodeDecodeError:  # a snapshot's JPEG
+            payload = msg.payload
         with self.lock:
-            self.got.append((msg.topic, json.loads(payload) if payload.startswith("{")
-                             else payload, bool(msg.retain)))
+            self.got.append((msg.topic, json.loads(payload) if isinstance(payload, str) and
+                             payload.startswith("{") else payload, bool(msg.retain)))
 
     def events(self) -> List[Dict[str, Any]]:
         with self.lock:
@@ -116,6 +121,40 @@ def test_events_state_and_availability_reach_a_subscriber(broker: Mosquitto,
         output.close()
     wait_until(lambda: sub.on("vidpipe/availability")[-1:] == ["offline"], 10, "offline")
     sub.close()
+
+
+def test_hostile_labels_and_refused_records_never_stop_delivery(broker: Mosquitto,
+                                                              tmp_path: Path) -> None:
+    """Issue 24: with snapshots on, a label containing ``#`` made a topic paho
+    refuses, and the spooled record blocked the spool for good. Labels are
+    now of the label rule before they reach a topic, and a record paho
+    refuses anyway (left by an older version) is counted and let go."""
+    from vidpipe.outputs.mqtt import MqttOutput
+    from vidpipe.outputs.spool import EVENT, Spool
+
+    old = Spool(str(tmp_path / "spool" / "mqtt"), 1 << 20)
+    for message in hostile_records("/"):
+        old.append(EVENT, message.pack())
+    old.close()
+    sub = Subscriber(broker.port)
+    output = MqttOutput(collector_config(tmp_path / "spool", "mqtt", broker.port,
+                                         events_snapshot_kb=4), ["cam0"])
+    try:
+        feed_hostile_then_good(output)
+        output.end_of_stream("cam0")
+        want = expected_hostile_then_good()
+        wait_until(lambda: len(sub.events()) >= len(want), 20, "every event")
+        assert [(e["type"], e["label"], e["seq"]) for e in sub.events()] == want
+        with sub.lock:
+            snaps = [t for t, _p, _r in sub.got if t.endswith("/snapshot")]
+        assert len(set(snaps)) >= 8
+        assert all(names.label(t.split("/")[2]) == t.split("/")[2] for t in snaps)
+        status = output.status()
+        assert status["refused"] == 3 and status["broker"] == "connected"
+        assert status["depth"] == 0 and not status.get("errors"), status
+    finally:
+        output.close()
+        sub.close()
 
 
 @pytest.mark.once  # 30 s of waiting; the floor suites run the rest of this file

@@ -96,3 +96,57 @@ def test_results_and_snapshots_are_offered_when_asked_for(tmp_path: Path) -> Non
                and m.payload[:2] == b"\xff\xd8" for m in snaps)
     assert [int(m.payload.split(b'"seq":')[1].split(b",")[0]) for m in results] == \
         list(range(60))
+
+
+class Flaky(Quiet):
+    """A broker output whose client library raises once, as a bug would."""
+
+    name = "flaky"
+    calls = 0
+
+    def service(self) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("line one\nSTOPPING=1")
+
+
+def test_the_publisher_thread_outlives_any_error_and_says_so(tmp_path: Path) -> None:
+    """Issue 24: the publisher thread died for good on an error outside
+    SpoolError (a full file system, an odd snapshot) while the status still
+    said connected. Each step is guarded; the error is counted and shown."""
+    from conftest import wait_until
+
+    cc = config_from_dict({"collector": {"spool_dir": str(tmp_path), "state_hz": 0,
+                                         "events_snapshot_kb": 8}}).collector
+    output = Flaky(cc, ["cam0"])
+    output.start()
+    try:
+        wait_until(lambda: output.calls >= 3, 5, "service called again after the error")
+        status = output.status()
+        assert status["errors"] == 1 and output.thread.is_alive()
+        assert status["error"] == "publishing failed: RuntimeError: line one?STOPPING=1"
+        # the spool's disk refuses a write: counted, the next message is spooled
+        real = output.spool.append
+
+        def full(*_a: object, **_k: object) -> int:
+            raise OSError(28, "No space left on device")
+
+        output.spool.append = full  # type: ignore[assignment]
+        output._offer("cam0", "events", {"n": 1})
+        wait_until(lambda: output.queue.empty() and output.status()["errors"] == 2, 5,
+                   "the failed write counted")
+        output.spool.append = real  # type: ignore[assignment]
+        output._offer("cam0", "events", {"n": 2})
+        wait_until(lambda: output.spool.stats()["depth"] == 1, 5, "the next one spooled")
+        assert "No space left" in output.status()["error"] and output.thread.is_alive()
+        # a snapshot of one pixel row cannot be made smaller: too big, not an error
+        noise = np.random.default_rng(2).integers(0, 256, (1, 40000, 3), dtype=np.uint8)
+        output._offer("cam0", "snapshot", noise)
+        wait_until(lambda: output.counts["snapshot_too_big"] == 1, 5, "snapshot refused")
+        assert output.status()["errors"] == 2
+    finally:
+        output.close(drain_s=0)
+
+
+def test_jpeg_under_stops_where_nothing_smaller_can_be_made() -> None:
+    assert jpeg_under(np.zeros((1, 1, 3), np.uint8), 10) is None

@@ -100,3 +100,18 @@ def test_pinning_restricts_affinity() -> None:
     finally:
         os.sched_setaffinity(0, before)
     assert pin_cpus([]) == sorted(before)
+
+
+def test_a_status_text_never_becomes_more_than_one_assignment(short_tmp: Path) -> None:
+    """Issue 24: an AMQP broker's close reason (line breaks allowed) reached
+    STATUS= and became assignments of its own: ``WATCHDOG=trigger`` had the
+    collector killed by its own watchdog."""
+    sock = NotifySocket(str(short_tmp / "notify"), reading=False)
+    notifier = Notifier({"NOTIFY_SOCKET": str(short_tmp / "notify")})
+    notifier.ready("amqp refused: bye\nWATCHDOG=trigger")
+    notifier.status("amqp refused: bye\nWATCHDOG=trigger\nSTOPPING=1\r\x1b[2J" + "x" * 5000)
+    ready, status = sock.received()
+    assert ready == "READY=1\nSTATUS=amqp refused: bye?WATCHDOG=trigger"
+    assert status.count("\n") == 0 and status.startswith("STATUS=amqp refused: bye?WATCHDOG")
+    assert len(status) <= len("STATUS=") + 1000 and status.endswith("...")
+    sock.close()

@@ -36,6 +36,7 @@ from typing import Any, List, Optional
 
 from vidpipe.config import CollectorConfig
 from vidpipe.credentials import read_credentials
+from vidpipe.names import one_line
 from vidpipe.outputs.broker import BrokerOutput, require, untrusted_certificate
 
 log = logging.getLogger("vidpipe.amqp")
@@ -49,8 +50,15 @@ class AmqpOutput(BrokerOutput):
     def __init__(self, cc: CollectorConfig, cameras: Optional[List[str]] = None) -> None:
         self.pika = require("amqp", "pika", "pika")
         super().__init__(cc, cameras, results=cc.amqp_results)
+        self.cc = cc
         self.exchange = cc.amqp_exchange
         self.events_queue = cc.amqp_queue
+        #: what pika raises for a message it cannot encode (a routing key,
+        #: message id or header over 255 bytes, a lone surrogate, a value of
+        #: no AMQP type): that message's own fault, not the connection's
+        #: (pika marshals every frame before it writes one)
+        self.unencodable = (self.pika.exceptions.ShortStringTooLong, ValueError, TypeError,
+                            OverflowError)
         self.params = self._parameters(cc)
         self.connection: Any = None
         self.channel: Any = None
@@ -80,6 +88,11 @@ class AmqpOutput(BrokerOutput):
 
     def _connect(self) -> None:
         pika = self.pika
+        try:  # the credentials file as it is now: a corrected password needs no restart
+            self.params = self._parameters(self.cc)
+        except (OSError, ValueError) as exc:
+            self._failed("refused: {} (amqp_credentials_file)".format(one_line(exc, 160)))
+            return
         try:
             connection = pika.BlockingConnection(self.params)
             channel = connection.channel()
@@ -94,7 +107,7 @@ class AmqpOutput(BrokerOutput):
             self._failed("refused: access to virtual host denied (amqp_vhost)")
         except pika.exceptions.ChannelClosedByBroker as exc:
             self._failed("refused: {} (amqp_exchange {!r}, amqp_queue {!r})".format(
-                exc.reply_text, self.exchange, self.events_queue))
+                one_line(exc.reply_text, 160), self.exchange, self.events_queue))
         except (pika.exceptions.AMQPError, OSError) as exc:
             self._failed(untrusted_certificate(str(exc), "amqp_ca_file") or
                          "unreachable ({})".format(_reason(exc)))
@@ -141,6 +154,9 @@ class AmqpOutput(BrokerOutput):
                 except pika.exceptions.NackError:
                     self.counts["nacked"] += 1  # the broker would not take it: again later
                     return
+                except self.unencodable as exc:  # pika will not encode it, now or ever
+                    self.refused(seq, message, exc)
+                    continue
                 self.counts["published"] += 1
                 self.acked(seq)
             self.connection.process_data_events(0)  # heartbeats, a broker's close
@@ -166,8 +182,13 @@ def _event_id(message: Any) -> Optional[str]:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
+    """Why, in one line: pika's ``AMQPConnectionError`` says nothing itself;
+    its cause is in its arguments (``ConnectionRefusedError(111, ...)``); a
+    broker's close reason is the broker's text (line breaks and all)."""
+    text = str(exc)
+    if not text and exc.args:
+        text = "; ".join(str(arg) for arg in exc.args)
+    return one_line(text or type(exc).__name__, 160)
 
 
 OUTPUT = AmqpOutput

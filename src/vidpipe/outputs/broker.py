@@ -46,7 +46,8 @@ from vidpipe.events import Tracker
 from vidpipe.ordering import DROPPED, MISSING, OK, Entry
 from vidpipe.outputs import Output, bgr8, frame_record, picture
 from vidpipe.outputs.spool import EVENT, RESULT, STATE, Spool, SpoolError
-from vidpipe.stats import LatencyWindow, RateMeter, Tally
+from vidpipe.names import one_line
+from vidpipe.stats import LatencyWindow, RateMeter, Tally, Throttle
 
 log = logging.getLogger("vidpipe.broker")
 QUEUE = 10000  # messages between the collector's thread and the publisher
@@ -73,6 +74,8 @@ def jpeg_under(image: Any, max_bytes: int) -> Optional[bytes]:
     image = bgr8(image)
     for scale in (1.0, 0.5, 0.25):
         if scale < 1.0:
+            if min(image.shape[:2]) < 2:  # nothing smaller to make
+                break
             image = cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
         for quality in (85, 60, 35):
             ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -161,6 +164,8 @@ class BrokerOutput(Output):
         self.spool = Spool(os.path.join(cc.spool_dir, self.name), cc.spool_max_mb * 1024 * 1024)
         self.connected = False
         self.state = "connecting"
+        self.throttle = Throttle(60.0)
+        self.last_error = ""  # the publisher thread's latest error, for the status
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
@@ -188,6 +193,25 @@ class BrokerOutput(Output):
         self.spool.ack(seq)
         self.counts["acked"] += 1
 
+    def refused(self, seq: int, message: Message, exc: BaseException) -> None:
+        """The client library would not take ``message`` at all (a topic,
+        routing key or header it refuses, whatever it says): sending it again
+        cannot help, and keeping it would hold back everything spooled after
+        it. It is let go, counted as ``refused`` and logged (the first time,
+        then at most once a minute with how many more)."""
+        self.spool.ack(seq)
+        self.counts["refused"] += 1
+        self.warn("refused", "%s: dropped a %s message to %r that the client library "
+                  "refuses: %s", self.name, message.stream, one_line(message.address, 120),
+                  one_line("{}: {}".format(type(exc).__name__, exc), 200))
+
+    def warn(self, key: str, text: str, *args: Any) -> None:
+        """A warning that may recur every turn: logged at most once a minute."""
+        unsaid = self.throttle.due(key)
+        if unsaid is not None:
+            log.warning(text + (" (and %d more like it in the last minute)" if unsaid else ""),
+                        *(args + ((unsaid,) if unsaid else ())))
+
     def spooled(self, after: int, limit: int) -> List[Tuple[int, Message]]:
         """Up to ``limit`` spooled messages after spool seq ``after``, oldest
         first. A record this version cannot read (written by another) is
@@ -204,23 +228,37 @@ class BrokerOutput(Output):
     # ------------------------------------------------------------------ the publisher thread
 
     def _run(self) -> None:
+        """Each step is guarded on its own: no error of one message, of the
+        disk or of the client library ends publishing for the collector's life
+        (it is counted, logged at most once a minute and shown in the status)."""
         while not self._stop.is_set():
             try:
                 item = self.queue.get(timeout=0.05)
             except queue.Empty:
                 item = None
             while item is not None:
-                self._spool(*item)
+                self._guarded("spooling", self._spool, *item)
                 try:
                     item = self.queue.get_nowait()
                 except queue.Empty:
                     item = None
-            try:
-                self.service()
-            except Exception:  # a bug must not end publishing for the collector's life
-                log.exception("%s: publishing failed; retrying", self.name)
-                time.sleep(1.0)
-            self.spool.tick()
+            if not self._guarded("publishing", self.service):
+                self._stop.wait(1.0)
+            self._guarded("spool upkeep", self.spool.tick)
+
+    def _guarded(self, what: str, step: Any, *args: Any) -> bool:
+        try:
+            step(*args)
+            return True
+        except Exception as exc:  # pylint: disable=broad-except
+            self.counts["errors"] += 1
+            self.last_error = one_line("{} failed: {}: {}".format(what, type(exc).__name__, exc))
+            unsaid = self.throttle.due(what)
+            if unsaid is not None:
+                log.error("%s: %s%s", self.name, self.last_error,
+                          " (%d more in the last minute)" % unsaid if unsaid else "",
+                          exc_info=log.isEnabledFor(logging.DEBUG) or not unsaid)
+            return False
 
     def _spool(self, stream: str, address: str, payload: Any, retain: bool,
                headers: Dict[str, Any]) -> None:
@@ -234,7 +272,7 @@ class BrokerOutput(Output):
                               Message(stream, address, payload, retain, headers).pack())
         except SpoolError as exc:  # full of more precious records: counted by the spool
             self.counts["spool_full"] += 1
-            log.debug("%s: %s", self.name, exc)
+            self.warn("spool_full", "%s: a %s message was not kept: %s", self.name, stream, exc)
 
     # ------------------------------------------------------------------ the collector's side
 
@@ -303,7 +341,9 @@ class BrokerOutput(Output):
 
     def status(self) -> Dict[str, Any]:
         """For the status board, STATUS and /metrics."""
-        return dict(self.spool.stats(), broker=self.state, **self.counts.as_dict())
+        extra = {"error": self.last_error} if self.last_error else {}
+        return dict(self.spool.stats(), broker=one_line(self.state), **extra,
+                    **self.counts.as_dict())
 
     def close(self, drain_s: float = 2.0) -> None:
         """Spool what is queued; give the broker ``drain_s`` to take what is

@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional
 from vidpipe.config import CollectorConfig
 from vidpipe.outputs import hass
 from vidpipe.credentials import read_credentials
+from vidpipe.names import one_line
 from vidpipe.outputs.broker import BrokerOutput, require, tls_problem
 
 log = logging.getLogger("vidpipe.mqtt")
@@ -63,7 +64,7 @@ class MqttOutput(BrokerOutput):
     def _client(self, cc: CollectorConfig) -> Any:
         client_id = cc.mqtt_client_id or "vidpipe-{}".format(socket.gethostname())
         client = self.mqtt.Client(client_id=client_id, clean_session=True)
-        if cc.mqtt_credentials_file:
+        if cc.mqtt_credentials_file:  # unreadable at start: the output is not made
             client.username_pw_set(*read_credentials(cc.mqtt_credentials_file))
         if cc.mqtt_tls:
             client.tls_set(ca_certs=cc.mqtt_ca_file or None)
@@ -76,12 +77,25 @@ class MqttOutput(BrokerOutput):
         client.on_publish = self._on_publish
         return client
 
+    def _reread_credentials(self) -> None:
+        """Before paho's next attempt: the credentials file as it is now (a
+        corrected password needs no restart; a broken file keeps the last)."""
+        path = self.cc.mqtt_credentials_file
+        if not path:
+            return
+        try:
+            self.client.username_pw_set(*read_credentials(path))
+        except (OSError, ValueError) as exc:
+            self.warn("credentials", "mqtt: %s (mqtt_credentials_file); trying with the "
+                      "credentials read before", one_line(exc, 200))
+
     def _on_connect(self, client: Any, _userdata: Any, _flags: Any, rc: int) -> None:
         if rc != 0:
             state = "refused: {}".format(self.mqtt.connack_string(rc))
             if state != self.state:  # logged once, not at every retry
                 log.warning("mqtt: broker %s", state)
             self.state = state
+            self._reread_credentials()
             return
         self.connected, self.state = True, "connected"
         client.publish(self.availability, b"online", qos=1, retain=True)
@@ -94,6 +108,7 @@ class MqttOutput(BrokerOutput):
         """The connection (TCP or TLS) failed: paho retries without saying
         why, so a TLS broker gets one handshake of ours to find out."""
         cc = self.cc
+        self._reread_credentials()
         state = tls_problem(cc.mqtt_host, cc.mqtt_port, cc.mqtt_ca_file, "mqtt_ca_file") \
             if cc.mqtt_tls else "unreachable"
         if state != self.state:
@@ -114,6 +129,7 @@ class MqttOutput(BrokerOutput):
 
     def _on_disconnect(self, _client: Any, _userdata: Any, rc: int) -> None:
         self.connected = False
+        self._reread_credentials()
         if self._stop.is_set() or self.state.startswith("refused"):
             return  # a refusal is the reason to show, not the disconnect it causes
         state = "disconnected ({})".format(self.mqtt.error_string(rc))
@@ -140,8 +156,13 @@ class MqttOutput(BrokerOutput):
         if room <= 0:
             return
         for seq, message in self.spooled(self._sent_upto, room):
-            info = self.client.publish(message.address, message.payload, qos=1,
-                                       retain=message.retain)
+            try:
+                info = self.client.publish(message.address, message.payload, qos=1,
+                                           retain=message.retain)
+            except (ValueError, TypeError) as exc:  # a topic paho refuses: '#', '+', too long
+                self._sent_upto = seq
+                self.refused(seq, message, exc)
+                continue
             if info.rc != self.mqtt.MQTT_ERR_SUCCESS:
                 return  # not connected after all: paho keeps it and sends it on reconnect
             self._sent_upto = seq

@@ -65,9 +65,10 @@ def box_list(meta: Dict[str, Any]) -> List[Tuple[List[float], str]]:
             found.append((box, ""))
     for det in meta.get("detections") or []:
         if isinstance(det, dict) and "box" in det:
-            label = str(det.get("label", ""))
-            if "confidence" in det:
-                label += " {:.2f}".format(float(det["confidence"]))
+            label = names.label(det.get("label"))
+            score = det.get("confidence")
+            if isinstance(score, (int, float)) and not isinstance(score, bool):
+                label += " {:.2f}".format(score)
             found.append((det["box"], label.strip()))
     return [(b, lab) for b, lab in found if isinstance(b, (list, tuple)) and len(b) == 4]
 
