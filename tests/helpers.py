@@ -2,6 +2,7 @@
 modules never import each other). Fixtures and process plumbing are in
 conftest.py."""
 
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -78,3 +79,52 @@ class Numbered(Source):
             return None
         self.given += 1
         return np.full(self.shape, (self.given - 1) % 256, np.uint8)
+
+
+class MjpegCamera:
+    """A real HTTP camera on loopback: ``multipart/x-mixed-replace`` JPEG
+    frames of ``width`` x ``height`` at ``fps`` to each client (as IP cameras'
+    ``/video.mjpg``); counts the connections it was asked for."""
+
+    def __init__(self, width: int, height: int, fps: float = 5.0) -> None:
+        import http.server
+        import threading
+
+        import cv2
+        import numpy as np
+
+        image = np.full((height, width, 3), 90, np.uint8)
+        image[::32] = 200  # stripes: a picture, still a small JPEG
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 30])
+        assert ok
+        jpeg = data.tobytes()
+        camera = self
+        self.connections = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                camera.connections += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                try:
+                    while not camera.closed:
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
+                                         b"Content-Length: %d\r\n\r\n" % len(jpeg) + jpeg + b"\r\n")
+                        time.sleep(1.0 / fps)
+                except OSError:
+                    pass
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.closed = False
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = "http://127.0.0.1:{}/video.mjpg".format(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.closed = True
+        self.server.shutdown()
+        self.server.server_close()

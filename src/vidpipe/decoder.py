@@ -20,6 +20,7 @@ from vidpipe import naming, transport, wire
 from vidpipe.config import CameraConfig, Config, ConfigError
 from vidpipe.dispatch import Held, make_dispatcher
 from vidpipe.payload import FrameWriter
+from vidpipe.payload.frames import FrameRefused
 from vidpipe.runtime import Role
 from vidpipe.service import Notifier, Stopper
 from vidpipe.sources import Source, SourceError, make_source
@@ -32,6 +33,7 @@ ROOM_SLICE = 0.005  # a frame waiting for room looks again this often (push has 
 ROOM_MAX_S = 1.0  # and waits at most this long (slow cameras: the watchdog)
 PROBE_S = 1.0  # a network camera that does not answer is looked at this often
 REFUSED_S = 20.0  # one that refuses (wrong password, no such path): 3 times a minute
+QUICK_S = 5.0  # a source failing this soon after its open, again and again, is backed off
 
 
 def camera_config(config: Config, name: str) -> CameraConfig:
@@ -68,6 +70,9 @@ class Decoder(Role):
         self.period = 0.0
         self.handed = 0.0  # when the last frame was handed out or dropped
         self.open_failures = 0
+        self.opened_at = 0.0
+        self.quick_failures = 0  # failures soon after an open, in a row: back-off
+        self.last_failure = ""  # what the source failed with last (logged once)
         self.camera_down = False  # a probe found the network camera away
         self.open_unlooked = False  # open without a probe next time
         self.out = make_dispatcher(self, self.sockets, pipe, name)
@@ -129,9 +134,10 @@ class Decoder(Role):
                             self.cam.reconnect_max_s)
             self.source_error = str(exc)
         else:
-            if self.open_failures:
+            if self.open_failures and not self.quick_failures:
                 log.info("%s: %s is back", self.name, self.source.describe())
             self.source_open = True
+            self.opened_at = now
             self.open_failures = 0
             self.source_error = ""
         if not self.ready_sent:
@@ -188,19 +194,27 @@ class Decoder(Role):
         except SourceError as exc:
             self._source_failed(exc)
 
-    def _source_failed(self, exc: SourceError) -> None:
+    def _source_failed(self, exc: Exception) -> None:
+        """Close the source and open it again: at once (0.5 s) after it had
+        run a while, backing off to reconnect_max_s while it keeps failing
+        within QUICK_S of each open (a camera whose frames are refused)."""
+        now = time.monotonic()
         self.source.close()
         self.source_open = False
         self.open_failures = 1
-        self.source_error = str(exc)
-        self.next_open = time.monotonic() + 0.5
-        log.warning("%s: %s; reopening", self.name, exc)
+        quick = now - self.opened_at < QUICK_S
+        self.quick_failures = self.quick_failures + 1 if quick else 0
+        delay = min(self.cam.reconnect_max_s, 0.5 * 2 ** min(self.quick_failures, 10))
+        self.next_open = now + delay
+        if not quick or str(exc) != self.last_failure:  # not again at each try of a back-off
+            log.warning("%s: %s; reopening in %.1f s", self.name, exc, delay)
+        self.source_error = self.last_failure = str(exc)
 
     def _read_one(self) -> bool:
         """Read and dispatch one frame; ``False`` at the end of the source."""
         try:
             image, slot = self.framer.read(self.source)
-        except SourceError as exc:
+        except (SourceError, FrameRefused) as exc:
             self._source_failed(exc)
             return True
         if image is None:

@@ -18,6 +18,7 @@ then per slot a 64-byte header (seq, nbytes) and ``slot_size`` bytes of
 pixels, slot starts aligned to 64 bytes.
 """
 
+import errno
 import mmap
 import os
 import re
@@ -78,6 +79,26 @@ def ring_name(camera: str, stream: int) -> str:
     return "{}-{:x}.ring".format(camera, stream)
 
 
+class RingSpaceError(OSError):
+    """The ring's file cannot have its memory (the runtime directory's tmpfs is full)."""
+
+
+def _reserve(fd: int, size: int, path: str) -> None:
+    try:
+        os.ftruncate(fd, size)
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM):
+            raise
+        try:
+            st = os.statvfs(os.path.dirname(path))
+            free = "{} MiB free".format(st.f_bavail * st.f_frsize >> 20)
+        except OSError:
+            free = "its free space unknown"
+        raise RingSpaceError(exc.errno, "a ring of {} MiB does not fit in {} ({})".format(
+            size >> 20, os.path.dirname(path), free)) from None
+
+
 class RingWriter:
     """The decoder's side: owns the file, hands out free slots."""
 
@@ -93,8 +114,13 @@ class RingWriter:
         size = HEADER_SIZE + slots * self.stride
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
         try:
-            os.ftruncate(fd, size)
+            # reserved, not just sized: on a full tmpfs a sparse file's first
+            # write is SIGBUS; this is an error with a message instead
+            _reserve(fd, size, self.path)
             self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.unlink(self.path)
+            raise
         finally:
             os.close(fd)
         FILE_HEADER.pack_into(self.map, 0, MAGIC, slots, 0, self.slot_size, stream)

@@ -17,6 +17,7 @@ import numpy as np
 
 from vidpipe import cameras, credentials, gstreamer, naming, redact, rtsp
 from vidpipe.config import CameraConfig, ConfigError
+from vidpipe.payload.limits import STREAM_MAX, fit, frame_pixels
 
 log = logging.getLogger("vidpipe.sources")
 URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
@@ -308,8 +309,13 @@ class AutoSource(V4L2Source):
 
 
 class URLSource(CaptureSource):
+    """A network stream through OpenCV's FFmpeg backend: frames come at the
+    configured size, or at the stream's own within the bound
+    (:mod:`vidpipe.payload.limits`), scaled on the CPU when they differ."""
+
     kind = "url"
     live = True
+    scale = False
     OPEN_TIMEOUT_MS = 5000
     READ_TIMEOUT_MS = 2000  # a silent camera is noticed this soon (3 frames at low rates)
 
@@ -325,15 +331,54 @@ class URLSource(CaptureSource):
         except TypeError:  # OpenCV < 4.5.2 has no params argument
             return cv2.VideoCapture(stream_url(self.camera), cv2.CAP_FFMPEG)
 
+    def open(self) -> None:
+        """Open, refusing a stream over :data:`STREAM_MAX` before a
+        frame of it is decoded; note whether its frames must be scaled."""
+        super().open()
+        width, height = self.info["width"], self.info["height"]
+        self._too_large(width, height)
+        self.scale = self._target(width, height) != (width, height)
+        if self.scale:
+            log.info("%s: the stream is %dx%d; scaling it to %dx%d", self.camera.name, width,
+                     height, *self._target(width, height))
+
+    def _too_large(self, width: int, height: int) -> None:
+        if width * height > STREAM_MAX[0] * STREAM_MAX[1]:
+            self.close()
+            raise SourceError("{} sends {}x{} frames; vidpipe decodes none over {}x{}".format(
+                self.describe(), width, height, *STREAM_MAX))
+
+    def _target(self, width: int, height: int) -> Tuple[int, int]:
+        """The size frames are handed out at: the configured size, as on the
+        GStreamer path; without one, the stream's own, made to fit the bound."""
+        cam = self.camera
+        if cam.sized:
+            return cam.width, cam.height
+        return fit(width, height, frame_pixels(cam.width, cam.height, False))
+
+    def _bounded(self, frame: np.ndarray) -> np.ndarray:
+        height, width = frame.shape[:2]
+        self._too_large(width, height)  # the stream changed size
+        target = self._target(width, height)
+        if target == (width, height):
+            return frame
+        return cv2.resize(frame, target, interpolation=cv2.INTER_AREA)
+
     def read_into(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
         if self.camera.frames and self.count >= self.camera.frames:
             return None
         code = CONVERT.get(self.camera.deliver)
-        if code is None:
+        if code is None and not self.scale:  # straight into the ring's slot
             return super().read_into(out)
         frame = super().read_into(None)  # type: ignore[arg-type]
         if frame is None:
             return None
+        frame = self._bounded(frame)
+        if code is None:
+            if out is not None and out.shape == frame.shape:
+                np.copyto(out, frame)
+                return out
+            return frame
         if code == cv2.COLOR_BGR2YUV_I420 and (frame.shape[0] % 2 or frame.shape[1] % 2):
             raise SourceError("{} sends {}x{} frames; deliver = \"i420\" needs an even size "
                               "(set width and height)".format(self.describe(), frame.shape[1],
@@ -420,6 +465,26 @@ class GstSource(Source):
         return found
 
     def open(self) -> None:
+        """Open at the configured size, else at the stream's own; a stream
+        over the bound (:mod:`vidpipe.payload.limits`) is opened again,
+        scaled to fit it, and one over ``STREAM_MAX`` is refused."""
+        cam = self.camera
+        self._open(*((cam.width, cam.height) if cam.sized else (0, 0)))
+        height, width = self.first.shape[:2]  # type: ignore[union-attr]
+        if cam.deliver == "i420":
+            height = height * 2 // 3
+        if width * height > STREAM_MAX[0] * STREAM_MAX[1]:
+            self.close()
+            raise SourceError("{} sends {}x{} frames; vidpipe decodes none over {}x{}".format(
+                self.describe(), width, height, *STREAM_MAX))
+        fits = fit(width, height, frame_pixels(cam.width, cam.height, cam.sized))
+        if fits != (width, height):
+            log.info("%s: the stream is %dx%d; scaling it to %dx%d", cam.name, width, height,
+                     *fits)
+            self._open(*fits)
+
+    def _open(self, width: int, height: int) -> None:
+        """Open the pipeline, scaling to ``width`` x ``height`` (0: the stream's size)."""
         self.close()
         cam = self.camera
         timeout = max(self.READ_TIMEOUT_S, 3.0 / cam.fps if cam.fps else 0.0)
@@ -427,7 +492,6 @@ class GstSource(Source):
         # the decoders' own I420, converted by OpenCV (videoconvert to BGR
         # cost ~7 times as much at 1080p); an odd size cannot be I420 (a
         # stream's own size is even: a frame of odd size is refused, naming it)
-        width, height = (cam.width, cam.height) if cam.sized else (0, 0)
         native = not (width % 2 or height % 2)
         try:
             self.choice = gstreamer.choose(self.codec(), decode, gstreamer.element_exists)

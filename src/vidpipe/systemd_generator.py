@@ -28,6 +28,7 @@ import sys
 from typing import Dict, List, Optional
 
 from vidpipe import accel
+from vidpipe.payload.limits import frame_bytes
 from vidpipe.config import Config, ConfigError, HandlerConfig, load_config
 
 DROPIN = "50-vidpipe-accelerator.conf"
@@ -87,16 +88,13 @@ def plan(config: Config, devices: accel.Devices) -> Dict[str, str]:
     return out
 
 
-#: what a network stream of unknown size is taken to be (FFmpeg's path, and
-#: GStreamer's without width/height, hand out the stream's own size)
-STREAM_BYTES = 1920 * 1080 * 3
-
-
 def _frame_bytes(config: Config) -> int:
-    cams = list(config.cameras.values())
-    sizes = [max(c.width * c.height * 3, STREAM_BYTES if "://" in c.source else 0)
-             for c in cams] or [640 * 480 * 3]
-    return max(sizes)
+    """The largest frame a camera of ``config`` may hand out: the test pattern
+    its configured size, any other source the bound the decoder enforces
+    (:mod:`vidpipe.payload.limits`: a network stream may come at its own size)."""
+    sizes = [c.width * c.height * 3 if c.source == "testsrc" else
+             frame_bytes(c.width, c.height, c.sized) for c in config.cameras.values()]
+    return max(sizes or [640 * 480 * 3])
 
 
 def limits(config: Config) -> Dict[str, str]:

@@ -6,7 +6,7 @@ import socket
 import time
 from typing import Any, List
 
-from helpers import accounted, camera, rss_kb, wait_exit
+from helpers import MjpegCamera, accounted, camera, rss_kb, wait_exit
 
 
 def fds(pid: int) -> int:
@@ -54,3 +54,78 @@ def test_a_connection_flood_does_not_stop_the_pipeline(pipeline: Any) -> None:
     assert len(ok) >= 590, pipeline.logs()  # the flood did not stop the frames
     log = decoder.output() + collector.output()
     assert "Traceback" not in log, log
+
+
+def dir_bytes(path: Any) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(str(path)):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def test_a_camera_does_not_choose_the_decoders_memory(pipeline: Any) -> None:
+    """Issue 24: an http:// camera configured 640x480 that sent 10000x10000
+    MJPEG had its ring sized from the first frame (2,288 MiB on a 256 MiB
+    /run) and the decoder died of SIGBUS, again after every restart. Now: a
+    stream over 7680x4320 is refused at open, naming its size, and the
+    decoder backs off; a stream over the bound but under that is scaled to
+    fit (unsized) or to the configured size; frames are handed out whole."""
+    hostile = MjpegCamera(10000, 10000, fps=5)
+    wide = MjpegCamera(2560, 1440, fps=10)
+    sized = MjpegCamera(1280, 720, fps=10)
+    try:
+        pipeline.write_config({
+            "cameras": {
+                "big": {"source": hostile.url, "width": 640, "height": 480, "fps": 5,
+                        "reconnect_max_s": 8},
+                "wide": {"source": wide.url, "fps": 10, "frames": 10, "wait_for_handlers": 1},
+                "small": {"source": sized.url, "width": 320, "height": 240, "fps": 10,
+                          "frames": 10, "wait_for_handlers": 1}},
+            "handlers": {"stages": ["gray"]}})
+        pipeline.start("collector", "main")
+        pipeline.start("handler", "1")
+        big = pipeline.start("decoder", "big")
+        pipeline.start("decoder", "wide")
+        pipeline.start("decoder", "small")
+        status = big.notify.wait_for("STATUS", 20, predicate=lambda t: "10000x10000" in t)
+        assert "over 7680x4320" in status["STATUS"], status
+        time.sleep(15)  # back-off: 0.5, 1, 2, 4, 8 s between tries
+        assert big.proc.poll() is None, pipeline.logs()
+        assert 2 <= hostile.connections <= 7, hostile.connections
+        assert dir_bytes(pipeline.runtime) < 64 << 20  # no ring of its frames, ever
+        shapes = {(r["camera"], tuple(r["shape"])) for r in pipeline.results()
+                  if r["status"] == "ok"}
+        assert shapes == {("wide", (1080, 1920)), ("small", (240, 320))}, shapes
+        log = big.output()
+        assert "Traceback" not in log and log.count("10000x10000") <= 2, log
+    finally:
+        hostile.close()
+        wide.close()
+        sized.close()
+
+
+def test_a_frame_over_the_bound_is_refused_before_its_ring(pipeline: Any,
+                                                           tmp_path: Any) -> None:
+    """A source that does not scale (a file, a V4L2 camera) handing out frames
+    over the bound: refused with a status naming the size and the keys,
+    reopened with back-off, no ring made for them."""
+    from conftest import write_clip
+
+    clip = write_clip(tmp_path / "big.avi", 20, 2560, 1440)
+    pipeline.write_config({"cameras": {"cam0": {"source": str(clip), "fps": 10,
+                                                "reconnect_max_s": 4}},
+                           "handlers": {"stages": ["gray"]}})
+    pipeline.start("collector", "main")
+    pipeline.start("handler", "1")
+    decoder = pipeline.start("decoder", "cam0")
+    status = decoder.notify.wait_for("STATUS", 20, predicate=lambda t: "2560x1440" in t)
+    assert "cameras.cam0.width" in status["STATUS"], status
+    time.sleep(6)
+    assert decoder.proc.poll() is None
+    assert decoder.output().count("2560x1440") == 1, decoder.output()  # said once
+    assert not [r for r in pipeline.results() if r["status"] == "ok"]
+    assert dir_bytes(pipeline.runtime) < 16 << 20

@@ -107,3 +107,35 @@ def test_codec_round_trips_and_refuses_garbage(tmp_path: Path) -> None:
     parts = wire.frame_parts(image, "c", 1, 0, 0, encoding=wire.LZ4, payload=bomb)
     with pytest.raises(wire.WireError):
         decoder.image(wire.decode(parts))
+
+
+def test_a_ring_that_does_not_fit_is_an_error_not_sigbus(tmp_path: Path) -> None:
+    """Issue 24: a ring was only ftruncated, so on a full /run tmpfs its first
+    write killed the decoder with SIGBUS. It is reserved (posix_fallocate): no
+    room is a RingSpaceError naming the size and the directory, and no file
+    is left. Here the file-size limit stands for a full tmpfs (no root needed)."""
+    import subprocess
+    import sys
+
+    script = """
+import resource, signal, sys
+sys.path.insert(0, sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, 8 << 20))
+from vidpipe.ring import RingSpaceError, RingWriter
+try:
+    RingWriter(sys.argv[2], "cam0", 1, 8, 10 << 20)
+except RingSpaceError as exc:
+    print("refused:", exc.strerror)
+small = RingWriter(sys.argv[2], "cam0", 1, 2, 1 << 20)
+small.array(0, (1024,), "uint8")[:] = 7
+print("small ok")
+"""
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    out = subprocess.run([sys.executable, "-c", script, src, str(tmp_path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         universal_newlines=True, timeout=60)
+    assert out.returncode == 0, out.stdout
+    assert "refused: a ring of 80 MiB does not fit in {}".format(tmp_path) in out.stdout
+    assert "small ok" in out.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["cam0-1.ring"]  # the refused one is gone

@@ -18,7 +18,8 @@ import numpy as np
 
 from vidpipe import codec, wire
 from vidpipe.config import CameraConfig
-from vidpipe.ring import SLOT_HEADER, RingError, RingReader, RingWriter
+from vidpipe.payload.limits import describe as describe_bound, frame_pixels
+from vidpipe.ring import SLOT_HEADER, RingError, RingReader, RingSpaceError, RingWriter
 
 if TYPE_CHECKING:  # sources import OpenCV, which a collector must not load
     from vidpipe.sources import Source
@@ -30,6 +31,11 @@ _MOVING = struct.Struct("<QQq")
 _MOVING_AT = struct.calcsize("<4sBBH")
 _MOVING_END = _MOVING_AT + _MOVING.size
 MAX_KNOWN = 1024
+
+
+class FrameRefused(Exception):
+    """A frame the decoder will not hand out (too large, no room for its
+    ring): the source is closed and opened again later, with back-off."""
 
 
 def uses_shm(cam: CameraConfig, dispatch: str) -> bool:
@@ -76,14 +82,29 @@ class FrameWriter:
             if slot is not None:
                 self.ring.give_back(slot)  # type: ignore[union-attr]
             return None, None
-        if not self.shm:
-            return image, None
-        if image is not target:
-            # first frame, no slot was free, or the camera changed size
-            if slot is not None:
-                self.ring.give_back(slot)  # type: ignore[union-attr]
-            slot = self.place(image)
-        return image, slot
+        if image is target:  # in a slot of the ring: of a size already checked
+            return image, slot
+        # inline, first frame, no slot was free, or the camera changed size
+        if slot is not None:
+            self.ring.give_back(slot)  # type: ignore[union-attr]
+        self._check_size(image)
+        return image, (self.place(image) if self.shm else None)
+
+    def _check_size(self, image: np.ndarray) -> None:
+        """A frame over the camera's bound (:mod:`.limits`) is refused before
+        it is sent or a ring is sized for it: a camera does not choose the
+        decoder's memory."""
+        cam = self.cam
+        bound = frame_pixels(cam.width, cam.height, cam.sized)
+        rows, width = image.shape[:2]
+        height = rows * 2 // 3 if self.flags & wire.FLAG_I420 else rows
+        if height * width > bound:
+            raise FrameRefused("the source hands out {}x{} frames, over the {} a frame may "
+                               "have; none is sent (set cameras.{}.width and height: a "
+                               "network stream is scaled to them)".format(width, height,
+                                                        describe_bound(cam.width, cam.height,
+                                                                       cam.sized, cam.name),
+                                                        cam.name))
 
     def place(self, image: np.ndarray) -> Optional[int]:
         """Copy ``image`` into a slot, making the ring if it needs to be (re)made."""
@@ -91,8 +112,15 @@ class FrameWriter:
             if self.ring is not None:
                 log.info("%s: frames are now %s; new ring", self.cam.name, image.shape)
                 self.ring.close()
-            self.ring = RingWriter(self.runtime_dir, self.cam.name, self.stream,
-                                   self.cam.shm_slots, image.nbytes)
+            self.ring = None
+            try:
+                self.ring = RingWriter(self.runtime_dir, self.cam.name, self.stream,
+                                       self.cam.shm_slots, image.nbytes)
+            except RingSpaceError as exc:
+                raise FrameRefused("{}: {} frames of {}x{}: {} (cameras.{}.shm_slots, or "
+                                   "the size of /run)".format(
+                                       self.cam.name, self.cam.shm_slots, image.shape[1],
+                                       image.shape[0], exc.strerror, self.cam.name)) from None
             self.shape, self.dtype = image.shape, str(image.dtype)
         slot = self.ring.acquire()
         if slot is not None:
