@@ -8,10 +8,12 @@ is logged, printed or published (journal, STATUS, the status board and
 
 import re
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/?#@]*)@")
+# the user part runs to the authority's last "@": a password may hold one
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/?#\s]*)@")
+# a query key that names a credential anywhere in it (pw, loginpas, passwd,
+# api_key, X-Auth-Token, ...): hiding a harmless value costs nothing
 _SECRET_KEYS = re.compile(
-    r"(?i)^(user(name)?|login|pass(word|wd)?|pwd|token|access_token|auth|key|api_?key|"
-    r"secret|sig(nature)?|credentials?)$")
+    r"(?i)(user|login|pass|pwd|^pw|psw|token|auth|key|secret|sig|cred)")
 _QUERY_PAIR = re.compile(r"(?P<sep>[?&;])(?P<key>[^=&;#]+)=(?P<value>[^&;#]*)")
 
 
@@ -26,7 +28,7 @@ def url(text: str) -> str:
         return match.group("scheme") + (name + ":***" if colon else "***") + "@"
 
     def pair(match: "re.Match[str]") -> str:
-        if _SECRET_KEYS.match(match.group("key")):
+        if _SECRET_KEYS.search(match.group("key")):
             return "{}{}=***".format(match.group("sep"), match.group("key"))
         return match.group(0)
 

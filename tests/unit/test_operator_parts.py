@@ -325,3 +325,24 @@ def test_tap_publisher_knows_who_listens_and_stays_bounded(short_tmp: Path) -> N
     finally:
         sub.close(0)
         sockets.close()
+
+
+def test_status_table_shows_brokers_and_no_terminal_controls(tmp_path: Path) -> None:
+    """Issue 24: ``vidpipe status`` printed control characters from status
+    files (a broker's reason, a camera's error) and had no broker or spool
+    column. Each cell is one printable line; the collector's note names each
+    broker output's state and spool."""
+    from vidpipe.tools.status import gather, table
+
+    Board(str(tmp_path), "collector", "main").publish({
+        "why_idle": "waiting\x1b[2J\x1b[H\nfor cameras",
+        "output_status": {"mqtt": {"broker": "connected", "depth": 0},
+                          "amqp": {"broker": "refused: bye\x07\r\nWATCHDOG=1", "depth": 12,
+                                   "refused": 3},
+                          "jsonl": {"written": 5}}})
+    text = table(gather(str(tmp_path), with_units=False))
+    assert "\x1b" not in text and "\x07" not in text and "\r" not in text
+    row = next(line for line in text.splitlines() if line.startswith("collector"))
+    assert "waiting?[2J?[H?for cameras" in row
+    assert "amqp refused: bye???WATCHDOG=1, 12 spooled, 3 refused; mqtt connected, 0 spooled" \
+        in row

@@ -85,6 +85,13 @@ def test_passwords_are_not_logged() -> None:
     assert redact.url("http://cam/mjpg?token=abc;Password=x") == "http://cam/mjpg?token=***;Password=***"
     assert redact.url("rtsp://tok3n@cam/s") == "rtsp://***@cam/s"
     assert redact.url("/dev/video0") == "/dev/video0"
+    # issue 24: a password holding "@" was shown from its last "@" on;
+    # pw= and loginpas= values were shown
+    assert redact.url("rtsp://admin:p@ss@t-tail-1234/live") == "rtsp://admin:***@t-tail-1234/live"
+    assert redact.url("http://cam/cgi?loginuse=admin&loginpas=s3cret&pw=x&res=1") == \
+        "http://cam/cgi?loginuse=***&loginpas=***&pw=***&res=1"
+    assert redact.url("decoding stream rtsp://cam:554/x (user a@b)") == \
+        "decoding stream rtsp://cam:554/x (user a@b)"
 
 
 def test_url_source_reads_a_stream_over_http(tmp_path: Path) -> None:

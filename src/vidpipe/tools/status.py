@@ -9,6 +9,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from vidpipe.board import read_board
+from vidpipe.names import one_line
 from vidpipe.stats import fmt_ms
 
 STALE_S = 5.0  # a running role rewrites its entry twice a second
@@ -95,8 +96,25 @@ def _row(entry: Dict[str, Any]) -> List[str]:
     state = entry["state"] + (" ({})".format(entry["unit_state"]) if entry.get("unit_state")
                               else "")
     camera = ",".join(sorted(cams)) or "-"
-    return [role, str(entry["name"]), camera, state, "{:.1f}".format(fps), str(frames), lat,
-            _drops(entry), str(restarts), where, entry.get("why_idle") or ""]
+    note = "; ".join(n for n in [entry.get("why_idle") or ""] + _brokers(entry) if n)
+    # status files are written by roles that read hostile input: one printable
+    # line a cell, so nothing in them can move the cursor or clear the screen
+    return [one_line(cell, 160) for cell in (
+        role, str(entry["name"]), camera, state, "{:.1f}".format(fps), str(frames), lat,
+        _drops(entry), str(restarts), where, note)]
+
+
+def _brokers(entry: Dict[str, Any]) -> List[str]:
+    """Each broker output's state and spool: ``mqtt connected, 0 spooled``."""
+    out = []
+    for name, st in sorted((entry.get("output_status") or {}).items()):
+        if isinstance(st, dict) and "broker" in st:
+            text = "{} {}, {} spooled".format(name, st.get("broker"), st.get("depth", 0))
+            for counter in ("refused", "errors", "spool_full"):
+                if st.get(counter):
+                    text += ", {} {}".format(st[counter], counter.replace("_", " "))
+            out.append(text)
+    return out
 
 
 HEAD = ["ROLE", "NAME", "CAMERA", "STATE", "FPS", "FRAMES", "P50/P99 MS", "DROPPED",
@@ -117,7 +135,8 @@ def table(report: Dict[str, Any]) -> str:
     for line in report.get("devices_text") or []:
         name = line.split(":", 1)[0]
         users = used.get(name)
-        text += "  {}{}\n".format(line, "  <- " + ", ".join(users) if users else "")
+        text += "  {}\n".format(one_line("{}{}".format(line, "  <- " + ", ".join(users)
+                                                      if users else ""), 300))
     return text
 
 
