@@ -27,6 +27,8 @@ from vidpipe.stats import Histogram, LatencyWindow, RateMeter, Tally, fmt_ms
 
 log = logging.getLogger("vidpipe.collector")
 POLL_SLICE = 0.05
+MAX_UNKNOWN = 64  # cameras the config does not name, kept at once (udev names up to 32)
+UNKNOWN_IDLE_S = 60.0  # one silent this long makes room for a new one
 _REASON_BAD = re.compile(r"[^a-z0-9_:.-]")
 
 
@@ -43,6 +45,7 @@ class CameraStats:
         self.histogram = Histogram()
         self.rate = RateMeter()
         self.reported = False
+        self.last_seen = 0.0  # monotonic time of its last message
 
     def snapshot(self) -> Dict[str, Any]:
         o = self.order
@@ -135,19 +138,40 @@ class Collector(Role):
         self.flush()
         return 0
 
-    def camera(self, name: str) -> CameraStats:
+    def camera(self, name: str, now: float = 0.0) -> CameraStats:
+        """The camera's state. A configured camera always has a place; of the
+        others (udev names cameras the config does not) at most MAX_UNKNOWN
+        are kept, and the one silent longest (over UNKNOWN_IDLE_S) makes room,
+        its results released first: made-up names on the wire cannot lock
+        the real cameras out."""
         cam = self.cameras.get(name)
         if cam is None:
-            if not name or len(self.cameras) >= 1024:
-                raise wire.WireError("bad_camera", "unknown or too many cameras")
+            if not name:
+                raise wire.WireError("bad_camera", "no camera name")
+            if name not in self.config.cameras and not self._room_for_unknown(now):
+                raise wire.WireError("bad_camera", "too many cameras the config does not name")
             order = CameraOrder(name, self.cc.reorder_window, self.timeout)
             cam = self.cameras[name] = CameraStats(order)
+        cam.last_seen = now
         return cam
+
+    def _room_for_unknown(self, now: float) -> bool:
+        unknown = [c for n, c in self.cameras.items() if n not in self.config.cameras]
+        if len(unknown) < MAX_UNKNOWN:
+            return True
+        idlest = min(unknown, key=lambda c: c.last_seen)
+        if now - idlest.last_seen < UNKNOWN_IDLE_S:
+            return False
+        self.deliver(idlest, idlest.order.flush())
+        del self.cameras[idlest.order.camera]
+        log.info("collector %s: forgot camera %s (not configured, silent for %.0f s)",
+                 self.name, idlest.order.camera, now - idlest.last_seen)
+        return True
 
     def on_message(self, msg: wire.Message, now: float) -> None:
         head = msg.header
         try:
-            cam = self.camera(head.camera)
+            cam = self.camera(head.camera, now)
         except wire.WireError as exc:
             self.bad[exc.reason] += 1
             return

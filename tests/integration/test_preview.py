@@ -3,6 +3,7 @@ its image element shows frames that change."""
 
 import json
 import os
+import socket
 import time
 from typing import Any
 
@@ -83,3 +84,23 @@ def test_preview_costs_nothing_without_viewers_and_rejects_unknown_paths(pipelin
         with pytest.raises(urllib.error.HTTPError) as err:
             http_get("http://127.0.0.1:{}{}".format(port, path))
         assert err.value.code == 404
+    # issue 24: short visits to an idle camera's stream kept their slots, and
+    # every live stream answered 503 afterwards
+    request = "GET /stream/cam0.mjpg HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n".format(port)
+
+    def visit() -> "socket.socket":
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(request.encode())
+        assert sock.recv(64).startswith(b"HTTP/1.0 200"), "a stream was refused"
+        return sock
+
+    for sock in [visit() for _ in range(16)]:  # every stream slot taken
+        sock.close()
+    deadline = time.monotonic() + 5
+    while True:  # the slots come back within about a second
+        try:
+            visit().close()
+            break
+        except AssertionError:
+            assert time.monotonic() < deadline, "stream slots not given back"
+            time.sleep(0.3)

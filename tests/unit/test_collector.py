@@ -142,3 +142,35 @@ def test_a_broker_output_that_cannot_start_is_off_and_named(tmp_path: Path,
             str(tmp_path / "missing") in text
     finally:
         collector.close()
+
+
+def test_made_up_camera_names_never_lock_out_the_configured_ones(short_tmp: Path) -> None:
+    """Issue 24: 1,024 made-up camera names in RESULTs locked the configured
+    cameras out (bad_camera) until a restart. A configured camera always has
+    a place; unconfigured ones are bounded, and one silent long enough makes
+    room for a new one, its results released first."""
+    from vidpipe import collector as collector_module
+
+    config = config_from_dict({"pipeline": {"runtime_dir": str(short_tmp)},
+                               "cameras": {"cam0": {"source": "testsrc"}}})
+    recorder = Recorder()
+    coll = Collector(config, outputs=[recorder])
+    try:
+        def result(camera: str, seq: int, now: float) -> None:
+            head = wire.Header(wire.RESULT, camera, 1, seq, 0)
+            coll.on_message(wire.Message(head, {"handler": "1"}, None), now)
+
+        for n in range(1024):
+            result("fake{}".format(n), 0, 100.0)
+        assert len(coll.cameras) == collector_module.MAX_UNKNOWN
+        assert coll.bad["bad_camera"] == 1024 - collector_module.MAX_UNKNOWN
+        result("cam0", 0, 101.0)  # the configured camera is always taken
+        assert "cam0" in coll.cameras and coll.cameras["cam0"].order.processed == 1
+        result("new", 0, 110.0)  # the others are not silent long enough yet
+        assert "new" not in coll.cameras
+        result("fake5", 1, 150.0)  # one that speaks is kept
+        result("new", 0, 100.0 + collector_module.UNKNOWN_IDLE_S + 1)
+        assert "new" in coll.cameras and "fake0" not in coll.cameras and "fake5" in coll.cameras
+        assert len(coll.cameras) == collector_module.MAX_UNKNOWN + 1
+    finally:
+        coll.close()

@@ -9,6 +9,8 @@ watching costs nothing.
 
 import html
 import logging
+import select
+import socket
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -23,6 +25,15 @@ from vidpipe.outputs.web import Request
 log = logging.getLogger("vidpipe.preview")
 BOUNDARY = "vidpipeframe"
 MAX_CAMERAS = 1024
+
+
+def client_gone(sock: Any) -> bool:
+    """The client closed its connection (or it broke): without waiting."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 class Feed:
@@ -217,6 +228,8 @@ class PreviewOutput(Output):
             while not self.closed:
                 jpeg, number = feed.wait_newer(number, 1.0)
                 if jpeg is None:
+                    if client_gone(req.connection):  # an idle camera writes nothing that
+                        return                        # would fail: the slot is given back
                     continue
                 req.wfile.write("--{}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n"
                                 .format(BOUNDARY, len(jpeg)).encode("ascii") + jpeg + b"\r\n")
