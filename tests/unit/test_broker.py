@@ -150,3 +150,33 @@ def test_the_publisher_thread_outlives_any_error_and_says_so(tmp_path: Path) -> 
 
 def test_jpeg_under_stops_where_nothing_smaller_can_be_made() -> None:
     assert jpeg_under(np.zeros((1, 1, 3), np.uint8), 10) is None
+
+
+def test_the_spool_limit_is_shared_by_the_broker_outputs(tmp_path: Path, caplog) -> None:
+    """Issue 24: each broker output had the whole spool_max_mb (the shipped
+    config reads as one limit), and drops were counted but never logged."""
+    import logging
+
+    from vidpipe.outputs.broker import spool_share
+
+    def share(outputs: list, mb: int = 64) -> int:
+        return spool_share(config_from_dict({"collector": {
+            "outputs": outputs, "spool_max_mb": mb, "spool_dir": str(tmp_path)}}).collector)
+
+    assert share(["mqtt"]) == 64 << 20
+    assert share(["mqtt", "amqp", "log"]) == 32 << 20
+    assert share(["mqtt", "amqp"], mb=1) == 1 << 20  # at least a MiB each
+    output = make(tmp_path, results=True, spool_max_mb=1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="vidpipe.broker"):
+            for n in range(3000):
+                output._offer("cam0", "results", {"n": n, "pad": "x" * 600})
+            from conftest import wait_until
+
+            wait_until(lambda: output.queue.empty(), 10, "spooled")
+            wait_until(lambda: output.spool.dropped.as_dict().get("result"), 5, "drops")
+        lines = [r.getMessage() for r in caplog.records if "spool is full" in r.getMessage()]
+        assert len(lines) == 1 and '"result":' in lines[0], lines  # said once, with counts
+        assert output.spool.stats()["disk_bytes"] <= 1 << 20
+    finally:
+        output.close(drain_s=0)

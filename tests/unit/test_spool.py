@@ -180,3 +180,73 @@ def test_every_event_survives_a_sigkill(tmp_path: Path) -> None:
     assert set(confirmed) <= events  # nothing an append returned for is lost
     assert spool.torn <= 1  # at most the record being written when killed
     spool.close()
+
+
+def segment_bytes_on_disk(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.glob("*.seg"))
+
+
+def test_the_files_on_disk_stay_within_the_limit(tmp_path: Path) -> None:
+    """Issue 24: the bound counted live bytes only; with spool_max_mb = 1 the
+    MQTT spool peaked at 1.41 MB on disk (dead records in segments not yet
+    compacted). Now the segment files themselves stay under max_bytes, with
+    acks out of order (as a broker's in-flight window gives them)."""
+    import random
+
+    rng = random.Random(7)
+    directory = tmp_path / "s"
+    spool = Spool(str(directory), max_bytes=1 << 20)
+    pending: list = []
+    peak = 0
+    for n in range(6000):
+        kind = EVENT if n % 10 == 0 else RESULT
+        pending.append(spool.append(kind, bytes(rng.randrange(100, 1500))))
+        if len(pending) > 40 and rng.random() < 0.7:  # an in-flight window, acked out of order
+            spool.ack(pending.pop(rng.randrange(len(pending) - 20)))
+        peak = max(peak, segment_bytes_on_disk(directory))
+    assert peak <= 1 << 20, peak
+    assert spool.stats()["disk_bytes"] == segment_bytes_on_disk(directory)
+    assert spool.dropped.as_dict().get("result", 0) > 0  # it was full: results gave way
+    assert "event" not in spool.dropped.as_dict()
+    spool.close()
+
+
+def test_a_write_cut_short_is_undone(tmp_path: Path) -> None:
+    """Issue 24: a short os.write on a full disk shifted the spool's offsets,
+    so later records read back unreadable. The file-size limit stands for a
+    full disk: the write fails whole, and the records after it read back."""
+    import subprocess
+    import sys
+
+    script = """
+import resource, signal, sys
+sys.path.insert(0, sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+from vidpipe.outputs.spool import Spool, EVENT
+spool = Spool(sys.argv[2], max_bytes=1 << 20)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (10000, hard))
+written = []
+try:
+    for n in range(1000):
+        written.append(spool.append(EVENT, b"%04d" % n + bytes(300)))
+except OSError as exc:
+    print("full after", len(written), exc.errno)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+for n in range(3):
+    spool.append(EVENT, b"late" + bytes(300))
+spool.close()
+again = Spool(sys.argv[2], max_bytes=1 << 20)
+records = again.pending(limit=2000)
+print("read", len(records), "torn", again.torn, "late", sum(r.payload[:4] == b"late" for r in records))
+print("in order", [r.payload[:4] for r in records[:len(written)]] == [b"%04d" % n for n in range(len(written))])
+"""
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    out = subprocess.run([sys.executable, "-c", script, src, str(tmp_path / "s")],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         universal_newlines=True, timeout=60)
+    assert out.returncode == 0, out.stdout
+    full = int(out.stdout.split("full after ")[1].split()[0])
+    assert 20 < full < 40, out.stdout
+    assert "read {} torn 0 late 3".format(full + 3) in out.stdout, out.stdout
+    assert "in order True" in out.stdout

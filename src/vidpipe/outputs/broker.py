@@ -54,6 +54,15 @@ QUEUE = 10000  # messages between the collector's thread and the publisher
 VERSION = 1
 #: spool kind of each stream: what is dropped first when the spool is full
 KIND = {"events": EVENT, "state": STATE, "snapshot": STATE, "results": RESULT}
+#: the outputs that spool (and so share collector.spool_max_mb)
+KIND_OUTPUTS = ("mqtt", "amqp")
+
+
+def spool_share(cc: CollectorConfig) -> int:
+    """Each broker output's part of ``collector.spool_max_mb``: the limit is
+    for all of them together, on disk, shared evenly."""
+    brokers = [name for name in cc.outputs if name in KIND_OUTPUTS] or ["one"]
+    return max(1 << 20, (cc.spool_max_mb << 20) // len(brokers))
 
 
 def require(output: str, module: str, package: str) -> Any:
@@ -161,7 +170,8 @@ class BrokerOutput(Output):
         self.counts = Tally()
         self.queue: "queue.Queue[Tuple[str, str, Any, bool, Dict[str, Any]]]" = \
             queue.Queue(QUEUE)
-        self.spool = Spool(os.path.join(cc.spool_dir, self.name), cc.spool_max_mb * 1024 * 1024)
+        self.spool = Spool(os.path.join(cc.spool_dir, self.name), spool_share(cc))
+        self.spool_drops = 0  # drops the log has been told of
         self.connected = False
         self.state = "connecting"
         self.throttle = Throttle(60.0)
@@ -273,6 +283,12 @@ class BrokerOutput(Output):
         except SpoolError as exc:  # full of more precious records: counted by the spool
             self.counts["spool_full"] += 1
             self.warn("spool_full", "%s: a %s message was not kept: %s", self.name, stream, exc)
+        dropped = self.spool.dropped.as_dict()
+        if sum(dropped.values()) != self.spool_drops:
+            self.spool_drops = sum(dropped.values())
+            self.warn("spool_drop", "%s: the spool is full (%d MiB, collector.spool_max_mb): "
+                      "older messages given up so far, by kind: %s", self.name,
+                      self.spool.max_bytes >> 20, json.dumps(dropped, sort_keys=True))
 
     # ------------------------------------------------------------------ the collector's side
 

@@ -23,13 +23,19 @@ after a crash a few records
 may be handed out twice, which at-least-once delivery allows (each carries
 its own id).
 
-Bound: the live records' bytes stay under ``max_bytes``. When a record
-does not fit, the oldest *results* are dropped first, then the oldest
-*state* updates, and only then the oldest *events*; every drop is counted
-by kind. A segment whose records are all done is deleted; one whose live
-records are few is rewritten without the dead ones.
+Bound: the segment files on disk -- live records and the dead ones not yet
+reclaimed -- stay under ``max_bytes``. When a record does not fit, dead
+space is reclaimed first (a segment rewritten without its done records);
+then the oldest *results* are dropped, then the oldest *state* updates, and
+only then the oldest *events*, until the record fits (with half a segment
+more in a spool of eight segments or more, so that a full spool does not
+rewrite a segment at every append); every drop is
+counted by kind. A segment whose records are all done is deleted; one whose
+live records are few is rewritten without the dead ones. A write cut short
+(a full file system) is undone, so the offsets of later records stay right.
 """
 
+import errno
 import os
 import struct
 import threading
@@ -84,11 +90,13 @@ class Spool:
         self.segment_bytes = max(4096, min(segment_bytes, max_bytes // 4))
         self.sync_interval = sync_interval_s
         self.dropped = Tally()  # by kind name
+        self._dropped_kind = RESULT
         self.torn = 0
         self._lock = threading.Lock()
         self._live: "OrderedDict[int, _Entry]" = OrderedDict()  # seq -> entry, in order
         self._seg_live: Dict[int, List[int]] = {}  # segment -> [live records, their bytes]
-        self._bytes = 0
+        self._bytes = 0  # live records
+        self._seg_size: Dict[int, int] = {}  # segment -> bytes of its file
         self._done_above: set = set()  # done seqs above the watermark
         os.makedirs(directory, mode=0o750, exist_ok=True)
         self._dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -140,6 +148,7 @@ class Spool:
                 live[1] += entry.size
             if live[0]:
                 self._seg_live[segment] = live
+                self._seg_size[segment] = os.stat(self._path(segment)).st_size
             else:
                 self._unlink(segment)
         for seq, entry in sorted(found, key=lambda item: item[0]):  # compaction moves them
@@ -168,10 +177,16 @@ class Spool:
             self.torn += 1  # a header cut short
 
     def _unlink(self, segment: int) -> None:
+        self._seg_size.pop(segment, None)
         try:
             os.unlink(self._path(segment))
         except FileNotFoundError:
             pass
+
+    @property
+    def disk_bytes(self) -> int:
+        """What the segment files hold: live records and dead ones not reclaimed."""
+        return sum(self._seg_size.values())
 
     # ------------------------------------------------------------------ writing
 
@@ -196,8 +211,9 @@ class Spool:
                 self._roll()
             assert self._file is not None
             offset = self._file_size
-            os.write(self._file, record)
+            _write_all(self._file, record, offset)
             self._file_size += size
+            self._seg_size[self._segment] = self._file_size
             self._live[seq] = _Entry(self._segment, offset, kind, size, spooled)
             live = self._seg_live.setdefault(self._segment, [0, 0])
             live[0] += 1
@@ -226,6 +242,7 @@ class Spool:
                              os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
                              0o640)
         self._file_size = 0
+        self._seg_size[self._segment] = 0
         os.fsync(self._dir_fd)  # the new file's name is durable too
 
     def _sync(self) -> None:
@@ -239,21 +256,54 @@ class Spool:
         self._last_sync = time.monotonic()
 
     def _make_room(self, size: int, incoming: int) -> None:
-        """Drop the oldest records of the least precious kinds, never one more
-        precious than ``incoming``, until ``size`` more bytes fit."""
-        for kind in DROP_ORDER:
-            if self._bytes + size <= self.max_bytes:
-                return
-            if DROP_ORDER.index(kind) > DROP_ORDER.index(incoming):
+        """Make ``size`` more bytes fit on disk: reclaim dead space, then drop
+        the oldest records of the least precious kinds (never one more
+        precious than ``incoming``) down to a low-water mark."""
+        if self.disk_bytes + size <= self.max_bytes:
+            return
+        # half a segment more, in a spool of many: not a rewrite at every append
+        slack = self.segment_bytes // 2 if self.max_bytes >= 8 * self.segment_bytes else 0
+        target = self.max_bytes - size - slack
+        while self.disk_bytes > max(0, target):
+            if self._reclaim():
+                continue
+            victim = self._victim(incoming)
+            if victim is None:
                 break
-            for seq in [s for s, e in self._live.items() if e.kind == kind]:
-                self._done(seq)
-                self.dropped[KINDS[kind]] += 1
-                if self._bytes + size <= self.max_bytes:
-                    return
-        if self._bytes + size > self.max_bytes:
+            self._done(victim)
+            self.dropped[KINDS[self._dropped_kind]] += 1
+        if self.disk_bytes + size > self.max_bytes:
             self.dropped[KINDS[incoming]] += 1  # only more precious ones are left
             raise SpoolFull(KINDS[incoming])
+
+    def _victim(self, incoming: int) -> Optional[int]:
+        """The oldest record of the least precious kind there is, no more
+        precious than ``incoming``."""
+        for kind in DROP_ORDER:
+            if DROP_ORDER.index(kind) > DROP_ORDER.index(incoming):
+                return None
+            for seq, entry in self._live.items():
+                if entry.kind == kind:
+                    self._dropped_kind = kind
+                    return seq
+        return None
+
+    def _reclaim(self) -> bool:
+        """Give back the dead space of the segment that has the most; the
+        segment being written is closed first if it is the one."""
+        dead = {seg: size - self._seg_live.get(seg, [0, 0])[1]
+                for seg, size in self._seg_size.items()}
+        segment = max(dead, key=lambda seg: dead[seg], default=None)
+        if segment is None or dead[segment] <= 0:
+            return False
+        if segment == self._segment and self._file is not None:
+            self._roll()  # tidies it as an old segment: compacted or deleted
+            return True
+        if segment in self._seg_live:
+            self._compact(segment)
+        else:
+            self._unlink(segment)
+        return True
 
     # ------------------------------------------------------------------ reading
 
@@ -337,6 +387,7 @@ class Spool:
             os.close(fd)
         os.rename(tmp, path)
         os.fsync(self._dir_fd)
+        self._seg_size[segment] = offset
         for (_seq, entry), offset in zip(moved, offsets):
             entry.offset = offset
 
@@ -348,6 +399,7 @@ class Spool:
         with self._lock:
             oldest = next(iter(self._live.values()), None)
             return {"depth": len(self._live), "bytes": self._bytes,
+                    "disk_bytes": self.disk_bytes,
                     "oldest_s": round((now_ns - oldest.spooled_ns) / 1e9, 3) if oldest else 0.0,
                     "dropped": self.dropped.as_dict(), "torn": self.torn}
 
@@ -374,6 +426,23 @@ class Spool:
                 if self._segment not in self._seg_live:
                     self._unlink(self._segment)
             os.close(self._dir_fd)
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    """Write all of ``data`` at the end of the append-only file ``fd`` (now
+    ``offset`` bytes long), or none of it: a write cut short (a full file
+    system) is cut off again, so the next record starts where it should."""
+    written = 0
+    try:
+        while written < len(data):
+            count = os.write(fd, data[written:])
+            if count <= 0:
+                raise OSError(errno.ENOSPC, "no space left for the spool's record")
+            written += count
+    except OSError:
+        if written:
+            os.ftruncate(fd, offset)
+        raise
 
 
 class SpoolFull(SpoolError):
