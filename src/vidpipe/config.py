@@ -221,6 +221,9 @@ class CollectorConfig:
                                          allowed="1-64 characters, no colon or space"))
     http_password_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
                                            allowed="an absolute path, or \"\""))
+    #: without a password, who on this box may see the cameras: "group" (root,
+    #: the collector's account and group vidpipe) or "anyone" (before 0.2)
+    http_local_access: str = key("group", Rule(str, choices=("group", "anyone")))
     metrics: bool = key(False, Rule(bool))
     preview_fps: float = key(5.0, Rule(float, 0.1, 60))
     preview_width: int = key(960, Rule(int, 16, 16384))

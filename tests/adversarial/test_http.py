@@ -3,6 +3,7 @@ strangers: each test does what an attacker would and checks what an
 operator still gets."""
 
 import base64
+import os
 import http.client
 import socket
 import time
@@ -131,3 +132,85 @@ def test_serving_the_network_without_a_password_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as err:
         config_from_dict({"collector": {"outputs": ["preview"], "http_listen": "0.0.0.0:8090"}})
     assert "collector.http_password_file" in str(err.value)
+
+
+GET_AS = """
+import http.client, sys
+conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
+conn.request("GET", sys.argv[2])
+resp = conn.getresponse()
+print(resp.status, resp.read().decode("latin-1").strip())
+"""
+
+
+def get_as(uid: int, port: int, path: str) -> Tuple[int, str]:
+    """GET ``path`` from a process of account ``uid`` (a real other user)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", GET_AS, str(port), path], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, universal_newlines=True, timeout=30,
+                         preexec_fn=lambda: (os.setgroups([]), os.setgid(uid), os.setuid(uid)),
+                         cwd="/")
+    code, _, body = out.stdout.strip().partition(" ")
+    assert code.isdigit(), out.stdout
+    return int(code), body
+
+
+@pytest.mark.parametrize("access,password,stranger", [
+    ("group", False, 403),   # the default: not every local account sees the cameras
+    ("anyone", False, 200),  # as before 0.2, for whoever chose it
+    ("group", True, 401),    # a password governs when there is one
+])
+def test_the_local_preview_is_for_group_vidpipe(tmp_path, access: str, password: bool,
+                                                stranger: int) -> None:
+    """Issue 24: user nobody got a live JPEG from the preview on 127.0.0.1.
+    Without a password it now answers only root, the collector's account and
+    group vidpipe: the client socket's owner, as the kernel knows it."""
+    import pwd
+
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("needs root to connect as another account")
+        pytest.skip("needs root to connect as another account")
+    cc: Dict[str, object] = {"outputs": ["log"], "metrics": True, "http_local_access": access}
+    if password:
+        secret = tmp_path / "pw"
+        secret.write_text("s3cret\n")
+        cc["http_password_file"] = str(secret)
+    routes = {r"/metrics": lambda req, _m: req.send_text(200, "vidpipe_up 1\n"),
+              r"/snapshot/cam0.jpg": lambda req, _m: req.send_body(200, b"\xff\xd8", "image/jpeg")}
+    srv = web.WebServer("127.0.0.1:{}".format(free_port()), routes,
+                        web_guard(config_from_dict({"collector": cc}).collector))
+    assert srv.start(), srv.error
+    try:
+        nobody = pwd.getpwnam("nobody").pw_uid
+        code, body = get_as(nobody, srv.port, "/snapshot/cam0.jpg")
+        assert code == stranger, body
+        if code == 403:
+            assert "group vidpipe" in body and "uid {}".format(nobody) in body
+        if not password:  # numbers for any account (a Prometheus of its own user)
+            assert get_as(nobody, srv.port, "/metrics") == (200, "vidpipe_up 1")
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+            conn.request("GET", "/snapshot/cam0.jpg")  # root, this process's account
+            assert conn.getresponse().status == 200
+            conn.close()
+    finally:
+        srv.close()
+
+
+def test_the_owner_of_a_loopback_connection_is_found() -> None:
+    from vidpipe.outputs.localpeer import peer_uid
+
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        listener = socket.socket(family)
+        listener.bind((host, 0))
+        listener.listen()
+        client = socket.create_connection((host, listener.getsockname()[1]))
+        conn, _ = listener.accept()
+        try:
+            assert peer_uid(conn) == os.geteuid()
+            assert peer_uid(conn, proc="/nonexistent") is None  # unknown: not allowed
+        finally:
+            for sock in (conn, client, listener):
+                sock.close()

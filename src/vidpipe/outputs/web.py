@@ -16,7 +16,10 @@ What keeps it answering and private:
   ``Origin`` must be one of those too: a web page elsewhere cannot read
   snapshots or status through a browser by DNS rebinding;
 * with ``http_password_file`` (required when listening beyond localhost)
-  every request needs HTTP basic authentication.
+  every request needs HTTP basic authentication; without one, pictures and
+  status go only to root, the collector's account and group ``vidpipe`` (the client
+  socket's owner, :mod:`.localpeer`; ``http_local_access = "anyone"``
+  answers every local account, as before 0.2).
 """
 
 import base64
@@ -33,6 +36,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 from urllib.parse import urlsplit
 
 from vidpipe.config import LOCAL_HOSTS, split_listen
+from vidpipe.outputs.localpeer import LocalAccounts
 
 log = logging.getLogger("vidpipe.web")
 
@@ -40,6 +44,9 @@ Route = Callable[["Request", "re.Match[str]"], None]
 MAX_CLIENTS = 32
 MAX_STREAMS = 16
 HEADER_DEADLINE = 5.0
+#: what any local account may read without a password: numbers, no pictures
+#: (a Prometheus running as its own user scrapes it)
+FOR_ANY_ACCOUNT = ("/metrics",)
 IO_TIMEOUT = 10.0
 
 
@@ -63,20 +70,31 @@ class Guard:
     """Who may ask: the Host/Origin check and the optional password."""
 
     def __init__(self, listen_host: str, extra_hosts: Iterable[str] = (),
-                 user: str = "", password: str = "") -> None:
+                 user: str = "", password: str = "",
+                 local: Optional[LocalAccounts] = None) -> None:
         names = set(LOCAL_HOSTS) | {listen_host.lower()} | {h.lower() for h in extra_hosts}
         if not _is_ip(listen_host) or listen_host in ("0.0.0.0", "::"):
             names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
         self.names = names
         self.credentials = base64.b64encode("{}:{}".format(user, password).encode()) \
             if password else b""
+        #: without a password: only these local accounts (None: anyone)
+        self.local = None if password else local
 
     def allowed_host(self, name: str) -> bool:
         # a DNS-rebinding page always reaches us under a domain name, never an IP
         return name in self.names or _is_ip(name)
 
-    def refuse(self, headers: Any) -> Optional[Tuple[int, str]]:
+    def refuse(self, headers: Any, sock: Any = None,
+               path: str = "") -> Optional[Tuple[int, str]]:
         """``(status, reason)`` when the request must be refused, else None."""
+        if self.local is not None and sock is not None and path not in FOR_ANY_ACCOUNT:
+            allowed, uid = self.local.allows(sock)
+            if not allowed:
+                return 403, ("the preview on this box is for root and group {} (adduser USER "
+                             "{}), uid {} is neither; or set collector.http_password_file"
+                             .format(self.local.group, self.local.group,
+                                     "unknown" if uid is None else uid))
         host = headers.get("Host")
         if host is not None and not self.allowed_host(_host_name(host)):
             return 421, "unknown host name {!r} (add it to collector.http_hosts)".format(
@@ -104,7 +122,8 @@ def web_guard(cc: Any) -> Guard:
             password = handle.readline().strip()
         if not password:
             raise OSError("{} holds no password".format(cc.http_password_file))
-    return Guard(split_listen(cc.http_listen)[0], cc.http_hosts, cc.http_user, password)
+    local = LocalAccounts() if cc.http_local_access == "group" else None
+    return Guard(split_listen(cc.http_listen)[0], cc.http_hosts, cc.http_user, password, local)
 
 
 class Request(http.server.BaseHTTPRequestHandler):
@@ -121,7 +140,8 @@ class Request(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (the http.server name)
         path = self.path.split("?", 1)[0]
-        refused = self.guard.refuse(self.headers) if self.guard is not None else None
+        refused = self.guard.refuse(self.headers, self.connection, path) \
+            if self.guard is not None else None
         if refused is not None:
             code, why = refused
             log.info("refused %s %s from %s: %s", self.command, path[:80],
