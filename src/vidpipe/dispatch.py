@@ -10,7 +10,7 @@ talks to the object, never to the mode's name:
   carrying their window (how many frames they take at once); every finished
   frame returns one credit. A handler is free when it holds fewer frames
   than its window; ``balanced`` picks the freest, ``by-camera`` keeps one
-  handler per camera. A handler that left, whose connection dropped, or
+  handler per camera, spread by how many cameras each handler serves. A handler that left, whose connection dropped, or
   that has not been heard from for ``handler_timeout_ms`` hands its frames
   in flight back to the decoder (:meth:`Owner.frames_lost`).
 
@@ -22,7 +22,7 @@ import time
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 import zmq
 
@@ -34,6 +34,9 @@ log = logging.getLogger("vidpipe.decoder")
 #: a frame held longer than this by a live handler is given up (a stuck stage
 #: gets its handler restarted by the watchdog long before)
 OVERDUE_S = 60.0
+#: by-camera: a camera stays this long where it was put before it may move
+#: (the handlers' credits, a heartbeat apart, say where the others went)
+SETTLE_S = 5.0
 #: (seq, sent at, message parts) of a frame a handler held
 Held = Tuple[int, float, Any]
 
@@ -50,6 +53,7 @@ class Peer:
     last_used: float = float("-inf")  # never used wins a tie
     fd: int = -1  # the connection its messages arrive on
     inflight: "OrderedDict[int, Tuple[float, Any]]" = field(default_factory=OrderedDict)
+    serving: FrozenSet[str] = frozenset()  # the cameras it says it serves now
 
     @property
     def free(self) -> int:
@@ -65,6 +69,8 @@ class Balancer:
         self.timeout = timeout
         self.peers: Dict[bytes, Peer] = {}
         self.sticky: Optional[bytes] = None
+        self.settled_at = float("-inf")  # by-camera: when the handler was last chosen
+        self.looked_at = float("-inf")  # and last looked at again
 
     def __len__(self) -> int:
         return len(self.peers)
@@ -83,12 +89,10 @@ class Balancer:
         peer = self.peers.get(identity)
         return peer is not None and peer.inflight.pop(seq, None) is not None
 
-    def choose(self) -> Optional[Peer]:
+    def choose(self, now: Optional[float] = None) -> Optional[Peer]:
         """The handler to send the next frame to, or ``None`` (no capacity)."""
         if self.mode == "by-camera":
-            peer = self.peers.get(self.sticky) if self.sticky is not None else None
-            if peer is None:
-                peer = self._new_sticky()
+            peer = self._by_camera(time.monotonic() if now is None else now)
             return peer if peer is not None and peer.free > 0 else None
         best = None
         for peer in self.peers.values():
@@ -98,14 +102,45 @@ class Balancer:
                 best = peer
         return best
 
-    def _new_sticky(self) -> Optional[Peer]:
-        if not self.peers:
-            return None
-        # spread cameras over handlers deterministically by name
-        ordered = sorted(self.peers.values(), key=lambda p: (p.name, p.identity))
-        peer = ordered[zlib.crc32(self.camera.encode()) % len(ordered)]
-        self.sticky = peer.identity
+    # ------------------------------------------------------------------ by-camera
+
+    def load(self, peer: Peer) -> int:
+        """How many cameras ``peer`` serves, counting this one where it goes now."""
+        others = len(peer.serving - {self.camera})
+        return others + (1 if peer.identity == self.sticky else 0)
+
+    def _by_camera(self, now: float) -> Optional[Peer]:
+        """This camera's handler: kept while it is there; else the one serving
+        the fewest cameras (as the handlers' credits say). So k cameras on n
+        handlers come to at most ceil(k/n) each, whatever their names. A
+        handler that joins late is filled by the camera named last on the
+        busiest handler moving over -- one camera a handler at a time, only
+        while the two differ by two or more, and not within SETTLE_S of a
+        choice, so that the handlers' reports have caught up."""
+        peer = self.peers.get(self.sticky) if self.sticky is not None else None
+        if peer is None:
+            self.sticky = None
+            peer = self._least_loaded()
+            if peer is not None:
+                self.sticky, self.settled_at = peer.identity, now
+            return peer
+        if now - self.settled_at >= SETTLE_S and now - self.looked_at >= 1.0:
+            self.looked_at = now
+            target = self._least_loaded()
+            mine = peer.serving | {self.camera}
+            if target is not None and target is not peer and \
+                    self.load(peer) - self.load(target) >= 2 and self.camera == max(mine):
+                log.info("%s: moves from handler %s (%d cameras) to handler %s (%d)",
+                         self.camera, peer.name, self.load(peer), target.name,
+                         self.load(target))
+                self.sticky, self.settled_at, peer = target.identity, now, target
         return peer
+
+    def _least_loaded(self) -> Optional[Peer]:
+        # ties: a hash of camera and handler (rendezvous), so decoders that
+        # choose at the same moment spread instead of piling on one handler
+        return min(self.peers.values(), default=None, key=lambda p: (
+            self.load(p), zlib.crc32("{}/{}".format(self.camera, p.name).encode())))
 
     def sent(self, peer: Peer, seq: int, parts: Any, now: float) -> None:
         peer.inflight[seq] = (now, parts)
@@ -247,7 +282,7 @@ class CreditDispatcher(PushDispatcher):
 
     def send(self, seq: int, parts: List[Any], now: float) -> str:
         while True:
-            peer = self.balancer.choose()
+            peer = self.balancer.choose(now)
             if peer is None:
                 return "no_handler" if not len(self.balancer) else "no_capacity"
             if transport.send_nowait(self.out, [peer.identity] + parts):
@@ -282,7 +317,10 @@ class CreditDispatcher(PushDispatcher):
                 self.owner.bad["bad_credit"] += 1
                 return
             known = identity in self.balancer.peers
-            self.balancer.heard(identity, name, window, now)
+            peer = self.balancer.heard(identity, name, window, now)
+            serving = msg.meta.get("serving", [])
+            if isinstance(serving, list) and len(serving) <= 64:
+                peer.serving = frozenset(c for c in serving if names.valid(c))
             if not known:
                 log.info("%s: handler %s joined (window %d)", self.owner.label, name, window)
             # a credit for a frame of this stream (not of the decoder's earlier run)

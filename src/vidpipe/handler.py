@@ -237,7 +237,7 @@ class Handler(Role):
             else:
                 self.undelivered += 1
         finally:
-            self.decoders.credit(sock, head.seq, head.stream)
+            self.decoders.credit(sock, head.seq, head.stream, head.camera)
 
     def run_chain(self, frame: Frame) -> Optional[Dict[str, float]]:
         """Run every stage; per-stage milliseconds, or ``None`` if a stage failed."""
@@ -259,7 +259,7 @@ class Handler(Role):
         try:
             self._drop(head, reason)
         finally:
-            self.decoders.credit(sock, head.seq, head.stream)
+            self.decoders.credit(sock, head.seq, head.stream, head.camera)
 
     def _drop(self, head: wire.Header, reason: str) -> None:
         self.dropped[reason] += 1

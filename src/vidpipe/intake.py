@@ -24,6 +24,29 @@ from vidpipe.config import Config
 
 log = logging.getLogger("vidpipe.handler")
 DISCOVERY_INTERVAL = 1.0
+SERVING_S = 3.0  # a camera whose frames came this recently is being served
+MAX_SERVING = 64
+
+
+class Serving:
+    """The cameras whose frames this handler had in the last SERVING_S (at
+    most MAX_SERVING names), the list remade at most twice a second."""
+
+    def __init__(self) -> None:
+        self.last: Dict[str, float] = {}
+        self.listed: List[str] = []
+        self.listed_at = float("-inf")
+
+    def note(self, camera: str, now: float) -> None:
+        if camera in self.last or len(self.last) < MAX_SERVING:
+            self.last[camera] = now
+
+    def names(self, now: float) -> List[str]:
+        if now - self.listed_at >= 0.5:
+            for camera in [c for c, t in self.last.items() if now - t > SERVING_S]:
+                del self.last[camera]
+            self.listed, self.listed_at = sorted(self.last), now
+        return self.listed
 
 
 class DecoderLinks:
@@ -39,6 +62,7 @@ class DecoderLinks:
         self.refused: Set[str] = set()  # socket files found that are not ours
         self.poller = zmq.Poller()
         self.last_beat = self.last_discovery = 0.0
+        self.serving = Serving()
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -86,11 +110,17 @@ class DecoderLinks:
                         path, os.geteuid())
         return False
 
-    def credit(self, sock: zmq.Socket, seq: int, stream: int) -> None:
-        """Frame ``seq`` of ``stream`` is done (``NO_SEQ``: just announce us)."""
+    def credit(self, sock: zmq.Socket, seq: int, stream: int, camera: str = "") -> None:
+        """Frame ``seq`` of ``stream`` of ``camera`` is done (``NO_SEQ``: just
+        announce us). The credit tells every decoder which cameras this
+        handler serves now, for ``by-camera`` dispatch to spread them."""
         if not self.credits:
             return
-        meta = {"handler": self.handler, "window": self.window}
+        now = time.monotonic()
+        if camera:
+            self.serving.note(camera, now)
+        meta = {"handler": self.handler, "window": self.window,
+                "serving": self.serving.names(now)}
         transport.send_nowait(sock, wire.control_parts(wire.CREDIT, meta, stream=stream,
                                                        seq=seq))
 

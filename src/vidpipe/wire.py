@@ -46,7 +46,7 @@ FRAME = 1   # decoder -> handler: [header, payload]
 RESULT = 2  # handler -> collector: [header, meta, payload]
 DROP = 3    # decoder/handler -> collector: [header, meta{"reason"}]
 EOS = 4     # decoder -> collector: [header, meta{totals}]; seq = frames read
-CREDIT = 5  # handler -> decoder: [header, meta{"handler","window","holding"}]; seq = done
+CREDIT = 5  # handler -> decoder: [header, meta{"handler","window","serving"}]; seq = done
 BYE = 6     # handler -> decoder: [header, meta{"handler"}]; handler is leaving
 KIND_NAMES = {FRAME: "frame", RESULT: "result", DROP: "drop", EOS: "eos", CREDIT: "credit",
               BYE: "bye"}

@@ -130,6 +130,35 @@ def test_optical_flow_by_camera_sees_the_true_previous_frame(pipeline: Any) -> N
             assert flow["mean_dx"] > max(0.0, flow["mean_dy"]), rec
 
 
+def test_by_camera_spreads_udevs_names_over_the_handlers(pipeline: Any) -> None:
+    """Issue 24: by-camera put cam0..cam3 (the names udev gives) all on handler
+    1 of 2 (crc32 of the name). Real decoders and handlers: each handler ends
+    up serving two cameras, each camera one handler at a time."""
+    cams = ["cam0", "cam1", "cam2", "cam3"]
+    pipeline.write_config({
+        "pipeline": {"dispatch": "by-camera"},
+        "cameras": {c: camera(330, width=160, height=120, wait=2) for c in cams},
+        "handlers": {"stages": ["gray"], "send_image": False},
+        "collector": {"exit_on_eos": True},
+    })
+    collector = pipeline.start("collector", "main")
+    for n in (1, 2):
+        pipeline.start("handler", str(n))
+    for cam in cams:
+        pipeline.start("decoder", cam)
+    assert wait_exit(collector, 60, pipeline) == 0
+    ok = [r for r in pipeline.results() if r["status"] == "ok"]
+    last = {}  # the handler of each camera's last second
+    for rec in ok:
+        if rec["seq"] >= 300:
+            last.setdefault(rec["camera"], set()).add(rec["meta"]["handler"])
+    assert set(last) == set(cams) and all(len(h) == 1 for h in last.values()), last
+    per_handler = {}
+    for cam, (handler,) in last.items():
+        per_handler.setdefault(handler, []).append(cam)
+    assert sorted(len(c) for c in per_handler.values()) == [2, 2], per_handler
+
+
 def test_slow_stage_drops_and_counts_instead_of_queueing(pipeline: Any) -> None:
     pipeline.write_config({
         "pipeline": {"max_latency_ms": 250},

@@ -53,3 +53,71 @@ def test_a_dropped_connection_names_its_handlers() -> None:
     b.heard(b"b", "2", 1, 0.0).fd = 16
     assert [p.identity for p in b.on_fd(15)] == [b"a"]
     assert b.on_fd(-1) == [] and b.on_fd(99) == []
+
+
+def run_by_camera(cameras, handlers, rounds, start=0.0, balancers=None, joins=None):
+    """Decoders' balancers side by side; after each round every handler
+    reports (as its credits do) the cameras that sent it frames. ``joins``:
+    round -> handlers that connect then. Returns the balancers and the moves."""
+    from typing import Dict, List
+
+    balancers = balancers or {cam: Balancer("by-camera", cam, timeout=60.0) for cam in cameras}
+    present: List[str] = list(handlers)
+    moves = 0
+    last: Dict[str, bytes] = {}
+    for r in range(rounds):
+        now = start + r * 0.5
+        present += (joins or {}).get(r, [])
+        serving = {h: sorted(c for c, b in balancers.items()
+                             if b.sticky == h.encode()) for h in present}
+        for cam, b in balancers.items():
+            for h in present:
+                peer = b.heard(h.encode(), h, 4, now)
+                peer.serving = frozenset(serving[h])
+            chosen = b.choose(now)
+            assert chosen is not None
+            if cam in last and last[cam] != chosen.identity:
+                moves += 1
+            last[cam] = chosen.identity
+    return balancers, moves
+
+
+def placement(balancers) -> dict:
+    out: dict = {}
+    for cam, b in balancers.items():
+        out.setdefault(b.sticky.decode(), []).append(cam)
+    return out
+
+
+def test_by_camera_spreads_any_names_evenly() -> None:
+    """Issue 24: crc32(name) % handlers put cam0..cam3 all on handler 1 of 2.
+    Now k cameras on n handlers come to at most ceil(k/n) each, whatever the
+    names, also when every decoder chooses at the same moment."""
+    for cams, handlers in ((["cam0", "cam1", "cam2", "cam3"], ["1", "2"]),
+                           (["cam0", "cam1", "cam2", "cam3"], ["1", "2", "3", "4"]),
+                           (["a", "b", "c", "d", "e"], ["1", "2"]),
+                           (["door", "yard", "gate"], ["x", "y", "z"])):
+        balancers, _ = run_by_camera(cams, handlers, rounds=40)
+        loads = [len(v) for v in placement(balancers).values()]
+        ceiling = -(-len(cams) // len(handlers))
+        assert max(loads) <= ceiling, (cams, handlers, placement(balancers))
+        # settled: nothing moves any more
+        _, moves = run_by_camera(cams, handlers, rounds=20, start=100.0, balancers=balancers)
+        assert moves == 0
+
+
+def test_by_camera_fills_a_late_handler_and_moves_only_what_it_must() -> None:
+    cams = ["cam0", "cam1", "cam2", "cam3"]
+    balancers, _ = run_by_camera(cams, ["1"], rounds=4)
+    assert placement(balancers) == {"1": cams}  # one handler: it takes them all
+    balancers, moves = run_by_camera(cams, ["1"], rounds=40, start=10.0, balancers=balancers,
+                                     joins={2: ["2"]})
+    assert sorted(len(v) for v in placement(balancers).values()) == [2, 2]
+    assert moves == 2  # two cameras moved, once each
+    # a handler goes away: only its cameras move
+    before = placement(balancers)
+    for b in balancers.values():
+        b.remove(b"2")
+    balancers, _ = run_by_camera(cams, ["1"], rounds=2, start=100.0, balancers=balancers)
+    assert set(placement(balancers)["1"]) == set(cams) and before["1"] == \
+        [c for c in cams if c in before["1"]]

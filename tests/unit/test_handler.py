@@ -55,7 +55,7 @@ class Rig:
         identity, *parts = self.decoder.recv_multipart()
         msg = wire.decode(parts)
         assert msg.header.kind == wire.CREDIT and msg.header.seq == wire.NO_SEQ
-        assert msg.meta == {"handler": "1", "window": 4}
+        assert msg.meta == {"handler": "1", "window": 4, "serving": []}
         return identity
 
     def frame(self, seq: int, age_s: float = 0.0, value: int = 0) -> None:
