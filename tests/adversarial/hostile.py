@@ -20,6 +20,11 @@ NAMES_BAD = [b"../../etc", b"cam0\n", b"a/b", b"x" * 32, b"\xff\xfe", b"cam\0x",
              b"cam0;rm", b"..", b"\xc3\xa9t\xc3\xa9"]
 
 
+#: detection labels that once stopped a broker output for good (issue 24)
+LABELS_BAD = ["\U0001F600" * 64, "bad\ud800label", "#", "a/+/b", "x" * 300, "line\nbreak",
+              "", None, {"nested": 1}, 7, "\x1b[2J", "a.b.c" * 60]
+
+
 def header(kind: int, camera: bytes = b"evil", width: int = 0, height: int = 0,
            channels: int = 0, dtype: int = 0, encoding: int = wire.RAW, payload_len: int = 0,
            flags: int = 0, seq: int = 0, magic: bytes = wire.MAGIC,
@@ -82,11 +87,15 @@ def to_collector(rng: random.Random, jpeg: bytes) -> Tuple[Message, str]:
         enc = rng.choice([wire.JPEG, wire.LZ4])
         return [header(wire.RESULT, b"evil", 64, 48, 3, 1, enc, len(jpeg), wire.FLAG_IMAGE,
                        seq=rng.randrange(10 ** 6)), b"{}", jpeg], "image:bad_encoding"
-    if choice == 1:  # a valid int32 image (a plugin could send it): outputs must cope
+    if choice == 1:  # a valid int32 image (a plugin could send it): outputs must cope;
+        # what it found carries labels that once stopped the broker outputs
         img = np.arange(12 * 16 * 3, dtype=np.int32).reshape(12, 16, 3)
+        meta = {"detections": [{"label": rng.choice(LABELS_BAD), "box": [1, 1, 4, 4],
+                                "confidence": rng.choice([0.9, "x", None, 1e308])}
+                               for _ in range(rng.randrange(1, 4))]}
         return [header(wire.RESULT, b"evil", 16, 12, 3, wire.DTYPES.index("int32"), wire.RAW,
-                       img.nbytes, wire.FLAG_IMAGE, seq=rng.randrange(10 ** 6)), b"{}",
-                img.tobytes()], "ok"
+                       img.nbytes, wire.FLAG_IMAGE, seq=rng.randrange(10 ** 6)),
+                json.dumps(meta).encode(), img.tobytes()], "ok"
     if choice == 2:  # a DROP whose reason would make a new metrics label each time
         reason = "x{}\n{{evil=\"1\"}}".format(rng.randrange(10 ** 9))
         return [header(wire.DROP, b"evil", seq=rng.randrange(10 ** 6)),

@@ -17,6 +17,7 @@ from typing import Any, Dict
 
 import zmq
 
+from brokers import Mosquitto, Rabbit
 from conftest import fake_decoder, free_port, hostile_peers, http_get, wait_until
 from hostile import small_jpeg, to_collector, to_decoder, to_handler
 
@@ -43,16 +44,89 @@ def live_ok(pipeline: Any) -> int:
 
 def test_ten_thousand_hostile_messages(pipeline: Any, tmp_path: Any, zmq_ctx: Any) -> None:
     port = free_port()
+    (tmp_path / "mqtt").mkdir()
+    mqtt_broker = Mosquitto(tmp_path / "mqtt")
+    rabbit = Rabbit(tmp_path / "rabbit")
     pipeline.write_config({
         # frames are never too old to look at here, however long the flood takes
         "pipeline": {"max_frame_bytes": 4 << 20, "max_latency_ms": 60000},
         "cameras": {"live": {"source": "testsrc", "width": 160, "height": 120, "fps": 30,
                              "frames": 0, "wait_for_handlers": 2}},
         "handlers": {"stages": ["gray"]},
-        "collector": {"outputs": ["jsonl", "preview", "record"], "metrics": True,
-                      "http_listen": "127.0.0.1:{}".format(port),
-                      "record_dir": str(tmp_path / "rec"), "record_formats": ["mp4"]},
+        "collector": {"outputs": ["jsonl", "preview", "record", "mqtt", "amqp"],
+                      "metrics": True, "http_listen": "127.0.0.1:{}".format(port),
+                      "record_dir": str(tmp_path / "rec"), "record_formats": ["mp4"],
+                      "mqtt_port": mqtt_broker.port, "amqp_port": rabbit.port,
+                      "spool_dir": str(tmp_path / "spool"), "events_snapshot_kb": 4,
+                      "events_min_frames": 1, "events_end_after_s": 0.2},
     })
+    try:
+        flood(pipeline, tmp_path, zmq_ctx, port, mqtt_broker, rabbit)
+    finally:
+        mqtt_broker.stop()
+        rabbit.close()
+
+
+def pipeline_config(pipeline: Any) -> Any:
+    from vidpipe.config import load_config
+
+    return load_config(str(pipeline.config_path))
+
+
+def good_events_after(pipeline: Any, mqtt_broker: Any, rabbit: Any) -> None:
+    """After the flood, a camera's ordinary detections reach both brokers: no
+    hostile label, size or name stopped a broker output."""
+    import numpy as np
+    import paho.mqtt.client as mqtt
+
+    from vidpipe import wire
+
+    got: list = []
+    sub = mqtt.Client(client_id="flood-check")
+    sub.on_connect = lambda c, *_: c.subscribe("vidpipe/after/events", qos=1)
+    sub.on_message = lambda _c, _u, msg: got.append(json.loads(msg.payload))
+    sub.connect("127.0.0.1", mqtt_broker.port)
+    sub.loop_start()
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.connect(pipeline_config(pipeline).collector.connect)
+    try:
+        time.sleep(1)
+        for seq in range(30):
+            meta = {"handler": "1", "detections": [
+                {"label": "person", "box": [1, 1, 4, 4], "confidence": 0.9}] if seq < 20 else []}
+            push.send_multipart(wire.result_parts(np.zeros((12, 16, 3), np.uint8), meta,
+                                                  "after", 1, seq, seq * 33_333_333))
+        push.send_multipart(wire.control_parts(wire.EOS, {"read": 30}, "after", 1, 30, 0))
+        wait_until(lambda: {e["type"] for e in got} >= {"start", "end"}, 30,
+                   "the good camera's events over MQTT")
+        assert all(e["label"] == "person" and e["camera"] == "after" for e in got)
+        wait_until(lambda: rabbit_events(rabbit.port), 30, "the good events over AMQP")
+    finally:
+        push.close(linger=0)
+        ctx.term()
+        sub.loop_stop()
+        sub.disconnect()
+
+
+def rabbit_events(port: int) -> list:
+    import pika
+
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+    try:
+        channel = conn.channel()
+        out = []
+        while True:
+            method, _props, body = channel.basic_get("vidpipe.events", auto_ack=True)
+            if method is None:
+                return [e for e in out if e["camera"] == "after" and e["label"] == "person"]
+            out.append(json.loads(body))
+    finally:
+        conn.close()
+
+
+def flood(pipeline: Any, tmp_path: Any, zmq_ctx: Any, port: int, mqtt_broker: Any,
+          rabbit: Any) -> None:
     roles = {"collector-main": pipeline.start("collector", "main"),
              "handler-1": pipeline.start("handler", "1"),
              "handler-2": pipeline.start("handler", "2"),
@@ -154,3 +228,8 @@ def test_ten_thousand_hostile_messages(pipeline: Any, tmp_path: Any, zmq_ctx: An
     first = live_ok(pipeline)
     wait_until(lambda: live_ok(pipeline) > first + 30, 20,
                "the live camera's frames to keep flowing after the flood")
+    status = board(pipeline, "collector-main")["output_status"]
+    for name in ("mqtt", "amqp"):  # the hostile labels reached them, nothing stuck
+        assert status[name]["broker"] == "connected" and not status[name].get("errors"), status
+    good_events_after(pipeline, mqtt_broker, rabbit)
+    assert roles["collector-main"].proc.poll() is None
