@@ -102,11 +102,21 @@ def test_drain_reads_a_burst_counts_the_malformed_and_fences_each_message(
             seen.append(msg.header.seq)
 
         wait_until(lambda: pull.poll(0), 5, "messages")
+        time.sleep(0.5)  # libzmq's I/O thread moves the burst over meanwhile
         read = role.drain(pull, handle)
-        assert read == BURST  # one burst, then the loop's other duties
-        wait_until(lambda: pull.poll(0), 5, "the rest")
-        read += role.drain(pull, handle)
+        # one burst at most, then the loop's other duties (fewer only if the
+        # I/O thread had not moved them all yet: a loaded box, as in a build)
+        assert read <= BURST
+        calls = 1
+        deadline = time.monotonic() + 10
+        while read < BURST + 5 and time.monotonic() < deadline:
+            if pull.poll(100):
+                got = role.drain(pull, handle)
+                assert got <= BURST
+                read += got
+                calls += 1
         assert read == BURST + 5  # the malformed one is not "read"
+        assert calls >= 2  # it took more than one drain: a burst is bounded
         assert seen == [seq for seq in range(BURST + 5) if seq != 7]
         assert role.bad["internal_error"] == 1 and sum(role.bad.as_dict().values()) == 2
     finally:
