@@ -7,7 +7,7 @@ encodings, part counts up to 2,000, names that are paths or carry newlines,
 JPEG bombs, references to rings that are not there, int32 images for the
 outputs and DROP reasons that would each make a new metrics label. A tap
 gets 499 topics and a 16 KiB subscription. RSS growth per role is printed
-(the README quotes it)."""
+(docs/performance.md quotes it)."""
 
 import json
 import random

@@ -20,7 +20,7 @@ The seed's pipeline (tests/bench/seed_pipeline.py's protocol: pickled frames
 over PUSH/PULL) gets one decoder process per camera reading the same clip
 with cv2.VideoCapture -- the same FFmpeg decoder as vidpipe's baseline path
 -- and the same 2 handlers. A benchmark, not a test: it prints a markdown
-table (the README quotes it)."""
+table (docs/performance.md quotes it)."""
 
 import argparse
 import multiprocessing

@@ -13,7 +13,7 @@ and 30 fps / (frames per CPU second) says how many cameras a core takes.
 The FFmpeg path is the baseline, from the same run. A clip stands in for
 the camera so that the encoder's cost stays out of the figures; the RTSP
 depayloading a camera adds is small next to decoding. A benchmark, not a
-test: it prints a markdown table (the README quotes it)."""
+test: it prints a markdown table (docs/performance.md quotes it)."""
 
 import argparse
 import os

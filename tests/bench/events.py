@@ -13,7 +13,7 @@ debounce ``events_min_frames`` asks for). The baseline, from the same run,
 is the pipeline's own capture -> in-order release at the collector (the
 ``jsonl`` record's ``latency_ms``): the difference is what the event path
 and the broker add. A benchmark, not a test: it prints a markdown table
-(the README quotes it)."""
+(docs/performance.md quotes it)."""
 
 import argparse
 import json

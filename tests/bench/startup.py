@@ -5,7 +5,7 @@ fresh process with a real notify socket, as systemd starts them.
     python3 -m tests.bench.startup            # 10 starts per role
     python3 -m tests.bench.startup --starts 3
 
-A benchmark, not a test: it prints a markdown table (the README quotes it)."""
+A benchmark, not a test: it prints a markdown table (docs/performance.md quotes it)."""
 
 import argparse
 import socket

@@ -12,7 +12,7 @@ scratch apt state of its own:
   and NVIDIA's; they carry the structure that matters (OpenCV's 18 library
   packages behind ``python3-opencv``, which TOML parser the release has).
 
-The figures (what is pulled for TOML and OpenCV) are printed for the README.
+The figures (what is pulled for TOML and OpenCV) are printed for docs/getting-started.md (Supported boxes).
 """
 
 import gzip

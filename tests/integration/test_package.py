@@ -206,3 +206,25 @@ def test_udev_rule_starts_a_decoder_per_capture_device() -> None:
     assert 'SYMLINK+="vidpipe/%c"' in rule
     # runs after the rules that set ID_V4L_CAPABILITIES and ID_PATH
     assert "60-persistent-v4l.rules" < "60-vidpipe.rules"
+
+
+def test_man_page_shows_every_subcommand(unit_root: Path) -> None:
+    """``man vidpipe`` on the installed package: made from the CLI's parser at
+    build time, so every subcommand (and each option's help) is on it."""
+    from vidpipe.cli import _parser
+    from vidpipe.tools.manpage import subcommands
+
+    page = unit_root / "usr" / "share" / "man" / "man1" / "vidpipe.1.gz"
+    shown = subprocess.run(["man", "-l", "-P", "cat", str(page)], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, universal_newlines=True,
+                           env=dict(os.environ, PATH=CLEAN_PATH, MANWIDTH="200",
+                                    LC_ALL="C.UTF-8"))
+    assert shown.returncode == 0, shown.stdout
+    text = shown.stdout
+    commands = [a.dest for a in subcommands(_parser())]
+    assert len(commands) >= 10
+    for command in commands:
+        assert re.search(r"^ +{}$".format(re.escape(command)), text, re.M), command
+    assert "--prometheus" in text and "print the metrics page" in text
+    docs = {p.name for p in (unit_root / "usr" / "share" / "doc" / "vidpipe" / "docs").iterdir()}
+    assert {"operating.md", "architecture.md", "cameras.md"} <= docs

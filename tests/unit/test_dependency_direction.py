@@ -1,5 +1,5 @@
-"""The dependency direction DESIGN.md names, checked on every module's imports
-(function-level imports included): only the CLI imports a role or a tool
+"""The dependency direction docs/architecture.md (Layering) names, checked on
+every module's imports (function-level imports included): only the CLI imports a role or a tool
 (``vidpipe.tools``: commands, not services) -- so roles never import each
 other, and the runtime, dispatch and payload modules they share never reach
 back into one; ``wire`` imports neither ZeroMQ nor OpenCV; stages and

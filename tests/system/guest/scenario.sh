@@ -133,7 +133,7 @@ FACTS[cam0_link]=$(readlink -f /dev/vidpipe/cam0)
 FACTS[cam1_link]=$(readlink -f /dev/vidpipe/cam1)
 pass "cam0 -> ${FACTS[cam0_link]}, cam1 -> ${FACTS[cam1_link]}"
 
-# ---------------------------------------------------------------- 4. handlers as the README says
+# ---------------------------------------------------------------- 4. handlers as docs/operating.md says
 CURRENT=enable-handlers
 t0=$(date +%s.%N)
 systemctl enable --now vid-handler@{1..4} vid-collector || fail "systemctl enable --now failed"
@@ -212,7 +212,7 @@ wait_until 30 connected || fail "the collector did not connect to mosquitto with
 out=$(timeout 30 mosquitto_sub -h 127.0.0.1 -t 'vidpipe/availability' -t 'vidpipe/cam0/state' -v -C 3 -W 25 2>&1) \
     || fail "mosquitto_sub got no retained availability and state: $out"
 echo "$out" | grep -q '^vidpipe/availability online$' || fail "availability is not online: $out"
-python3 - "$out" <<'EOF' || fail "the cam0 state message is not what the README says: $out"
+python3 - "$out" <<'EOF' || fail "the cam0 state message is not what docs/outputs.md says: $out"
 import json, sys
 line = [l for l in sys.argv[1].splitlines() if l.startswith("vidpipe/cam0/state ")][0]
 state = json.loads(line.split(" ", 1)[1])
