@@ -260,6 +260,17 @@ def hostile_entry(seq: int, capture_ns: int) -> Entry:
     return entry
 
 
+def spool_hostile_records(spool_dir: Path, output: str) -> None:
+    """Leave :func:`hostile_records` in ``output``'s spool, as an older
+    version would have, before the output starts."""
+    from vidpipe.outputs.spool import EVENT, Spool
+
+    old = Spool(str(spool_dir / output), 1 << 20)
+    for message in hostile_records("." if output == "amqp" else "/"):
+        old.append(EVENT, message.pack())
+    old.close()
+
+
 def hostile_records(address_sep: str) -> List[Any]:
     """Messages an older version spooled from hostile labels, as they sit in
     the spool after an upgrade. AMQP's pika refuses three (an event id over

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 
 from brokers import (Rabbit, collector_config, expected, expected_hostile_then_good, feed,
-                     feed_hostile_then_good, hostile_records, killed_collector, make_tls,
+                     feed_hostile_then_good, spool_hostile_records, killed_collector, make_tls,
                      unique_in_order)
 from conftest import need_module, wait_until
 from vidpipe import names
@@ -219,12 +219,8 @@ def test_hostile_labels_and_refused_records_never_stop_delivery(rabbit: Rabbit,
     and a record pika refuses anyway (left in the spool by an older version)
     is counted, logged and let go: every later event arrives."""
     from vidpipe.outputs.amqp import AmqpOutput
-    from vidpipe.outputs.spool import EVENT, Spool
 
-    old = Spool(str(tmp_path / "spool" / "amqp"), 1 << 20)
-    for message in hostile_records("."):
-        old.append(EVENT, message.pack())
-    old.close()
+    spool_hostile_records(tmp_path / "spool", "amqp")
     consumer = Consumer(rabbit.port)
     output = AmqpOutput(collector_config(tmp_path / "spool", "amqp", rabbit.port,
                                          events_snapshot_kb=4), ["cam0"])

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 
 from brokers import (Mosquitto, Rabbit, collector_config, expected,
-                     expected_hostile_then_good, feed, feed_hostile_then_good, hostile_records,
+                     expected_hostile_then_good, feed, feed_hostile_then_good, spool_hostile_records,
                      killed_collector, make_tls, unique_in_order)
 from conftest import ROOT, need_module, wait_until
 from vidpipe import names
@@ -130,12 +130,8 @@ def test_hostile_labels_and_refused_records_never_stop_delivery(broker: Mosquitt
     now of the label rule before they reach a topic, and a record paho
     refuses anyway (left by an older version) is counted and let go."""
     from vidpipe.outputs.mqtt import MqttOutput
-    from vidpipe.outputs.spool import EVENT, Spool
 
-    old = Spool(str(tmp_path / "spool" / "mqtt"), 1 << 20)
-    for message in hostile_records("/"):
-        old.append(EVENT, message.pack())
-    old.close()
+    spool_hostile_records(tmp_path / "spool", "mqtt")
     sub = Subscriber(broker.port)
     output = MqttOutput(collector_config(tmp_path / "spool", "mqtt", broker.port,
                                          events_snapshot_kb=4), ["cam0"])

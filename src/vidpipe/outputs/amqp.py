@@ -4,14 +4,10 @@ losing nothing while the broker is away (:mod:`.broker` has what it shares
 with ``mqtt``: the queue, the spool, what is published).
 
 Routing: one durable topic exchange, ``amqp_exchange`` (``vidpipe``), with
-routing keys
-
-* ``CAMERA.events``: every event (start, update, end), JSON;
-* ``CAMERA.state``: at most ``state_hz`` times a second, JSON;
-* ``CAMERA.snapshot.LABEL``: the JPEG of an event's best frame
-  (``events_snapshot_kb`` > 0; headers name the ``event_id``);
-* ``CAMERA.results``: every frame's record (``amqp_results = true``), JSON,
-  the same object the ``jsonl`` output writes.
+routing keys ``CAMERA.events``, ``CAMERA.state``, ``CAMERA.snapshot.LABEL``
+and (``amqp_results = true``) ``CAMERA.results``; the contract -- keys,
+bodies, headers, the name and label rules -- is written once, in
+docs/outputs.md.
 
 Every message is persistent (delivery mode 2) and carries its content type
 and, for events, the event id as ``message_id``. So that events wait for a

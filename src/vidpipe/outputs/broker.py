@@ -14,17 +14,8 @@ confirmed (:meth:`BrokerOutput.acked`). So nothing is lost while the broker
 is away, across a collector crash or a reboot; a message whose
 acknowledgement was lost is sent again, with the same event ``id``.
 
-What is published (JSON, schema version 1 -- ``"v": 1`` in each):
-
-* *events*: start, update and end per camera and label (:mod:`vidpipe.events`);
-* *state*: per camera, at most ``state_hz`` a second: fps, latency p50/p99,
-  frames processed/dropped/missing, the labels active now;
-* *snapshot* (``events_snapshot_kb`` > 0 and the result carries an image):
-  a JPEG of the event's best frame so far, published with the start and
-  with each update that raised the best score, at most
-  ``events_snapshot_kb`` kilobytes (made smaller until it fits);
-* *results* (AMQP, ``amqp_results = true``): every frame's record, the same
-  object the ``jsonl`` output writes.
+What is published (events, state, snapshots, results; JSON of schema
+version 1) and where is the contract in docs/outputs.md.
 
 Each subclass says where they go (:meth:`BrokerOutput.address`).
 """

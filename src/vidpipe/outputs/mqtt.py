@@ -3,17 +3,10 @@ broker (Home Assistant, Node-RED, anything that subscribes), losing nothing
 while the broker is away (:mod:`.broker` has what it shares with ``amqp``:
 the queue, the spool, what is published).
 
-Topics (``mqtt_topic`` is the prefix, ``vidpipe`` by default):
-
-* ``PREFIX/CAMERA/events``: every event (:mod:`vidpipe.events`: start,
-  update, end), QoS 1, not retained;
-* ``PREFIX/CAMERA/state``: at most ``state_hz`` times a second, QoS 1,
-  retained: fps, latency p50/p99, frames processed/dropped/missing, the
-  labels active now;
-* ``PREFIX/CAMERA/LABEL/snapshot``: the JPEG of the latest event's best
-  frame (``events_snapshot_kb`` > 0), QoS 1, retained;
-* ``PREFIX/availability``: ``online`` / ``offline``, retained; the broker
-  sends ``offline`` itself if the collector vanishes (the Last Will).
+Topics under ``mqtt_topic`` (``vidpipe``): ``CAMERA/events``,
+``CAMERA/state`` (retained), ``CAMERA/LABEL/snapshot`` (retained) and
+``availability`` (with the Last Will). The contract -- topics, QoS, payloads,
+the camera-name and label rules -- is written once, in docs/outputs.md.
 
 A spooled message leaves the spool when the broker acknowledged it (PUBACK);
 after a reconnect, a message whose PUBACK was lost is sent again with the
