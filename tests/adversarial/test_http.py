@@ -148,7 +148,10 @@ def get_as(uid: int, port: int, path: str) -> Tuple[int, str]:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", GET_AS, str(port), path], stdout=subprocess.PIPE,
+    # the system's interpreter: the test's own may sit where only root can
+    # reach (pyenv's, a floor suite's venv under /root)
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    out = subprocess.run([python, "-c", GET_AS, str(port), path], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=30,
                          preexec_fn=lambda: (os.setgroups([]), os.setgid(uid), os.setuid(uid)),
                          cwd="/")
