@@ -71,6 +71,7 @@ class Decoder(Role):
         self.handed = 0.0  # when the last frame was handed out or dropped
         self.open_failures = 0
         self.opened_at = 0.0
+        self.read_at_open = 0  # frames read before the source's last open
         self.quick_failures = 0  # failures soon after an open, in a row: back-off
         self.last_failure = ""  # what the source failed with last (logged once)
         self.camera_down = False  # a probe found the network camera away
@@ -138,6 +139,7 @@ class Decoder(Role):
                 log.info("%s: %s is back", self.name, self.source.describe())
             self.source_open = True
             self.opened_at = now
+            self.read_at_open = self.read
             self.open_failures = 0
             self.source_error = ""
         if not self.ready_sent:
@@ -196,13 +198,15 @@ class Decoder(Role):
 
     def _source_failed(self, exc: Exception) -> None:
         """Close the source and open it again: at once (0.5 s) after it had
-        run a while, backing off to reconnect_max_s while it keeps failing
-        within QUICK_S of each open (a camera whose frames are refused)."""
+        delivered frames or run a while, backing off to reconnect_max_s while
+        it keeps failing within QUICK_S of each open without a frame (a camera
+        whose frames are refused). A stream that drops after frames is a
+        network hiccup, reopened at once however often it happens."""
         now = time.monotonic()
         self.source.close()
         self.source_open = False
         self.open_failures = 1
-        quick = now - self.opened_at < QUICK_S
+        quick = now - self.opened_at < QUICK_S and self.read == self.read_at_open
         self.quick_failures = self.quick_failures + 1 if quick else 0
         delay = min(self.cam.reconnect_max_s, 0.5 * 2 ** min(self.quick_failures, 10))
         self.next_open = now + delay

@@ -135,9 +135,18 @@ def test_the_defaults_pick_the_decoder_from_the_cameras_answer(rtsp: RtspCamera,
     assert all(r["shape"] == [180, 320] for r in gray), gray[0]["shape"]  # GRAY8, scaled
     # FFmpeg's path: full size, BGR; its start-up burst (frames FFmpeg had
     # buffered, handed over at ~45 fps) waits for room instead of being
-    # dropped (it cost up to 10 of 60 frames before the decoder paced it)
+    # dropped (it cost up to 10 of 60 frames before the decoder paced it).
+    # A frame waits at most a frame interval, so on a loaded 2-core box a
+    # handler's first frame can still outlast it: one or two reported drops
+    # (CI once saw frame 2 dropped, no_capacity), never a frame unaccounted
     mjpeg = [r for r in ok if r["camera"] == "cam1"]
-    assert [r["seq"] for r in mjpeg] == list(range(60)), [r["seq"] for r in mjpeg]
+    seqs = [r["seq"] for r in mjpeg]
+    assert seqs == sorted(seqs), seqs
+    dropped = [r for r in pipeline.results() if r["status"] == "dropped"]
+    assert sorted(seqs + [r["seq"] for r in dropped if r["camera"] == "cam1"]) == \
+        list(range(60)), seqs
+    assert len(seqs) >= 58, (seqs, dropped)
+    assert {r["reason"] for r in dropped} <= {"no_capacity"}, dropped
     assert all(r["shape"] == [480, 640, 3] for r in mjpeg), mjpeg[0]["shape"]
     assert "decoding H.265 on avdec_h265 (software)" in decoders[0].output()
     assert "decoding with OpenCV's FFmpeg: JPEG is not a codec the GStreamer path " \
