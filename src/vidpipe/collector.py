@@ -164,6 +164,8 @@ class Collector(Role):
             return False
         self.deliver(idlest, idlest.order.flush())
         del self.cameras[idlest.order.camera]
+        for output in self.outputs:
+            self.output(output, "forget", output.forget, idlest.order.camera)
         log.info("collector %s: forgot camera %s (not configured, silent for %.0f s)",
                  self.name, idlest.order.camera, now - idlest.last_seen)
         return True

@@ -180,3 +180,33 @@ def test_the_spool_limit_is_shared_by_the_broker_outputs(tmp_path: Path, caplog)
         assert output.spool.stats()["disk_bytes"] <= 1 << 20
     finally:
         output.close(drain_s=0)
+
+
+def test_a_forgotten_camera_ends_its_events_and_leaves_no_state(tmp_path: Path) -> None:
+    """Issue 24: the collector forgets a camera the config does not name when
+    made-up names need its place; the broker outputs forget it too (before,
+    their counters, tracker and discovery list grew with every name): its
+    open event ends, published as at the end of a stream."""
+    import json
+
+    from brokers import motion_entry
+    from conftest import wait_until
+
+    output = make(tmp_path)
+    try:
+        for seq in range(5):  # motion on: an event starts
+            output.emit("made-up", motion_entry(seq, True, seq * 33_333_333), 1.0)
+        output.emit("cam0", motion_entry(0, False, 0), 1.0)
+        assert "made-up" in output.known and "made-up" in output.tracker.cameras
+        output.forget("made-up")
+        output.forget("cam0")  # a configured camera keeps its place in discovery
+        assert "made-up" not in output.cameras and "made-up" not in output.tracker.cameras
+        assert output.known == ["cam0"]
+        wait_until(lambda: output.queue.empty() and output.spool.stats()["depth"] ==
+                   output.counts["queued"], 10, "everything spooled")
+        events = [json.loads(m.payload) for _s, m in output.spooled(0, 100)
+                  if m.stream == "events"]
+    finally:
+        output.close(drain_s=0)
+    assert [(e["camera"], e["type"]) for e in events] == [("made-up", "start"),
+                                                         ("made-up", "end")]

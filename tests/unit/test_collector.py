@@ -171,6 +171,7 @@ def test_made_up_camera_names_never_lock_out_the_configured_ones(short_tmp: Path
         result("fake5", 1, 150.0)  # one that speaks is kept
         result("new", 0, 100.0 + collector_module.UNKNOWN_IDLE_S + 1)
         assert "new" in coll.cameras and "fake0" not in coll.cameras and "fake5" in coll.cameras
+        assert recorder.ended == ["fake0"]  # the outputs forget it too (Output.forget)
         assert len(coll.cameras) == collector_module.MAX_UNKNOWN + 1
     finally:
         coll.close()

@@ -346,3 +346,26 @@ def test_status_table_shows_brokers_and_no_terminal_controls(tmp_path: Path) -> 
     assert "waiting?[2J?[H?for cameras" in row
     assert "amqp refused: bye???WATCHDOG=1, 12 spooled, 3 refused; mqtt connected, 0 spooled" \
         in row
+
+
+def test_a_forgotten_camera_leaves_the_preview_and_ends_its_viewers() -> None:
+    """The feed of a camera the collector forgot goes (it took one of
+    MAX_CAMERAS places) and whoever waits on it is let go at once."""
+    import threading
+
+    from vidpipe.outputs.preview import PreviewOutput
+
+    out = PreviewOutput(5, 320, 95, True, ["cam0"])
+    try:
+        feed = out.feed("made-up")
+        assert feed is not None and "made-up" in out.feeds
+        waited = []
+        waiter = threading.Thread(target=lambda: waited.append(feed.wait_newer(0, 10.0)))
+        waiter.start()
+        time.sleep(0.2)
+        out.forget("made-up")
+        waiter.join(2)
+        assert not waiter.is_alive() and waited == [(None, 0)]
+        assert sorted(out.feeds) == ["cam0"] and feed.gone
+    finally:
+        out.close()

@@ -91,6 +91,13 @@ class Output:
     def end_of_stream(self, camera: str) -> None:
         """Every frame of ``camera``'s stream has been emitted."""
 
+    def forget(self, camera: str) -> None:
+        """The collector forgot ``camera`` (one the config does not name,
+        silent while others needed its place): end it as at the end of its
+        stream and let go of what is kept for it, so made-up camera names
+        cannot grow an output's state."""
+        self.end_of_stream(camera)
+
     def close(self) -> None:
         pass
 

@@ -152,6 +152,7 @@ class BrokerOutput(Output):
     def __init__(self, cc: CollectorConfig, cameras: Optional[List[str]] = None,
                  results: bool = False) -> None:
         self.known = list(cameras or [])
+        self.configured = frozenset(self.known)
         self.results = results
         self.tracker = Tracker(cc.events_min_frames, cc.events_end_after_s, cc.events_update_s)
         self.snapshot_bytes = cc.events_snapshot_kb * 1024
@@ -345,6 +346,15 @@ class BrokerOutput(Output):
     def end_of_stream(self, camera: str) -> None:
         for event in self.tracker.end_all(camera):
             self._offer(camera, "events", event)
+
+    def forget(self, camera: str) -> None:
+        """Its open events end (published as at the end of a stream); its
+        counters, tracker state and place in the discovery list go."""
+        self.end_of_stream(camera)
+        self.cameras.pop(camera, None)
+        self.tracker.cameras.pop(camera, None)
+        if camera not in self.configured and camera in self.known:
+            self.known.remove(camera)
 
     def status(self) -> Dict[str, Any]:
         """For the status board, STATUS and /metrics."""

@@ -46,6 +46,7 @@ class Feed:
         self.viewers = 0
         self.wanted_until = 0.0
         self.last_take = 0.0
+        self.gone = False  # the collector forgot its camera
 
     def put(self, jpeg: bytes) -> None:
         with self.cond:
@@ -55,7 +56,7 @@ class Feed:
 
     def wait_newer(self, number: int, timeout: float) -> Tuple[Optional[bytes], int]:
         with self.cond:
-            self.cond.wait_for(lambda: self.number > number, timeout)
+            self.cond.wait_for(lambda: self.number > number or self.gone, timeout)
             if self.number > number:
                 return self.jpeg, self.number
             return None, number
@@ -135,6 +136,17 @@ class PreviewOutput(Output):
             self.pending[camera] = (small, msg.meta, scale, msg.header.seq)
         self.wake.set()
 
+    def forget(self, camera: str) -> None:
+        """Its feed goes (viewers of it see the stream end) and with it the
+        place it took among MAX_CAMERAS."""
+        with self.lock:
+            self.pending.pop(camera, None)
+        feed = self.feeds.pop(camera, None)
+        if feed is not None:
+            with feed.cond:
+                feed.gone = True
+                feed.cond.notify_all()
+
     def close(self) -> None:
         self.closed = True
         self.wake.set()
@@ -158,7 +170,9 @@ class PreviewOutput(Output):
                     log.warning("preview of %s: %s", camera, exc)
                     continue
                 self.encoded += 1
-                self.feeds[camera].put(jpeg)
+                feed = self.feeds.get(camera)
+                if feed is not None:  # not forgotten meanwhile
+                    feed.put(jpeg)
 
     def render(self, camera: str, image: np.ndarray, meta: Dict[str, Any], scale: float,
                seq: int) -> bytes:
@@ -227,6 +241,8 @@ class PreviewOutput(Output):
             number = 0
             while not self.closed:
                 jpeg, number = feed.wait_newer(number, 1.0)
+                if feed.gone:
+                    return
                 if jpeg is None:
                     if client_gone(req.connection):  # an idle camera writes nothing that
                         return                        # would fail: the slot is given back
