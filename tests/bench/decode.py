@@ -37,7 +37,7 @@ def clip(frames: int) -> Path:
     GStreamer in this process: no gst-launch tool needed)."""
     path = Path("/tmp/vidpipe-bench-{}x{}-{}.mp4".format(WIDTH, HEIGHT, frames))
     if not path.exists():
-        part = path.with_suffix(".part.mp4")
+        part = path.with_suffix(".{}.part.mp4".format(os.getpid()))  # suites side by side
         encode("videotestsrc num-buffers={} pattern=ball ! video/x-raw,width={},height={},"
                "framerate={}/1 ! x264enc speed-preset=ultrafast key-int-max={} ! h264parse ! "
                "mp4mux ! filesink location={}".format(frames, WIDTH, HEIGHT, FPS, FPS, part))

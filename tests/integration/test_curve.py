@@ -7,7 +7,7 @@ from typing import Any, Dict
 
 import zmq
 
-from conftest import Role, run_cli
+from conftest import Role, free_port, run_cli
 from helpers import accounted, camera, wait_exit
 from vidpipe import wire
 from vidpipe.config import dump_toml
@@ -56,10 +56,11 @@ def _config(pipeline: Any, keydir: Path, port: int, **security: Any) -> Dict[str
 def test_right_keys_work_and_wrong_keys_or_plaintext_get_nothing(pipeline: Any,
                                                                 zmq_ctx: Any) -> None:
     keydir = keys(pipeline.root / "keys")
-    pipeline.write_config(_config(pipeline, keydir, 5761))
+    port = free_port()  # the floor suites run side by side: no fixed port
+    pipeline.write_config(_config(pipeline, keydir, port))
     # the same site's config but with a key nobody admitted (its own runtime
     # directory, so it cannot reach the decoder by ipc either)
-    data = _config(pipeline, keydir, 5761, client_key="rogue")
+    data = _config(pipeline, keydir, port, client_key="rogue")
     data["pipeline"]["runtime_dir"] = str(pipeline.root / "rogue-run")
     data["collector"].update(outputs=["log"])
     rogue_config = pipeline.root / "rogue.toml"
@@ -73,7 +74,7 @@ def test_right_keys_work_and_wrong_keys_or_plaintext_get_nothing(pipeline: Any,
     ctx = zmq_ctx
     plain = ctx.socket(zmq.DEALER)
     plain.setsockopt(zmq.LINGER, 0)
-    plain.connect("tcp://127.0.0.1:5761")
+    plain.connect("tcp://127.0.0.1:{}".format(port))
     plain.send_multipart(wire.control_parts(wire.CREDIT, {"handler": "plain", "window": 8}))
     try:
         pipeline.start("handler", "1")

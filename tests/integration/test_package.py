@@ -27,6 +27,12 @@ def run(cmd: List[str], **kw: object) -> subprocess.CompletedProcess:
                           **kw)  # type: ignore[call-overload]
 
 
+# The .deb is built by Debian 12's debhelper whatever Python runs pytest (a
+# minute of the floor suites' time each); the floors test the generator's and
+# the roles' code on their interpreters in tests/unit/test_accel.py and the rest
+pytestmark = pytest.mark.once
+
+
 @pytest.fixture(scope="module")
 def unit_root(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The package unpacked over a copy of this system's stock units."""
@@ -43,7 +49,6 @@ def unit_root(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
     yield root
 
 
-@pytest.mark.once  # Debian 12's lintian on the same .deb whatever Python runs pytest
 def test_package_is_lintian_clean(deb: Path) -> None:
     result = run(["lintian", "--fail-on", "error,warning", "--pedantic", str(deb)])
     problems = [line for line in result.stdout.splitlines() if re.match(r"^[EW]: ", line)]

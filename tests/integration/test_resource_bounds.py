@@ -8,6 +8,7 @@ from typing import Any, List
 
 import pytest
 
+from conftest import free_port
 from helpers import MjpegCamera, accounted, camera, rss_kb, wait_exit
 
 
@@ -16,11 +17,12 @@ def fds(pid: int) -> int:
 
 
 def test_a_connection_flood_does_not_stop_the_pipeline(pipeline: Any) -> None:
+    ports = free_port(), free_port()
     pipeline.write_config({
         "cameras": {"cam0": camera(600, width=320, height=240, fps=30, wait=1,
-                                   bind="tcp://127.0.0.1:5781")},
+                                   bind="tcp://127.0.0.1:{}".format(ports[0]))},
         "handlers": {"stages": ["gray"]},
-        "collector": {"bind": "tcp://127.0.0.1:5782", "exit_on_eos": True},
+        "collector": {"bind": "tcp://127.0.0.1:{}".format(ports[1]), "exit_on_eos": True},
     })
     collector = pipeline.start("collector", "main")
     pipeline.start("handler", "1")
@@ -31,7 +33,7 @@ def test_a_connection_flood_does_not_stop_the_pipeline(pipeline: Any) -> None:
     try:
         # 600 idle TCP connections, some sending garbage instead of a ZMTP greeting
         for n in range(600):
-            sock = socket.create_connection(("127.0.0.1", 5781 if n % 2 else 5782))
+            sock = socket.create_connection(("127.0.0.1", ports[n % 2 == 0]))
             if n % 3 == 0:
                 sock.sendall(os.urandom(64))
             flood.append(sock)

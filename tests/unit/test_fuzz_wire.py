@@ -100,6 +100,7 @@ def test_the_collector_takes_any_decodable_message_without_failing(
     assert len(collector.cameras) <= 1024  # a flood of names cannot grow it without bound
 
 
+@pytest.mark.once  # tests the fuzzing, not the parser: the main suite only
 def test_a_planted_parser_bug_is_caught(monkeypatch: Any) -> None:
     """Break the length check the way a careless edit would: the property test
     must fail (a payload shorter than the header says gets accepted)."""
