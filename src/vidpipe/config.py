@@ -190,6 +190,10 @@ class CameraConfig:
     #: stream on the GStreamer path is scaled to width x height only then; else it
     #: comes at its own size (640x480 by default would squash a 16:9 camera)
     sized: bool = field(default=True, metadata={"derived": True})
+    #: ``[cameras.NAME.zones.Z]`` and ``[cameras.NAME.lines.L]`` tables, checked
+    #: (vidpipe.analytics.areas): name -> Zone / Line
+    zones: Dict[str, Any] = field(default_factory=dict, metadata={"derived": True})
+    lines: Dict[str, Any] = field(default_factory=dict, metadata={"derived": True})
 
 
 @dataclass
@@ -419,9 +423,14 @@ def make_camera(path: str, runtime: str, name: str, raw: Mapping[str, Any]) -> C
     section = "cameras.{}".format(name)
     if not NAME_RE.match(name):
         raise ConfigError(path, section, "camera name must match " + NAME_RULE)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(path, section, "must be a table, got {!r}".format(raw))
+    areas = {k: raw[k] for k in ("zones", "lines") if k in raw}
+    raw = {k: v for k, v in raw.items() if k not in areas}
     values = fill_section(path, section, raw, CAMERA_RULES, _defaults(CameraConfig))
     camera = CameraConfig(name=name, **values)
     camera.sized = "width" in raw or "height" in raw
+    camera.zones, camera.lines = _areas(path, section, camera, areas)
     if not camera.bind:
         camera.bind = "ipc://{}/decoder-{}.sock".format(runtime, name)
     if not camera.connect:
@@ -445,6 +454,24 @@ def make_camera(path: str, runtime: str, name: str, raw: Mapping[str, Any]) -> C
             raise ConfigError(path, section + ".encoding", "'lz4' needs the lz4 module "
                               "(Debian: python3-lz4)") from None
     return camera
+
+
+#: the frame an unsized network camera's zones are checked against (its
+#: stream's own size is known only when it plays): the largest one accepted
+UNSIZED_FRAME = (7680, 4320)
+
+
+def _areas(path: str, section: str, camera: CameraConfig,
+           raw: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The camera's zones and lines, their points checked against its frame."""
+    from vidpipe.analytics import areas
+
+    width, height = (camera.width, camera.height) if camera.sized or \
+        "://" not in camera.source else UNSIZED_FRAME
+    try:
+        return areas.parse(raw.get("zones"), raw.get("lines"), width, height)
+    except areas.AreaError as exc:
+        raise ConfigError(path, "{}.{}".format(section, exc.key), exc.message) from None
 
 
 def config_from_dict(data: Mapping[str, Any], path: str = "<built-in>") -> Config:

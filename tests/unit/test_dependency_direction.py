@@ -22,6 +22,7 @@ RULES = {
     "vidpipe.stages": {"zmq"} | ROLES,
     "vidpipe.payload": {"zmq"} | ROLES,
     "vidpipe.naming": {"zmq", "cv2", "numpy"} | ROLES,  # runs as root, under udev
+    "vidpipe.analytics": {"zmq", "cv2", "vidpipe.config"} | ROLES,  # pure: boxes in, counts out
 }
 
 

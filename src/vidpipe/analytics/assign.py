@@ -1,0 +1,76 @@
+"""The optimal assignment of rows to columns of a cost matrix (the Hungarian
+method, shortest augmenting paths with potentials: O(n^2 m)). SciPy's
+``linear_sum_assignment`` gives the same total; this one needs nothing but
+NumPy, which the small boxes vidpipe runs on always have, and for the matrices a
+tracker makes (tens of tracks by tens of boxes) it takes well under a millisecond."""
+
+from typing import List, Tuple
+
+import numpy as np
+
+INF = float("inf")
+
+
+def assign(cost: "np.ndarray", limit: float) -> Tuple[List[Tuple[int, int]], List[int], List[int]]:
+    """Pairs ``(row, col)`` of least total cost, each with cost <= ``limit``;
+    and the rows and the columns left without a partner. Pairs over the limit
+    are left apart, as ByteTrack does after its assignment."""
+    rows, cols = cost.shape
+    if rows == 0 or cols == 0:
+        return [], list(range(rows)), list(range(cols))
+    transposed = rows > cols
+    work = cost.T if transposed else cost
+    # a pair over the limit is never wanted: priced so that leaving it out is
+    # cheaper than any assignment that uses it
+    big = float(np.abs(work[np.isfinite(work)]).sum()) + limit + 1.0 if np.isfinite(work).any() \
+        else 1.0
+    work = np.where(work <= limit, work, big)
+    matched = _hungarian(work)
+    pairs = []
+    for r, c in enumerate(matched):
+        if c >= 0 and work[r, c] <= limit:
+            pairs.append((c, r) if transposed else (r, c))
+    used_rows = {p[0] for p in pairs}
+    used_cols = {p[1] for p in pairs}
+    return (sorted(pairs), [r for r in range(rows) if r not in used_rows],
+            [c for c in range(cols) if c not in used_cols])
+
+
+def _hungarian(a: "np.ndarray") -> List[int]:
+    """For an n x m matrix with n <= m: the column of each row."""
+    n, m = a.shape
+    u = np.zeros(n + 1)
+    v = np.zeros(m + 1)
+    p = np.zeros(m + 1, dtype=int)  # p[j]: the row (1-based) holding column j; 0 none
+    way = np.zeros(m + 1, dtype=int)
+    for i in range(1, n + 1):
+        p[0] = i
+        j0 = 0
+        minv = np.full(m + 1, INF)
+        used = np.zeros(m + 1, dtype=bool)
+        while True:
+            used[j0] = True
+            i0 = p[j0]
+            free = ~used[1:]
+            cur = a[i0 - 1, :] - u[i0] - v[1:]
+            better = free & (cur < minv[1:])
+            minv[1:][better] = cur[better]
+            way[1:][better] = j0
+            masked = np.where(free, minv[1:], INF)
+            j1 = int(np.argmin(masked)) + 1
+            delta = masked[j1 - 1]
+            u[p[used]] += delta
+            v[used] -= delta
+            minv[1:][free] -= delta
+            j0 = j1
+            if p[j0] == 0:
+                break
+        while j0:
+            j1 = way[j0]
+            p[j0] = p[j1]
+            j0 = j1
+    result = [-1] * n
+    for j in range(1, m + 1):
+        if p[j]:
+            result[p[j] - 1] = j - 1
+    return result

@@ -1,0 +1,227 @@
+"""Stable IDs for the boxes the stages find, one camera's frames in order.
+
+ByteTrack's association (Zhang et al., 2022), in the form its authors
+published: every track's box is predicted by a constant-velocity Kalman
+filter; boxes scored at least ``high`` are matched first, to every track
+(those tracked now and those lost a while), by IoU with an optimal
+assignment; the tracks still unmatched then take the low-scored boxes
+(occluded, blurred objects a detector is unsure of) at a stricter IoU, so a
+person half hidden behind another keeps their ID instead of being dropped
+and reborn; a high box nobody took starts a new track, confirmed on its
+second frame; a track not seen for ``lost_s`` seconds is removed, and one
+that returns within that time keeps its ID. Boxes of different classes are
+never matched.
+
+Any boxes do: detections (``[x, y, w, h]``, a class, a score), faces or
+motion blobs (score 1.0). Time comes from the frames' capture times, so a
+camera at 5 fps and one at 30 fps both keep an object for ``lost_s``.
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from vidpipe.analytics.assign import assign
+
+
+@dataclass
+class Detection:
+    box: Tuple[float, float, float, float]  # x, y, w, h in pixels
+    label: str = ""
+    score: float = 1.0
+
+
+# the Kalman filter on (cx, cy, w, h) and their velocities, as in SORT/ByteTrack
+_F = np.eye(8)
+_F[:4, 4:] = np.eye(4)
+_H = np.eye(4, 8)
+_POS_STD = 1.0 / 20  # of the box height, per frame (ByteTrack's weights)
+_VEL_STD = 1.0 / 160
+
+
+@dataclass
+class Track:
+    id: int
+    label: str
+    score: float
+    mean: np.ndarray
+    cov: np.ndarray
+    first_ns: int
+    last_ns: int
+    hits: int = 1
+    confirmed: bool = False
+    seen_now: bool = True  # matched in the frame just fed
+    best_score: float = 0.0
+    trail: List[Tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def box(self) -> Tuple[float, float, float, float]:
+        cx, cy, w, h = (float(v) for v in self.mean[:4])
+        return cx - w / 2, cy - h / 2, w, h
+
+
+def _xyah(box: Sequence[float]) -> np.ndarray:
+    x, y, w, h = box
+    return np.array([x + w / 2, y + h / 2, w, h], dtype=float)
+
+
+def _noise(h: float, pos: float, vel: float) -> np.ndarray:
+    h = max(h, 1.0)
+    return np.diag(np.square([pos * h, pos * h, pos * h, pos * h,
+                              vel * h, vel * h, vel * h, vel * h]))
+
+
+def iou_matrix(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np.ndarray:
+    """IoU of every box of ``a`` with every box of ``b`` (``[x, y, w, h]``)."""
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    a_ = np.asarray(a, dtype=float)
+    b_ = np.asarray(b, dtype=float)
+    ax2, ay2 = a_[:, 0] + a_[:, 2], a_[:, 1] + a_[:, 3]
+    bx2, by2 = b_[:, 0] + b_[:, 2], b_[:, 1] + b_[:, 3]
+    w = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(a_[:, None, 0], b_[None, :, 0]),
+                0, None)
+    h = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(a_[:, None, 1], b_[None, :, 1]),
+                0, None)
+    inter = w * h
+    union = (a_[:, 2] * a_[:, 3])[:, None] + (b_[:, 2] * b_[:, 3])[None] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+class Tracker:
+    """One camera's tracks. :meth:`update` with each frame's boxes, in order."""
+
+    def __init__(self, high: float = 0.5, low: float = 0.1, new: float = 0.6,
+                 match_iou: float = 0.2, low_iou: float = 0.5, lost_s: float = 2.0,
+                 trail: int = 32) -> None:
+        self.high, self.low, self.new = high, low, new
+        self.match_iou, self.low_iou = match_iou, low_iou
+        self.lost_ns = int(lost_s * 1e9)
+        self.trail_len = trail
+        self.tracks: List[Track] = []
+        self.next_id = 1
+        self.last_ns: Optional[int] = None
+
+    def update(self, detections: Sequence[Detection], capture_ns: int) -> Tuple[List[Track],
+                                                                                 List[Track]]:
+        """Feed one frame. Returns the confirmed tracks seen in it (their boxes
+        as filtered) and the tracks removed at this frame (lost too long)."""
+        first_frame, previous = self.last_ns is None, self.last_ns
+        steps = 0 if previous is not None and capture_ns <= previous else 1  # no motion then
+        self.last_ns = capture_ns
+        for t in self.tracks:
+            t.seen_now = False
+            if steps:
+                self._predict(t)
+        high = [d for d in detections if d.score >= self.high]
+        low = [d for d in detections if self.low <= d.score < self.high]
+
+        confirmed = [t for t in self.tracks if t.confirmed]
+        tentative = [t for t in self.tracks if not t.confirmed]
+        # 1: every confirmed track (tracked or lost) with the sure boxes
+        left_tracks, left_high = self._match(confirmed, high, self.match_iou, capture_ns)
+        # 2: the unmatched tracks that were seen in the previous frame, with
+        #    the unsure boxes (a lost track does not take an unsure box)
+        recent = [t for t in left_tracks if previous is not None and t.last_ns >= previous]
+        self._match(recent, low, self.low_iou, capture_ns)
+        # 3: new tracks from last frame with the sure boxes left
+        left_tentative, left_high = self._match(tentative, left_high, self.match_iou, capture_ns)
+        for t in left_tentative:  # a box seen once and never again was noise
+            self.tracks.remove(t)
+        for d in left_high:
+            if d.score >= self.new:
+                self._start(d, capture_ns, confirm=first_frame)
+        removed = [t for t in self.tracks if capture_ns - t.last_ns > self.lost_ns]
+        for t in removed:
+            self.tracks.remove(t)
+        return [t for t in self.tracks if t.confirmed and t.seen_now], \
+            [t for t in removed if t.confirmed]
+
+    def _match(self, tracks: List[Track], dets: List[Detection], min_iou: float,
+               capture_ns: int) -> Tuple[List[Track], List[Detection]]:
+        if not tracks or not dets:
+            return list(tracks), list(dets)
+        iou = iou_matrix([t.box for t in tracks], [d.box for d in dets])
+        same = np.array([[t.label == d.label for d in dets] for t in tracks])
+        cost = np.where(same, 1.0 - iou, np.inf)
+        pairs, rows, cols = assign(cost, 1.0 - min_iou)
+        for r, c in pairs:
+            self._hit(tracks[r], dets[c], capture_ns)
+        return [tracks[r] for r in rows], [dets[c] for c in cols]
+
+    def _start(self, d: Detection, capture_ns: int, confirm: bool) -> None:
+        z = _xyah(d.box)
+        mean = np.concatenate([z, np.zeros(4)])
+        h = z[3]
+        cov = np.diag(np.square([2 * _POS_STD * h, 2 * _POS_STD * h, 2 * _POS_STD * h,
+                                 2 * _POS_STD * h, 10 * _VEL_STD * h, 10 * _VEL_STD * h,
+                                 10 * _VEL_STD * h, 10 * _VEL_STD * h]))
+        track = Track(self.next_id, d.label, d.score, mean, cov, capture_ns, capture_ns,
+                      confirmed=confirm, best_score=d.score)
+        track.trail.append(_foot(track.box))
+        self.next_id += 1
+        self.tracks.append(track)
+
+    def _predict(self, t: Track) -> None:
+        t.mean = _F @ t.mean
+        t.cov = _F @ t.cov @ _F.T + _noise(t.mean[3], _POS_STD, _VEL_STD)
+
+    def _hit(self, t: Track, d: Detection, capture_ns: int) -> None:
+        z = _xyah(d.box)
+        r = np.diag(np.square([_POS_STD * z[3]] * 4))
+        s = _H @ t.cov @ _H.T + r
+        gain = np.linalg.solve(s, (t.cov @ _H.T).T).T
+        t.mean = t.mean + gain @ (z - _H @ t.mean)
+        t.cov = (np.eye(8) - gain @ _H) @ t.cov
+        t.mean[2:4] = np.maximum(t.mean[2:4], 1.0)
+        t.last_ns = capture_ns
+        t.hits += 1
+        t.seen_now = True
+        t.score = d.score
+        t.best_score = max(t.best_score, d.score)
+        if t.hits >= 2:
+            t.confirmed = True
+        t.trail.append(_foot(t.box))
+        del t.trail[:-self.trail_len]
+
+
+def _foot(box: Tuple[float, float, float, float]) -> Tuple[float, float]:
+    x, y, w, h = box
+    return round(x + w / 2, 1), round(y + h, 1)
+
+
+def detections_from_meta(meta: Dict[str, object]) -> List[Detection]:
+    """The boxes a result's metadata carries, as the stages write them:
+    ``detections`` (dnn: box, label, confidence), ``faces`` (boxes) and
+    ``motion.boxes``. Anything malformed is left out (the metadata crossed
+    the wire: hostile until shown otherwise)."""
+    out: List[Detection] = []
+    dets = meta.get("detections")
+    if isinstance(dets, list):
+        for d in dets:
+            if isinstance(d, dict) and _is_box(d.get("box")):
+                score = d.get("confidence", 1.0)
+                label = d.get("label")
+                out.append(Detection(tuple(float(v) for v in d["box"]),  # type: ignore[arg-type]
+                                     label if isinstance(label, str) else str(label),
+                                     float(score) if _is_number(score) else 1.0))
+    faces = meta.get("faces")
+    if isinstance(faces, list):
+        out.extend(Detection(tuple(float(v) for v in b), "face")  # type: ignore[arg-type]
+                   for b in faces if _is_box(b))
+    motion = meta.get("motion")
+    if isinstance(motion, dict) and isinstance(motion.get("boxes"), list):
+        out.extend(Detection(tuple(float(v) for v in b), "motion")  # type: ignore[arg-type]
+                   for b in motion["boxes"] if _is_box(b))
+    return out
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v \
+        and abs(v) < 1e9
+
+
+def _is_box(b: object) -> bool:
+    return isinstance(b, (list, tuple)) and len(b) == 4 and all(_is_number(v) for v in b) \
+        and b[2] > 0 and b[3] > 0  # type: ignore[index,operator]
