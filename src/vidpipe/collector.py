@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 import zmq
 
 from vidpipe import transport, wire
+from vidpipe.analytics.scene import Scene, scene_for, strip
 from vidpipe.config import Config
 from vidpipe.ordering import DROPPED, OK, CameraOrder, Entry
 from vidpipe.outputs import Output
@@ -39,8 +40,9 @@ def drop_reason(value: Any) -> str:
 
 
 class CameraStats:
-    def __init__(self, order: CameraOrder) -> None:
+    def __init__(self, order: CameraOrder, scene: Optional[Scene] = None) -> None:
         self.order = order
+        self.scene = scene  # tracking, zones and lines (a configured camera that asks)
         self.latency = LatencyWindow()
         self.histogram = Histogram()
         self.rate = RateMeter()
@@ -54,7 +56,8 @@ class CameraStats:
                 "latency_p50_ms": self.latency.percentile(50),
                 "latency_p99_ms": self.latency.percentile(99),
                 "latency_hist": self.histogram.as_dict(), "held": len(o.pending),
-                "ended": o.finished}
+                "ended": o.finished,
+                **({"areas": self.scene.counts()} if self.scene is not None else {})}
 
     def line(self) -> str:
         o = self.order
@@ -151,7 +154,8 @@ class Collector(Role):
             if name not in self.config.cameras and not self._room_for_unknown(now):
                 raise wire.WireError("bad_camera", "too many cameras the config does not name")
             order = CameraOrder(name, self.cc.reorder_window, self.timeout)
-            cam = self.cameras[name] = CameraStats(order)
+            scene = scene_for(self.config.cameras.get(name))
+            cam = self.cameras[name] = CameraStats(order, scene)
         cam.last_seen = now
         return cam
 
@@ -208,6 +212,8 @@ class Collector(Role):
             return
         now_ns = time.time_ns()
         for entry in entries:
+            if entry.status == OK and entry.message is not None:
+                self._observe(cam, entry)
             latency = None
             if entry.status == OK and not entry.late:
                 latency = (now_ns - entry.message.header.capture_ns) / 1e6
@@ -220,6 +226,11 @@ class Collector(Role):
                 self._tap(cam.order, entry)
         if cam.order.finished and not cam.reported:
             cam.reported = True
+            if cam.scene is not None:
+                found = cam.scene.end_all(cam.scene.tracker.last_ns or 0)
+                for output in self.outputs:
+                    self.output(output, "scene_ended", output.scene_ended, cam.order.camera,
+                                found)
             for output in self.outputs:
                 self.output(output, "end_of_stream", output.end_of_stream, cam.order.camera)
             if self.tap is not None:
@@ -228,6 +239,19 @@ class Collector(Role):
                     wire.EOS, {}, o.camera, o.stream or 0, o.eos_total or 0), wait=False)
             log.info("collector %s: %s ended: %s", self.name, cam.order.camera,
                      cam.order.summary())
+
+    @staticmethod
+    def _observe(cam: CameraStats, entry: Entry) -> None:
+        """The objects and zone and line events of an in-order frame go into
+        its metadata, for every output; a late frame (tracking has moved on)
+        or a camera that does not track gets none, whatever a handler wrote."""
+        meta = entry.message.meta
+        if not isinstance(meta, dict):
+            return
+        if cam.scene is not None and not entry.late:
+            cam.scene.observe(meta, entry.message.header.capture_ns)
+        else:
+            strip(meta)
 
     def output(self, output: Output, what: str, call: Any, *args: Any) -> None:
         """Call one output: an output that fails on a result costs that output

@@ -186,6 +186,8 @@ class CameraConfig:
     rtsp_latency_ms: int = key(200, Rule(int, 0, 10000))
     credentials_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
                                          allowed="an absolute path, or \"\""))
+    track: bool = key(False, Rule(bool))
+    track_lost_s: float = key(2.0, Rule(float, 0.1, 600))
     #: not a key but derived: whether the section gave width or height. A network
     #: stream on the GStreamer path is scaled to width x height only then; else it
     #: comes at its own size (640x480 by default would squash a 16:9 camera)

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from vidpipe import names
 
-VERSION = 1
+VERSION = 2  # 2: object, zone and line events (vidpipe.analytics) beside these
 MAX_BOXES = 32  # per event: a noisy motion mask must not make a huge message
 MAX_LABELS = 64  # per camera: labels come from models, not from the wire
 

@@ -101,7 +101,7 @@ def test_events_state_snapshots_and_results_reach_a_consumer(rabbit: Rabbit,
         # every frame's record, in order, as the jsonl output writes it
         results = [body for body, _p in by_key["cam0.results"]]
         assert [r["seq"] for r in results] == list(range(300))
-        assert all(r["v"] == 1 and r["status"] == "ok" and "motion" in r["meta"]
+        assert all(r["v"] == 2 and r["status"] == "ok" and "motion" in r["meta"]
                    for r in results)
         # events carry their id as message_id; every message is persistent
         assert [p.message_id for _b, p in by_key["cam0.events"]] == [e["id"] for e in events]

@@ -95,7 +95,7 @@ def test_events_state_and_availability_reach_a_subscriber(broker: Mosquitto,
         starts = [e for e in sub.events() if e["type"] == "start"]
         ends = [e for e in sub.events() if e["type"] == "end"]
         assert [s["id"] for s in starts] == [e["id"] for e in ends]  # pairs
-        assert all(e["v"] == 1 and e["camera"] == "cam0" and e["label"] == "motion"
+        assert all(e["v"] == 2 and e["camera"] == "cam0" and e["label"] == "motion"
                    for e in sub.events())
         state = sub.on("vidpipe/cam0/state")
         assert state and state[-1]["camera"] == "cam0" and state[-1]["processed"] > 0
@@ -383,3 +383,61 @@ def test_discovery_passes_home_assistants_own_validation(broker: Mosquitto,
     assert [v for v in verdicts[:-1] if not v["ok"]] == []
     assert not verdicts[-1]["ok"] and "state_class" in verdicts[-1]["error"], verdicts[-1]
     print("Home Assistant 2024.1 takes all {} discovery configs".format(len(messages) - 1))
+
+
+def test_a_tracked_camera_publishes_its_objects_zones_and_crossings(
+        broker: Mosquitto, pipeline: Any) -> None:
+    """Issue 27, end to end: the test pattern's white square (7 px right, 3 px
+    down a frame) through the motion stage to a collector that tracks it,
+    with a door line drawn top to bottom at x = 200 and a zone over the right
+    of the picture. The square's first pass crosses the line once, rightwards
+    ("in"), and enters the zone; the JSONL record carries the track IDs, and
+    the MQTT subscriber gets the object, zone and line events the record
+    implies, each once, with schema version 2."""
+    from helpers import camera, wait_exit
+
+    sub = Subscriber(broker.port)
+    cam = camera(60, 320, 240, wait=1)
+    cam["lines"] = {"door": {"points": [[200, 0], [200, 240]]}}
+    cam["zones"] = {"right": {"points": [[210, 0], [320, 0], [320, 240], [210, 240]]}}
+    pipeline.write_config({
+        "cameras": {"cam0": cam},
+        "handlers": {"stages": ["motion"]},
+        "stage": {"motion": {"min_area": 20}},
+        "collector": {"outputs": ["jsonl", "mqtt"], "exit_on_eos": True,
+                      "mqtt_port": broker.port, "spool_dir": str(pipeline.root / "spool")},
+    })
+    collector = pipeline.start("collector", "main")
+    pipeline.start("handler", "1")
+    decoder = pipeline.start("decoder", "cam0")
+    try:
+        assert wait_exit(decoder, 60, pipeline) == 0
+        assert wait_exit(collector, 60, pipeline) == 0
+        ok = [r for r in pipeline.results() if r["status"] == "ok" and not r.get("late")]
+        found = [e for r in ok for e in r["meta"]["areas"]]
+        crossings = [(e["line"], e["direction"]) for e in found if e["type"] == "line"]
+        assert crossings == [("door", "in")], found
+        crosser = next(e["track"] for e in found if e["type"] == "line")
+        assert [e["action"] for e in found if e["type"] == "zone" and e["track"] == crosser] \
+            [:1] == ["enter"], found
+        ids = {o["id"] for r in ok for o in r["meta"]["objects"]}
+        assert crosser in ids
+        # the square keeps one ID from its first box to the crossing
+        frames_of = [r["seq"] for r in ok if any(o["id"] == crosser
+                                                 for o in r["meta"]["objects"])]
+        assert len(frames_of) >= 20, frames_of
+        wait_until(lambda: any(e.get("type") == "object" and e.get("action") == "end"
+                               and e.get("track") == crosser for e in sub.events()), 15,
+                   "the crossing object's end")
+        got = [e for e in sub.events() if e.get("type") in ("object", "zone", "line")]
+        assert all(e["v"] == 2 and e["camera"] == "cam0" for e in got)
+        assert [(e["type"], e["direction"]) for e in got if e["type"] == "line"] == \
+            [("line", "in")]
+        end = next(e for e in got if e["type"] == "object" and e["action"] == "end"
+                   and e["track"] == crosser)
+        assert end["crossed"] == [["door", "in"]] and end["zones"] == ["right"], end
+        assert len({e["id"] for e in got}) == len(got)  # each once, ids unique
+        print("objects: {} tracks, {} scene events, the crosser seen in {} frames".format(
+            len(ids), len(got), len(frames_of)))
+    finally:
+        sub.close()

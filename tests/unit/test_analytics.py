@@ -304,3 +304,52 @@ def test_an_unsized_network_camera_has_its_areas_checked_against_the_largest_fra
                                              "height": 720, "zones": {"yard": {
                                                  "points": [[0, 0], [1900, 0], [1900, 1000]]}}}}})
     assert "outside the 1280x720 frame" in str(err.value)
+
+
+# ---------------------------------------------------------------- the collector's scene
+
+def test_the_scene_owns_its_keys_and_bounds_what_the_wire_can_grow() -> None:
+    """A handler cannot forge objects or zone events: the collector's keys
+    are replaced; thousands of boxes or labels in one frame are cut, counted
+    and leave the counts bounded."""
+    from vidpipe.analytics import scene as scene_module
+    from vidpipe.analytics.scene import Scene
+
+    zones, lines = parse({"hall": {"points": [[0, 0], [640, 0], [640, 480], [0, 480]]}}, None,
+                         640, 480)
+    scene = Scene(zones, lines)
+    meta = {"objects": [{"id": 666}], "areas": [{"type": "line", "line": "forged"}],
+            "detections": [{"box": [i % 600, (i * 7) % 400, 20, 20], "label": "x{}".format(i),
+                            "confidence": 0.9} for i in range(1000)]}
+    for f in range(3):
+        frame = dict(meta)
+        scene.observe(frame, f * FRAME_NS)
+    assert not any(o["id"] == 666 for o in frame["objects"])
+    assert not any(e.get("line") == "forged" for e in frame["areas"])
+    assert scene.cut == 3 * (1000 - scene_module.MAX_DETECTIONS)
+    counts = scene.counts()
+    assert len(counts["zones"]["hall"]["entered"]) <= scene_module.MAX_LABELS + 1
+    assert "other" in counts["zones"]["hall"]["entered"]
+    no_scene = {"objects": [1], "areas": [2], "motion": {}}
+    scene_module.strip(no_scene)
+    assert no_scene == {"motion": {}}
+
+
+def test_metrics_show_zones_lines_and_tracks_and_skip_a_garbled_board() -> None:
+    from vidpipe.outputs.metrics import render
+
+    areas = {"tracks": 2, "zones": {"hall": {"occupancy": {"person": 1},
+                                             "entered": {"person": 5}}},
+             "lines": {"door": {"in": {"person": 3}, "out": {}}}}
+    doc = {"role": "collector", "name": "main", "alive": True,
+           "cameras": {"cam0": {"frames": 1, "areas": areas},
+                       "cam1": {"frames": 1, "areas": {"zones": {"z": "junk"}, "lines": [],
+                                                       "tracks": "many"}}}}
+    text = render([doc])
+    assert 'vidpipe_zone_objects{camera="cam0",label="person",name="main",role="collector",' \
+           'zone="hall"} 1' in text
+    assert 'vidpipe_line_crossings_total{camera="cam0",direction="in",label="person",' \
+           'line="door",name="main",role="collector"} 3' in text
+    assert 'vidpipe_tracked_objects{camera="cam0",name="main",role="collector"} 2' in text
+    assert 'zone="z"' not in text and 'camera="cam1",name="main",role="collector"} many' \
+        not in text

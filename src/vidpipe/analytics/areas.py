@@ -26,10 +26,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from vidpipe import names
 from vidpipe.analytics.geometry import ANCHORS, Point, anchor_point, collinear, inside, \
     segments_cross, self_crossing, side
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+NAME_RE = re.compile(r"\A" + names.LABEL_RULE + r"\Z")  # the label rule
 MAX_POINTS = 64
 MAX_AREAS = 32  # zones and lines each, per camera
 ZONE_KEYS = ("points", "classes", "loiter_s", "anchor")

@@ -91,6 +91,10 @@ class Output:
     def end_of_stream(self, camera: str) -> None:
         """Every frame of ``camera``'s stream has been emitted."""
 
+    def scene_ended(self, camera: str, found: List[Dict[str, Any]]) -> None:
+        """``camera``'s stream ended with objects still tracked: their ``object``
+        end and zone exit events (no frame carries them), before :meth:`end_of_stream`."""
+
     def forget(self, camera: str) -> None:
         """The collector forgot ``camera`` (one the config does not name,
         silent while others needed its place): end it as at the end of its

@@ -33,7 +33,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from vidpipe.config import CollectorConfig
-from vidpipe.events import Tracker
+from vidpipe.events import VERSION, Tracker
 from vidpipe.ordering import DROPPED, MISSING, OK, Entry
 from vidpipe.outputs import Output, bgr8, frame_record, picture
 from vidpipe.outputs.spool import EVENT, RESULT, STATE, Spool, SpoolError
@@ -42,7 +42,6 @@ from vidpipe.stats import LatencyWindow, RateMeter, Tally, Throttle
 
 log = logging.getLogger("vidpipe.broker")
 QUEUE = 10000  # messages between the collector's thread and the publisher
-VERSION = 1
 #: spool kind of each stream: what is dropped first when the spool is full
 KIND = {"events": EVENT, "state": STATE, "snapshot": STATE, "results": RESULT}
 #: the outputs that spool (and so share collector.spool_max_mb)
@@ -143,6 +142,18 @@ class _CameraState:
         self.latency = LatencyWindow()
         self.counts = Tally()
         self.last_sent = 0.0
+        self.last_seq = self.last_ns = 0  # the last processed frame (for objects at the end)
+
+
+def scene_event(camera: str, seq: int, capture_ns: int, found: Dict[str, Any]) -> Dict[str, Any]:
+    """An ``object``, ``zone`` or ``line`` event as published (docs/outputs.md):
+    what the collector's scene found, with the frame it was found on and an id
+    that is the same when the record is sent again."""
+    where = found.get("zone") or found.get("line") or ""
+    event_id = "{}-{}-{}-{}-{}-{}".format(camera, found["type"], where, found.get("action") or
+                                          found.get("direction"), found["track"], seq)
+    return dict(found, v=VERSION, id=event_id, camera=camera, seq=seq, capture_ns=capture_ns,
+                time=round(time.time(), 3))
 
 
 class BrokerOutput(Output):
@@ -318,6 +329,11 @@ class BrokerOutput(Output):
                 self._offer(camera, "events", event)
                 if event["type"] != "end" and event["best_seq"] == head.seq:
                     self._snapshot(camera, entry, event)
+            cam.last_seq, cam.last_ns = head.seq, head.capture_ns
+            areas = entry.message.meta.get("areas")  # the collector's own (analytics.scene)
+            for found in areas if isinstance(areas, list) else []:
+                self._offer(camera, "events", scene_event(camera, head.seq, head.capture_ns,
+                                                          found))
         now = time.monotonic()
         if self.state_period and now - cam.last_sent >= self.state_period:
             cam.last_sent = now
@@ -346,6 +362,11 @@ class BrokerOutput(Output):
     def end_of_stream(self, camera: str) -> None:
         for event in self.tracker.end_all(camera):
             self._offer(camera, "events", event)
+
+    def scene_ended(self, camera: str, found: List[Dict[str, Any]]) -> None:
+        cam = self.cameras.get(camera) or _CameraState()
+        for one in found:
+            self._offer(camera, "events", scene_event(camera, cam.last_seq, cam.last_ns, one))
 
     def forget(self, camera: str) -> None:
         """Its open events end (published as at the end of a stream); its

@@ -33,6 +33,11 @@ HELP = {
                                       "spool_full)"),
     "vidpipe_spool_dropped_total": ("counter", "Spooled messages dropped at the spool's "
                                     "limit, by kind"),
+    "vidpipe_tracked_objects": ("gauge", "Objects the collector tracks on a camera now"),
+    "vidpipe_zone_objects": ("gauge", "Tracked objects in a zone now, by class"),
+    "vidpipe_zone_entries_total": ("counter", "Tracked objects that entered a zone, by class"),
+    "vidpipe_line_crossings_total": ("counter", "Tracked objects that crossed a line, by "
+                                     "direction (in, out) and class"),
 }
 
 
@@ -96,6 +101,7 @@ def render(entries: Iterable[Dict[str, Any]]) -> str:
             if role == "collector":
                 out.add("vidpipe_frames_missing_total", cam.get("missing"), **labels)
                 _histogram(out, cam.get("latency_hist"), labels)
+                _areas(out, cam.get("areas"), labels)
     return out.text()
 
 
@@ -124,3 +130,30 @@ def _broker(out: Exposition, st: Dict[str, Any], labels: Dict[str, str]) -> None
     dropped = st.get("dropped")
     for kind, count in sorted(dropped.items() if isinstance(dropped, dict) else []):
         out.add("vidpipe_spool_dropped_total", number(count), kind=str(kind), **labels)
+
+
+def _areas(out: Exposition, areas: Any, labels: Dict[str, str]) -> None:
+    """Tracks, zones and lines (vidpipe.analytics) of a collector's camera.
+    The board is a file: anything not shaped as the collector writes it is
+    left out."""
+    if not isinstance(areas, dict):
+        return
+    out.add("vidpipe_tracked_objects", _number(areas.get("tracks")), **labels)
+    for zone, counts in sorted(_table(areas.get("zones")).items()):
+        for cls, n in sorted(_table(_table(counts).get("occupancy")).items()):
+            out.add("vidpipe_zone_objects", _number(n), zone=zone, label=cls, **labels)
+        for cls, n in sorted(_table(_table(counts).get("entered")).items()):
+            out.add("vidpipe_zone_entries_total", _number(n), zone=zone, label=cls, **labels)
+    for line, ways in sorted(_table(areas.get("lines")).items()):
+        for direction in ("in", "out"):
+            for cls, n in sorted(_table(_table(ways).get(direction)).items()):
+                out.add("vidpipe_line_crossings_total", _number(n), line=line,
+                        direction=direction, label=cls, **labels)
+
+
+def _table(value: Any) -> Dict[str, Any]:
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> Any:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -216,7 +216,7 @@ python3 - "$out" <<'EOF' || fail "the cam0 state message is not what docs/output
 import json, sys
 line = [l for l in sys.argv[1].splitlines() if l.startswith("vidpipe/cam0/state ")][0]
 state = json.loads(line.split(" ", 1)[1])
-assert state["v"] == 1 and state["camera"] == "cam0" and state["processed"] > 0, state
+assert state["v"] == 2 and state["camera"] == "cam0" and state["processed"] > 0, state
 EOF
 FACTS[mqtt_status]=$(status_text vid-collector | grep -o "broker mqtt[^;]*")
 pass "mosquitto started; the collector connected (${FACTS[mqtt_status]}); retained availability online and cam0 state received"

@@ -1,0 +1,120 @@
+"""One camera's scene at the collector: the tracker and the zones and lines,
+fed each processed frame's metadata in order.
+
+What it finds goes into the result's metadata under keys the collector owns
+(whatever a handler put there is replaced first): ``objects``, the tracks
+seen in the frame (``id``, ``label``, ``box``, ``score``), and ``areas``, the
+zone and line events of the frame. Outputs read them from there: the JSONL
+record, the broker outputs' events, the preview's boxes.
+"""
+
+from typing import Any, Dict, List, Mapping, Optional
+
+from vidpipe import names
+from vidpipe.analytics.areas import Areas, Line, Zone
+from vidpipe.analytics.tracker import Detection, Tracker, detections_from_meta
+
+OWNED = ("objects", "areas")  # metadata keys the collector writes
+MAX_DETECTIONS = 256  # boxes taken from one frame (the first ones); the rest counted
+MAX_LABELS = 64  # classes counted per camera; later ones are counted as "other"
+MAX_HISTORY = 32  # zones and crossings kept per object for its end event
+
+
+class _History:
+    def __init__(self, first_ns: int) -> None:
+        self.first_ns = first_ns
+        self.zones: List[str] = []
+        self.crossed: List[List[str]] = []
+
+
+class Scene:
+    def __init__(self, zones: Mapping[str, Zone], lines: Mapping[str, Line],
+                 lost_s: float = 2.0) -> None:
+        self.tracker = Tracker(lost_s=lost_s)
+        self.areas = Areas(zones, lines)
+        self.labels: Dict[str, str] = {}
+        self.cut = 0  # boxes over MAX_DETECTIONS left out
+        self.history: Dict[int, _History] = {}  # track -> where it went, for its end event
+
+    def observe(self, meta: Dict[str, Any], capture_ns: int) -> None:
+        """Track what ``meta`` says was found; write ``objects`` and ``areas`` into it."""
+        for key in OWNED:
+            meta.pop(key, None)
+        found = detections_from_meta(meta)
+        if len(found) > MAX_DETECTIONS:
+            self.cut += len(found) - MAX_DETECTIONS
+            found = found[:MAX_DETECTIONS]
+        found = [Detection(d.box, self._label(d.label), d.score) for d in found]
+        seen, removed = self.tracker.update(found, capture_ns)
+        events = self.areas.update(seen, removed, capture_ns)
+        meta["areas"] = self._objects(seen, removed, events, capture_ns) + events
+        meta["objects"] = [{"id": t.id, "label": t.label, "score": round(t.score, 3),
+                            "box": [round(v, 1) for v in t.box],
+                            "zones": self.areas.zones_of(t.id)} for t in seen]
+
+    def _objects(self, seen: List[Any], removed: List[Any], events: List[Dict[str, Any]],
+                 capture_ns: int) -> List[Dict[str, Any]]:
+        """``object`` events: ``start`` when a track is first confirmed, ``end``
+        when the tracker lets it go, with where it went (the zones it entered,
+        the lines it crossed, in order; at most MAX_HISTORY of each)."""
+        out: List[Dict[str, Any]] = []
+        for t in seen:
+            if t.id not in self.history:
+                self.history[t.id] = _History(t.first_ns)
+                out.append({"type": "object", "action": "start", "track": t.id,
+                            "label": t.label, "score": round(t.score, 3)})
+        for e in events:
+            h = self.history.get(e["track"])
+            if h is None:
+                continue
+            if e["type"] == "zone" and e["action"] == "enter" and e["zone"] not in h.zones \
+                    and len(h.zones) < MAX_HISTORY:
+                h.zones.append(e["zone"])
+            elif e["type"] == "line" and len(h.crossed) < MAX_HISTORY:
+                h.crossed.append([e["line"], e["direction"]])
+        for t in removed:
+            h = self.history.pop(t.id, None)
+            if h is not None:
+                out.append({"type": "object", "action": "end", "track": t.id, "label": t.label,
+                            "best_score": round(t.best_score, 3),
+                            "duration_s": round((t.last_ns - h.first_ns) / 1e9, 3),
+                            "zones": h.zones, "crossed": h.crossed})
+        return out
+
+    def end_all(self, capture_ns: int) -> List[Dict[str, Any]]:
+        """The stream ended: every object still tracked ends (zones left, ``lost``)."""
+        removed = list(self.tracker.tracks)
+        self.tracker.tracks.clear()
+        events = self.areas.update([], removed, capture_ns)
+        return self._objects([], removed, events, capture_ns) + events
+
+    def _label(self, raw: str) -> str:
+        known = self.labels.get(raw)
+        if known is None:
+            known = names.label(raw) if len(self.labels) < MAX_LABELS else "other"
+            if len(self.labels) < MAX_LABELS:
+                self.labels[raw] = known
+        return known
+
+    def counts(self) -> Dict[str, Any]:
+        return dict(self.areas.counts(), tracks=len(self.tracker.tracks),
+                    **({"boxes_cut": self.cut} if self.cut else {}))
+
+
+def scene_for(camera: Any) -> Optional[Scene]:
+    """The scene of a configured camera that tracks (``track = true``, or
+    zones or lines given), else ``None``."""
+    if camera is None or not (camera.track or camera.zones or camera.lines):
+        return None
+    return Scene(camera.zones, camera.lines, camera.track_lost_s)
+
+
+def strip(meta: Dict[str, Any]) -> None:
+    """A camera without a scene: what a handler wrote under the collector's keys goes."""
+    for key in OWNED:
+        meta.pop(key, None)
+
+
+def objects_of(meta: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    found = meta.get("objects")
+    return found if isinstance(found, list) else []
