@@ -70,3 +70,10 @@ def test_the_camera_capacity_benchmark_runs_the_seed_and_every_path() -> None:
         assert first["cpu_ms_per_frame"] > 0, row
     assert [r["runs"][0]["delivers"] for r in rows] == ["1920x1080"] * 3 + ["640x360"] * 2
     assert "| vidpipe, GStreamer scaled to 640x360 | 640x360 |" in table(rows)
+
+
+def test_the_objects_benchmark_tracks_and_counts() -> None:
+    from tests.bench.objects import measure
+
+    r = measure(20, 90)
+    assert r["ms_per_frame"] > 0 and r["events"] > 0 and r["tracks"] >= 20, r

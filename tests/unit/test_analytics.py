@@ -353,3 +353,20 @@ def test_metrics_show_zones_lines_and_tracks_and_skip_a_garbled_board() -> None:
     assert 'vidpipe_tracked_objects{camera="cam0",name="main",role="collector"} 2' in text
     assert 'zone="z"' not in text and 'camera="cam1",name="main",role="collector"} many' \
         not in text
+
+
+def test_the_array_forms_agree_with_the_plain_geometry() -> None:
+    """Areas tests every track at once; the results are those of
+    geometry.inside and geometry.anchor_point point by point (the border too)."""
+    from vidpipe.analytics.areas import _anchors, _inside
+
+    rng = random.Random(5)
+    ell = [(0, 0), (10, 0), (10, 4), (4, 4), (4, 10), (0, 10)]
+    points = [(float(rng.randint(-2, 12)), float(rng.randint(-2, 12))) for _ in range(400)]
+    got = _inside(ell, np.array(points))
+    assert [bool(v) for v in got] == [geometry.inside(ell, p) for p in points]
+    boxes = [(rng.uniform(0, 100), rng.uniform(0, 100), rng.uniform(1, 50), rng.uniform(1, 50))
+             for _ in range(20)]
+    for anchor in geometry.ANCHORS:
+        arr = _anchors(np.array(boxes), anchor)
+        assert np.allclose(arr, [geometry.anchor_point(b, anchor) for b in boxes]), anchor

@@ -26,9 +26,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
+
 from vidpipe import names
-from vidpipe.analytics.geometry import ANCHORS, Point, anchor_point, collinear, inside, \
-    segments_cross, self_crossing, side
+from vidpipe.analytics.geometry import ANCHORS, Point, collinear, segments_cross, self_crossing
 
 NAME_RE = re.compile(r"\A" + names.LABEL_RULE + r"\Z")  # the label rule
 MAX_POINTS = 64
@@ -201,16 +202,20 @@ class Areas:
                capture_ns: int) -> List[Dict[str, Any]]:
         """``tracks``: the tracks seen in this frame (``id``, ``label``,
         ``box``); ``removed``: those the tracker let go. The zone and line
-        events of this frame."""
+        events of this frame. Each area tests every track's anchor at once
+        (arrays); only a track whose side or inside changed costs Python."""
         events: List[Dict[str, Any]] = []
-        for t in tracks:
-            where = self.where.setdefault(t.id, _Where(t.label))
+        if tracks:
+            wheres = [self.where.get(t.id) or self.where.setdefault(t.id, _Where(t.label))
+                      for t in tracks]
+            boxes = np.array([t.box for t in tracks], dtype=float)
+            labels = np.array([t.label for t in tracks])
             for line in self.lines.values():
-                if not line.classes or t.label in line.classes:
-                    self._line(line, t, where, events)
+                self._lines(line, tracks, wheres, _anchors(boxes, line.anchor),
+                            _wanted(labels, line.classes), events)
             for zone in self.zones.values():
-                if not zone.classes or t.label in zone.classes:
-                    self._zone(zone, t, where, capture_ns, events)
+                self._zones(zone, tracks, wheres, _anchors(boxes, zone.anchor),
+                            _wanted(labels, zone.classes), capture_ns, events)
         for t in removed:
             where = self.where.pop(t.id, None)
             if where is None:
@@ -220,43 +225,50 @@ class Areas:
                                           lost=True))
         return events
 
-    def _line(self, line: Line, t: Any, where: _Where, events: List[Dict[str, Any]]) -> None:
-        p = anchor_point(t.box, line.anchor)
-        s = side(line.a, line.b, p)
-        if s == 0:
-            return  # on the line: the crossing counts when it is left on the other side
-        last = where.off_line.get(line.name)
-        where.off_line[line.name] = (p, s)
-        if last is None or (last[1] > 0) == (s > 0) or not segments_cross(last[0], p, line.a,
-                                                                            line.b):
-            return
-        # side() > 0 is the arrow's right as seen from its first point (y
-        # down): for an arrow pointing down that is the picture's left, so
-        # leaving it for the other side is moving rightwards: "in"
-        direction = "in" if s < 0 else "out"
-        key = (line.name, t.label, direction)
-        self.crossed[key] = self.crossed.get(key, 0) + 1
-        events.append({"type": "line", "line": line.name, "direction": direction,
-                       "track": t.id, "label": t.label})
+    def _lines(self, line: Line, tracks: Sequence[Any], wheres: List[_Where],
+               points: np.ndarray, wanted: np.ndarray, events: List[Dict[str, Any]]) -> None:
+        (ax, ay), (bx, by) = line.a, line.b
+        sides = (bx - ax) * (points[:, 1] - ay) - (by - ay) * (points[:, 0] - ax)
+        last = np.array([w.off_line.get(line.name, (None, 0.0))[1] for w in wheres])
+        # off the line now, and on the other side than last time: maybe a crossing
+        for i in np.nonzero(wanted & (sides != 0) & (last * sides < 0))[0]:
+            t, p = tracks[i], (float(points[i, 0]), float(points[i, 1]))
+            if not segments_cross(wheres[i].off_line[line.name][0], p, line.a, line.b):
+                continue
+            # side() > 0 is the arrow's right as seen from its first point (y
+            # down): for an arrow pointing down that is the picture's left, so
+            # leaving it for the other side is moving rightwards: "in"
+            direction = "in" if sides[i] < 0 else "out"
+            key = (line.name, t.label, direction)
+            self.crossed[key] = self.crossed.get(key, 0) + 1
+            events.append({"type": "line", "line": line.name, "direction": direction,
+                           "track": t.id, "label": t.label})
+        for i in np.nonzero(wanted & (sides != 0))[0]:  # on the line: wait to see where it goes
+            wheres[i].off_line[line.name] = ((float(points[i, 0]), float(points[i, 1])),
+                                             float(sides[i]))
 
-    def _zone(self, zone: Zone, t: Any, where: _Where, capture_ns: int,
-              events: List[Dict[str, Any]]) -> None:
-        now_in = inside(zone.points, anchor_point(t.box, zone.anchor))
-        visit = where.visits.get(zone.name)
-        if now_in and visit is None:
-            visit = where.visits[zone.name] = _Visit(capture_ns)
+    def _zones(self, zone: Zone, tracks: Sequence[Any], wheres: List[_Where],
+               points: np.ndarray, wanted: np.ndarray, capture_ns: int,
+               events: List[Dict[str, Any]]) -> None:
+        now_in = wanted & _inside(zone.points, points)
+        was_in = np.array([zone.name in w.visits for w in wheres])
+        for i in np.nonzero(now_in & ~was_in)[0]:
+            t = tracks[i]
+            visit = wheres[i].visits[zone.name] = _Visit(capture_ns)
             key = (zone.name, t.label)
             self.entered[key] = self.entered.get(key, 0) + 1
             events.append(_zone_event(zone.name, "enter", t.id, t.label, visit, capture_ns))
-        elif now_in and visit is not None:
-            if zone.loiter_s and not visit.loitered and \
-                    capture_ns - visit.since_ns >= zone.loiter_s * 1e9:
-                visit.loitered = True
-                events.append(_zone_event(zone.name, "loiter", t.id, t.label, visit,
-                                          capture_ns))
-        elif visit is not None:
-            del where.visits[zone.name]
-            events.append(_zone_event(zone.name, "exit", t.id, t.label, visit, capture_ns))
+        if zone.loiter_s:
+            for i in np.nonzero(now_in & was_in)[0]:
+                visit = wheres[i].visits[zone.name]
+                if not visit.loitered and capture_ns - visit.since_ns >= zone.loiter_s * 1e9:
+                    visit.loitered = True
+                    events.append(_zone_event(zone.name, "loiter", tracks[i].id,
+                                              tracks[i].label, visit, capture_ns))
+        for i in np.nonzero(~now_in & was_in)[0]:
+            visit = wheres[i].visits.pop(zone.name)
+            events.append(_zone_event(zone.name, "exit", tracks[i].id, tracks[i].label, visit,
+                                      capture_ns))
 
     def occupancy(self) -> Dict[Tuple[str, str], int]:
         """(zone, label) -> how many tracked objects are in it now."""
@@ -277,6 +289,37 @@ class Areas:
                 "lines": {n: {d: {lab: c for (ln, lab, dd), c in sorted(self.crossed.items())
                                   if ln == n and dd == d} for d in ("in", "out")}
                           for n in self.lines}}
+
+
+def _anchors(boxes: np.ndarray, anchor: str) -> np.ndarray:
+    """:func:`geometry.anchor_point` of every box ``[x, y, w, h]`` at once."""
+    fx = {"bottom-left": 0.0, "bottom-right": 1.0}.get(anchor, 0.5)
+    fy = {"center": 0.5, "top-center": 0.0}.get(anchor, 1.0)
+    return np.column_stack([boxes[:, 0] + fx * boxes[:, 2], boxes[:, 1] + fy * boxes[:, 3]])
+
+
+def _wanted(labels: np.ndarray, classes: Tuple[str, ...]) -> np.ndarray:
+    return np.isin(labels, classes) if classes else np.ones(len(labels), dtype=bool)
+
+
+def _inside(polygon: Sequence[Point], points: np.ndarray) -> np.ndarray:
+    """:func:`geometry.inside` of many points at once (even-odd rule, the
+    border inside)."""
+    x, y = points[:, 0], points[:, 1]
+    result = np.zeros(len(points), dtype=bool)
+    border = np.zeros(len(points), dtype=bool)
+    n = len(polygon)
+    for k in range(n):
+        (ax, ay), (bx, by) = polygon[k], polygon[(k + 1) % n]
+        cross = (bx - ax) * (y - ay) - (by - ay) * (x - ax)
+        border |= (cross == 0) & (np.minimum(ax, bx) <= x) & (x <= np.maximum(ax, bx)) & \
+            (np.minimum(ay, by) <= y) & (y <= np.maximum(ay, by))
+        if ay == by:
+            continue
+        spans = (ay > y) != (by > y)
+        at = ax + (y - ay) * (bx - ax) / (by - ay)
+        result ^= spans & (x < at)
+    return result | border
 
 
 def _by_label(counts: Mapping[Tuple[str, str], int], zone: str) -> Dict[str, int]:

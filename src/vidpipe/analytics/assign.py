@@ -18,6 +18,52 @@ def assign(cost: "np.ndarray", limit: float) -> Tuple[List[Tuple[int, int]], Lis
     rows, cols = cost.shape
     if rows == 0 or cols == 0:
         return [], list(range(rows)), list(range(cols))
+    pairs: List[Tuple[int, int]] = []
+    # pairs over the limit are never made, so the rows and columns fall into
+    # groups with no allowed pair between them; each is solved on its own
+    # (exact, and a scene of objects apart is many 1 x 1 groups)
+    allowed = cost <= limit
+    # a row with one allowed column that has no other allowed row: a pair at once
+    lone = allowed & (allowed.sum(1) == 1)[:, None] & (allowed.sum(0) == 1)[None, :]
+    pairs.extend((int(r), int(c)) for r, c in zip(*np.nonzero(lone)))
+    allowed &= ~lone
+    for group_rows, group_cols in _groups(allowed) if allowed.any() else []:
+        sub = cost[np.ix_(group_rows, group_cols)]
+        found, _, _ = _solve(sub, limit)
+        pairs.extend((group_rows[r], group_cols[c]) for r, c in found)
+    used_rows = {p[0] for p in pairs}
+    used_cols = {p[1] for p in pairs}
+    return (sorted(pairs), [r for r in range(rows) if r not in used_rows],
+            [c for c in range(cols) if c not in used_cols])
+
+
+def _groups(allowed: "np.ndarray") -> List[Tuple[List[int], List[int]]]:
+    """The connected groups of rows and columns joined by allowed pairs
+    (rows and columns with none are left out: they stay unmatched)."""
+    rows, cols = allowed.shape
+    parent = list(range(rows + cols))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for r, c in zip(*np.nonzero(allowed)):
+        a, b = find(int(r)), find(rows + int(c))
+        if a != b:
+            parent[a] = b
+    groups: dict = {}
+    for r, c in zip(*np.nonzero(allowed)):
+        g = groups.setdefault(find(int(r)), (set(), set()))
+        g[0].add(int(r))
+        g[1].add(int(c))
+    return [(sorted(g[0]), sorted(g[1])) for g in groups.values()]
+
+
+def _solve(cost: "np.ndarray", limit: float) -> Tuple[List[Tuple[int, int]], List[int],
+                                                      List[int]]:
+    rows, cols = cost.shape
     transposed = rows > cols
     work = cost.T if transposed else cost
     # a pair over the limit is never wanted: priced so that leaving it out is

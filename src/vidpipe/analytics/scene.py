@@ -10,6 +10,8 @@ record, the broker outputs' events, the preview's boxes.
 
 from typing import Any, Dict, List, Mapping, Optional
 
+import numpy as np
+
 from vidpipe import names
 from vidpipe.analytics.areas import Areas, Line, Zone
 from vidpipe.analytics.tracker import Detection, Tracker, detections_from_meta
@@ -48,9 +50,10 @@ class Scene:
         seen, removed = self.tracker.update(found, capture_ns)
         events = self.areas.update(seen, removed, capture_ns)
         meta["areas"] = self._objects(seen, removed, events, capture_ns) + events
+        boxes = np.round(np.array([t.box for t in seen]), 1).tolist() if seen else []
         meta["objects"] = [{"id": t.id, "label": t.label, "score": round(t.score, 3),
-                            "box": [round(v, 1) for v in t.box],
-                            "zones": self.areas.zones_of(t.id)} for t in seen]
+                            "box": box, "zones": self.areas.zones_of(t.id)}
+                           for t, box in zip(seen, boxes)]
 
     def _objects(self, seen: List[Any], removed: List[Any], events: List[Dict[str, Any]],
                  capture_ns: int) -> List[Dict[str, Any]]:

@@ -35,7 +35,6 @@ class Detection:
 # the Kalman filter on (cx, cy, w, h) and their velocities, as in SORT/ByteTrack
 _F = np.eye(8)
 _F[:4, 4:] = np.eye(4)
-_H = np.eye(4, 8)
 _POS_STD = 1.0 / 20  # of the box height, per frame (ByteTrack's weights)
 _VEL_STD = 1.0 / 160
 
@@ -53,23 +52,13 @@ class Track:
     confirmed: bool = False
     seen_now: bool = True  # matched in the frame just fed
     best_score: float = 0.0
-    trail: List[Tuple[float, float]] = field(default_factory=list)
-
-    @property
-    def box(self) -> Tuple[float, float, float, float]:
-        cx, cy, w, h = (float(v) for v in self.mean[:4])
-        return cx - w / 2, cy - h / 2, w, h
+    box: Tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # the filter's, [x, y, w, h]
+    trail: List[Tuple[float, float]] = field(default_factory=list)  # its feet, newest last
 
 
 def _xyah(box: Sequence[float]) -> np.ndarray:
     x, y, w, h = box
     return np.array([x + w / 2, y + h / 2, w, h], dtype=float)
-
-
-def _noise(h: float, pos: float, vel: float) -> np.ndarray:
-    h = max(h, 1.0)
-    return np.diag(np.square([pos * h, pos * h, pos * h, pos * h,
-                              vel * h, vel * h, vel * h, vel * h]))
 
 
 def iou_matrix(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np.ndarray:
@@ -112,8 +101,8 @@ class Tracker:
         self.last_ns = capture_ns
         for t in self.tracks:
             t.seen_now = False
-            if steps:
-                self._predict(t)
+        if steps:
+            self._predict(self.tracks)
         high = [d for d in detections if d.score >= self.high]
         low = [d for d in detections if self.low <= d.score < self.high]
 
@@ -143,11 +132,11 @@ class Tracker:
         if not tracks or not dets:
             return list(tracks), list(dets)
         iou = iou_matrix([t.box for t in tracks], [d.box for d in dets])
-        same = np.array([[t.label == d.label for d in dets] for t in tracks])
+        same = np.array([t.label for t in tracks])[:, None] == \
+            np.array([d.label for d in dets])[None, :]
         cost = np.where(same, 1.0 - iou, np.inf)
         pairs, rows, cols = assign(cost, 1.0 - min_iou)
-        for r, c in pairs:
-            self._hit(tracks[r], dets[c], capture_ns)
+        self._hit([tracks[r] for r, _ in pairs], [dets[c] for _, c in pairs], capture_ns)
         return [tracks[r] for r in rows], [dets[c] for c in cols]
 
     def _start(self, d: Detection, capture_ns: int, confirm: bool) -> None:
@@ -158,37 +147,66 @@ class Tracker:
                                  2 * _POS_STD * h, 10 * _VEL_STD * h, 10 * _VEL_STD * h,
                                  10 * _VEL_STD * h, 10 * _VEL_STD * h]))
         track = Track(self.next_id, d.label, d.score, mean, cov, capture_ns, capture_ns,
-                      confirmed=confirm, best_score=d.score)
+                      confirmed=confirm, best_score=d.score, box=tuple(d.box))
         track.trail.append(_foot(track.box))
         self.next_id += 1
         self.tracks.append(track)
 
-    def _predict(self, t: Track) -> None:
-        t.mean = _F @ t.mean
-        t.cov = _F @ t.cov @ _F.T + _noise(t.mean[3], _POS_STD, _VEL_STD)
+    @staticmethod
+    def _predict(tracks: List[Track]) -> None:
+        """One frame of motion for every track at once (stacked: a track's
+        filter costs no Python of its own)."""
+        if not tracks:
+            return
+        mean = np.array([t.mean for t in tracks]) @ _F.T
+        cov = _F @ np.array([t.cov for t in tracks]) @ _F.T
+        h = np.maximum(mean[:, 3], 1.0)
+        cov[:, _DIAG, _DIAG] += np.concatenate([np.repeat(np.square(_POS_STD * h)[:, None], 4, 1),
+                                                np.repeat(np.square(_VEL_STD * h)[:, None], 4, 1)],
+                                               axis=1)
+        _store(tracks, mean, cov)
 
-    def _hit(self, t: Track, d: Detection, capture_ns: int) -> None:
-        z = _xyah(d.box)
-        r = np.diag(np.square([_POS_STD * z[3]] * 4))
-        s = _H @ t.cov @ _H.T + r
-        gain = np.linalg.solve(s, (t.cov @ _H.T).T).T
-        t.mean = t.mean + gain @ (z - _H @ t.mean)
-        t.cov = (np.eye(8) - gain @ _H) @ t.cov
-        t.mean[2:4] = np.maximum(t.mean[2:4], 1.0)
-        t.last_ns = capture_ns
-        t.hits += 1
-        t.seen_now = True
-        t.score = d.score
-        t.best_score = max(t.best_score, d.score)
-        if t.hits >= 2:
-            t.confirmed = True
-        t.trail.append(_foot(t.box))
-        del t.trail[:-self.trail_len]
+    def _hit(self, tracks: List[Track], dets: List[Detection], capture_ns: int) -> None:
+        """The Kalman update of every matched track with its box, at once."""
+        if not tracks:
+            return
+        mean = np.array([t.mean for t in tracks])
+        cov = np.array([t.cov for t in tracks])
+        z = np.array([d.box for d in dets], dtype=float)
+        z[:, 0] += z[:, 2] / 2
+        z[:, 1] += z[:, 3] / 2
+        s = cov[:, :4, :4] + np.eye(4) * np.square(_POS_STD * z[:, 3])[:, None, None]
+        gain = np.linalg.solve(s, cov[:, :4, :]).transpose(0, 2, 1)  # P H' S^-1 (S symmetric)
+        mean = mean + (gain @ (z - mean[:, :4])[:, :, None])[:, :, 0]
+        cov = cov - gain @ cov[:, :4, :]
+        mean[:, 2:4] = np.maximum(mean[:, 2:4], 1.0)
+        _store(tracks, mean, cov)
+        for t, d in zip(tracks, dets):
+            t.last_ns = capture_ns
+            t.hits += 1
+            t.seen_now = True
+            t.score = d.score
+            if d.score > t.best_score:
+                t.best_score = d.score
+            if t.hits >= 2:
+                t.confirmed = True
+            t.trail.append(_foot(t.box))
+            if len(t.trail) > self.trail_len:
+                del t.trail[0]
+
+
+_DIAG = np.arange(8)
+
+
+def _store(tracks: List[Track], mean: np.ndarray, cov: np.ndarray) -> None:
+    boxes = np.column_stack([mean[:, 0] - mean[:, 2] / 2, mean[:, 1] - mean[:, 3] / 2,
+                             mean[:, 2], mean[:, 3]]).tolist()
+    for i, t in enumerate(tracks):
+        t.mean, t.cov, t.box = mean[i], cov[i], tuple(boxes[i])
 
 
 def _foot(box: Tuple[float, float, float, float]) -> Tuple[float, float]:
-    x, y, w, h = box
-    return round(x + w / 2, 1), round(y + h, 1)
+    return box[0] + box[2] / 2, box[1] + box[3]
 
 
 def detections_from_meta(meta: Dict[str, object]) -> List[Detection]:
@@ -218,10 +236,11 @@ def detections_from_meta(meta: Dict[str, object]) -> List[Detection]:
 
 
 def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v \
-        and abs(v) < 1e9
+    return (type(v) is float or type(v) is int) and -1e9 < v < 1e9  # type: ignore[operator]
 
 
 def _is_box(b: object) -> bool:
-    return isinstance(b, (list, tuple)) and len(b) == 4 and all(_is_number(v) for v in b) \
-        and b[2] > 0 and b[3] > 0  # type: ignore[index,operator]
+    """Four finite numbers (not bools: ``type`` is exact), positive size."""
+    return (type(b) is list or type(b) is tuple) and len(b) == 4 and \
+        _is_number(b[0]) and _is_number(b[1]) and _is_number(b[2]) and \
+        _is_number(b[3]) and b[2] > 0 and b[3] > 0  # type: ignore[index,operator]
