@@ -43,6 +43,7 @@ class CameraStats:
     def __init__(self, order: CameraOrder, scene: Optional[Scene] = None) -> None:
         self.order = order
         self.scene = scene  # tracking, zones and lines (a configured camera that asks)
+        self.detect_skipped = 0  # processed frames the detectors passed by (detect_fps ...)
         self.latency = LatencyWindow()
         self.histogram = Histogram()
         self.rate = RateMeter()
@@ -56,7 +57,7 @@ class CameraStats:
                 "latency_p50_ms": self.latency.percentile(50),
                 "latency_p99_ms": self.latency.percentile(99),
                 "latency_hist": self.histogram.as_dict(), "held": len(o.pending),
-                "ended": o.finished,
+                "ended": o.finished, "detect_skipped": self.detect_skipped,
                 **({"areas": self.scene.counts()} if self.scene is not None else {})}
 
     def line(self) -> str:
@@ -248,6 +249,8 @@ class Collector(Role):
         meta = entry.message.meta
         if not isinstance(meta, dict):
             return
+        if meta.get("skipped"):
+            cam.detect_skipped += 1
         if cam.scene is not None and not entry.late:
             cam.scene.observe(meta, entry.message.header.capture_ns)
         else:

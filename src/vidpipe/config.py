@@ -186,6 +186,8 @@ class CameraConfig:
     rtsp_latency_ms: int = key(200, Rule(int, 0, 10000))
     credentials_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
                                          allowed="an absolute path, or \"\""))
+    detect_fps: float = key(0.0, Rule(float, 0, 1000))
+    detect_when: str = key("always", Rule(str, choices=("always", "motion")))
     track: bool = key(False, Rule(bool))
     track_lost_s: float = key(2.0, Rule(float, 0.1, 600))
     #: not a key but derived: whether the section gave width or height. A network
@@ -486,6 +488,7 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<built-in>") -> Confi
     runtime = pipeline.runtime_dir.rstrip("/") or "/"
     cameras = _cameras(path, runtime, pipeline, data.get("cameras", {}))
     handler_defaults, overrides = _handlers(path, data.get("handlers", {}))
+    _check_detect_when(path, cameras, handler_defaults, overrides)
     collector = _collector(path, runtime, data.get("collector", {}))
     _check_result_transport(path, collector, handler_defaults, overrides)
     return Config(path=path, pipeline=pipeline, cameras=cameras, collector=collector,
@@ -527,6 +530,23 @@ def _handlers(path: str, raw_handlers: Any) -> Tuple[Dict[str, Any], Dict[str, D
         if "cpus" in overrides[name]:
             _check_cpus(path, section + ".cpus", overrides[name]["cpus"])
     return defaults, overrides
+
+
+def _check_detect_when(path: str, cameras: Mapping[str, CameraConfig], defaults: Dict[str, Any],
+                       overrides: Mapping[str, Dict[str, Any]]) -> None:
+    """``detect_when = "motion"`` reads what the motion stage found before the
+    detector: every handler's chain must run ``motion`` before its detectors."""
+    for name, cam in sorted(cameras.items()):
+        if cam.detect_when != "motion":
+            continue
+        for section, values in [("handlers", defaults)] + [
+                ("handlers." + h, dict(defaults, **o)) for h, o in sorted(overrides.items())]:
+            stages = list(values.get("stages") or [])
+            detectors = [i for i, s in enumerate(stages) if s in ("dnn", "faces")]
+            if detectors and ("motion" not in stages or stages.index("motion") > detectors[0]):
+                raise ConfigError(path, "cameras.{}.detect_when".format(name), "\"motion\" "
+                                  "needs the motion stage before the detectors in {}.stages "
+                                  "(got {})".format(section, stages))
 
 
 def _collector(path: str, runtime: str, raw: Any) -> CollectorConfig:

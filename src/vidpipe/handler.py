@@ -17,7 +17,7 @@ import zmq
 
 from vidpipe import transport, wire
 from vidpipe.accel import for_handler
-from vidpipe.config import Config, ConfigError
+from vidpipe.config import CameraConfig, Config, ConfigError
 from vidpipe.intake import DecoderLinks
 from vidpipe.payload import FrameReader, ResultWriter
 from vidpipe.runtime import Role
@@ -240,9 +240,16 @@ class Handler(Role):
             self.decoders.credit(sock, head.seq, head.stream, head.camera)
 
     def run_chain(self, frame: Frame) -> Optional[Dict[str, float]]:
-        """Run every stage; per-stage milliseconds, or ``None`` if a stage failed."""
+        """Run every stage; per-stage milliseconds, or ``None`` if a stage failed.
+        A detector on a frame its camera's ``detect_fps``/``detect_when`` does
+        not choose is passed by and named in ``meta["skipped"]``."""
         timings: Dict[str, float] = {}
+        skipped: List[str] = []
         for stage in self.chain:
+            if getattr(stage, "detector", False) and not detect_now(
+                    self.config.cameras.get(frame.camera), frame):
+                skipped.append(stage.name)
+                continue
             started = time.perf_counter()
             try:
                 stage.process(frame)
@@ -252,6 +259,8 @@ class Handler(Role):
                 return None
             elapsed = (time.perf_counter() - started) * 1000.0
             timings[stage.name] = round(elapsed, 3)
+        if skipped:
+            frame.meta["skipped"] = skipped
         return timings
 
     def _give_up(self, sock: zmq.Socket, head: wire.Header, reason: str) -> None:
@@ -313,4 +322,22 @@ class Handler(Role):
 
     def unmap(self) -> None:
         self.results_out.close()
+
+
+def detect_now(cam: Optional[CameraConfig], frame: Frame) -> bool:
+    """Whether a detector runs on ``frame``. ``detect_fps``: every k-th frame
+    by sequence number (k = the camera's fps over detect_fps, rounded), a
+    rule every handler applies alike without talking to the others;
+    ``detect_when = "motion"``: only when the motion stage found something
+    in this frame."""
+    if cam is None:
+        return True  # a camera udev named without a section: its defaults detect always
+    if cam.detect_fps and cam.fps > cam.detect_fps:
+        every = max(1, int(round(cam.fps / cam.detect_fps)))
+        if frame.seq % every:
+            return False
+    if cam.detect_when == "motion":
+        motion = frame.meta.get("motion")
+        return isinstance(motion, dict) and bool(motion.get("boxes"))
+    return True
 

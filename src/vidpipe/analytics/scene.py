@@ -36,12 +36,16 @@ class Scene:
         self.areas = Areas(zones, lines)
         self.labels: Dict[str, str] = {}
         self.cut = 0  # boxes over MAX_DETECTIONS left out
+        self.last_objects: List[Dict[str, Any]] = []  # shown again on frames not detected
         self.history: Dict[int, _History] = {}  # track -> where it went, for its end event
 
     def observe(self, meta: Dict[str, Any], capture_ns: int) -> None:
         """Track what ``meta`` says was found; write ``objects`` and ``areas`` into it."""
         for key in OWNED:
             meta.pop(key, None)
+        if meta.get("skipped"):  # no detector ran (detect_fps, detect_when): the tracks
+            meta["objects"], meta["areas"] = self.last_objects, []  # stand as they were
+            return
         found = detections_from_meta(meta)
         if len(found) > MAX_DETECTIONS:
             self.cut += len(found) - MAX_DETECTIONS
@@ -51,9 +55,9 @@ class Scene:
         events = self.areas.update(seen, removed, capture_ns)
         meta["areas"] = self._objects(seen, removed, events, capture_ns) + events
         boxes = np.round(np.array([t.box for t in seen]), 1).tolist() if seen else []
-        meta["objects"] = [{"id": t.id, "label": t.label, "score": round(t.score, 3),
-                            "box": box, "zones": self.areas.zones_of(t.id)}
-                           for t, box in zip(seen, boxes)]
+        meta["objects"] = self.last_objects = [
+            {"id": t.id, "label": t.label, "score": round(t.score, 3), "box": box,
+             "zones": self.areas.zones_of(t.id)} for t, box in zip(seen, boxes)]
 
     def _objects(self, seen: List[Any], removed: List[Any], events: List[Dict[str, Any]],
                  capture_ns: int) -> List[Dict[str, Any]]:

@@ -33,6 +33,8 @@ HELP = {
                                       "spool_full)"),
     "vidpipe_spool_dropped_total": ("counter", "Spooled messages dropped at the spool's "
                                     "limit, by kind"),
+    "vidpipe_detect_skipped_total": ("counter", "Processed frames the detectors passed by "
+                                     "(detect_fps, detect_when): not drops"),
     "vidpipe_tracked_objects": ("gauge", "Objects the collector tracks on a camera now"),
     "vidpipe_zone_objects": ("gauge", "Tracked objects in a zone now, by class"),
     "vidpipe_zone_entries_total": ("counter", "Tracked objects that entered a zone, by class"),
@@ -101,6 +103,8 @@ def render(entries: Iterable[Dict[str, Any]]) -> str:
             if role == "collector":
                 out.add("vidpipe_frames_missing_total", cam.get("missing"), **labels)
                 _histogram(out, cam.get("latency_hist"), labels)
+                out.add("vidpipe_detect_skipped_total", _number(cam.get("detect_skipped")),
+                        **labels)
                 _areas(out, cam.get("areas"), labels)
     return out.text()
 

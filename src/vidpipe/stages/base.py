@@ -79,6 +79,9 @@ class Stage:
     OPTIONS: Mapping[str, Tuple[Rule, Any]] = {}
     #: what the handler runs on ("cpu", "cuda0", "dla1"), set before ``setup()``
     accelerator = "cpu"
+    #: finds objects (dnn, faces): run only on the frames a camera's
+    #: ``detect_fps`` and ``detect_when`` choose; the others pass it by
+    detector = False
 
     def __init__(self, options: Dict[str, Any]) -> None:
         self.options = options

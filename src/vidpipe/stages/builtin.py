@@ -139,6 +139,7 @@ class Faces(Stage):
     """Haar cascade face detection (the cascade ships with OpenCV's data)."""
 
     name = "faces"
+    detector = True
     OPTIONS = {
         "cascade": (Rule(str), "haarcascade_frontalface_default.xml"),
         "scale_factor": (Rule(float, 1.01, 2.0), 1.1),

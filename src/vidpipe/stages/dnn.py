@@ -89,6 +89,7 @@ class Dnn(Stage):
     """Run an ONNX model on each frame; boxes into ``meta["detections"]``."""
 
     name = "dnn"
+    detector = True
     OPTIONS = {
         "model": (Rule(str), ""),
         "runtime": (Rule(str, choices=("auto", "opencv", "onnxruntime")), "auto"),
