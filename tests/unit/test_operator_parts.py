@@ -369,3 +369,32 @@ def test_a_forgotten_camera_leaves_the_preview_and_ends_its_viewers() -> None:
         assert sorted(out.feeds) == ["cam0"] and feed.gone
     finally:
         out.close()
+
+
+def test_preview_draws_zones_lines_and_tracked_objects_with_their_trails() -> None:
+    """A camera that tracks: its zone (orange outline), line (magenta arrow)
+    and each object's box in a colour of its track ID, with the path its
+    feet took; hostile objects are left out, not drawn or crashed on."""
+    import cv2
+
+    from vidpipe.analytics.areas import parse
+    from vidpipe.outputs.preview import PreviewOutput
+
+    zones, lines = parse({"hall": {"points": [[20, 20], [300, 20], [300, 200], [20, 200]]}},
+                         {"door": {"points": [[160, 0], [160, 240]]}}, 320, 240)
+    out = PreviewOutput(5, 320, 95, True, ["cam0"], {"cam0": (zones, lines)})
+    try:
+        objects = [{"id": 3, "label": "person", "box": [60, 60, 40, 80]},
+                   {"id": "x", "box": "junk"}, "junk", {"id": 4, "box": [1, 2, 3]}]
+        trails = out._trails("cam0", objects[:1])
+        trails = out._trails("cam0", [dict(objects[0], box=[70, 70, 40, 80])])
+        assert trails == {3: [(80.0, 140.0), (90.0, 150.0)]}
+        small = np.zeros((240, 320), np.uint8)
+        jpeg = out.render("cam0", small, {"objects": objects, "trails": trails}, 1.0, 1)
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).astype(int)
+        assert image[20, 150, 0] > 150 and image[20, 150, 2] < 100  # the zone's top (BGR)
+        assert image[120, 160, 0] > 150 and image[120, 160, 2] > 150  # the line, magenta
+        assert image[80:130, 60, :].min(axis=1).min() > 60  # its left edge, in its colour
+        assert image[100, 80, :].max() < 40  # inside is untouched
+    finally:
+        out.close()

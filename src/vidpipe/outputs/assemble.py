@@ -32,7 +32,9 @@ def assemble(cc: CollectorConfig, cameras: Dict[str, CameraConfig], label: str) 
     preview = recording = None
     if "preview" in cc.outputs:
         preview = PreviewOutput(cc.preview_fps, cc.preview_width, cc.preview_quality,
-                                cc.preview_boxes, sorted(cameras))
+                                cc.preview_boxes, sorted(cameras),
+                                {n: (c.zones, c.lines) for n, c in cameras.items()
+                                 if c.zones or c.lines})
         every.append(preview)
     for name in BROKERS:
         if name in cc.outputs:  # its client library only when configured

@@ -25,6 +25,14 @@ from vidpipe.outputs.web import Request
 log = logging.getLogger("vidpipe.preview")
 BOUNDARY = "vidpipeframe"
 MAX_CAMERAS = 1024
+MAX_OBJECTS = 256  # drawn a frame (the collector's scene sends at most this many)
+TRAIL = 32  # frames of an object's path drawn
+
+
+def _colour(track: Any) -> Tuple[int, int, int]:
+    """A colour of its own for each track ID (the same every frame)."""
+    n = track if isinstance(track, int) else 0
+    return (80 + (n * 97) % 176, 80 + (n * 57) % 176, 80 + (n * 31) % 176)
 
 
 def client_gone(sock: Any) -> bool:
@@ -87,7 +95,7 @@ def box_list(meta: Dict[str, Any]) -> List[Tuple[List[float], str]]:
 
 class PreviewOutput(Output):
     def __init__(self, fps: float, width: int, quality: int, boxes: bool,
-                 cameras: List[str]) -> None:
+                 cameras: List[str], areas: Optional[Dict[str, Tuple[Any, Any]]] = None) -> None:
         import cv2  # here, not at the top: a collector without a preview never loads OpenCV
 
         self.cv2 = cv2
@@ -96,6 +104,8 @@ class PreviewOutput(Output):
         self.quality = quality
         self.boxes = boxes
         self.feeds: Dict[str, Feed] = {name: Feed() for name in cameras}
+        self.areas = areas or {}  # camera -> (zones, lines) to draw (vidpipe.analytics)
+        self.trails: Dict[str, Dict[int, List[Tuple[float, float]]]] = {}  # camera -> id -> feet
         self.pending: Dict[str, Tuple[np.ndarray, Dict[str, Any], float, int]] = {}
         self.lock = threading.Lock()
         self.wake = threading.Event()
@@ -132,15 +142,32 @@ class PreviewOutput(Output):
             small = self.cv2.resize(image, size, interpolation=self.cv2.INTER_AREA)
         else:
             small = np.array(image)
+        meta = msg.meta
+        if isinstance(meta.get("objects"), list):
+            meta = dict(meta, trails=self._trails(camera, meta["objects"]))
         with self.lock:
-            self.pending[camera] = (small, msg.meta, scale, msg.header.seq)
+            self.pending[camera] = (small, meta, scale, msg.header.seq)
         self.wake.set()
+
+    def _trails(self, camera: str, objects: List[Any]) -> Dict[int, List[Tuple[float, float]]]:
+        """The feet of each object on screen over the last TRAIL frames shown
+        (objects gone from the picture are let go)."""
+        old = self.trails.get(camera, {})
+        now: Dict[int, List[Tuple[float, float]]] = {}
+        for obj in objects[:MAX_OBJECTS]:
+            box = obj.get("box") if isinstance(obj, dict) else None
+            if isinstance(obj.get("id"), int) and isinstance(box, list) and len(box) == 4:
+                feet = (box[0] + box[2] / 2.0, box[1] + box[3])
+                now[obj["id"]] = (old.get(obj["id"], []) + [feet])[-TRAIL:]
+        self.trails[camera] = now
+        return now
 
     def forget(self, camera: str) -> None:
         """Its feed goes (viewers of it see the stream end) and with it the
         place it took among MAX_CAMERAS."""
         with self.lock:
             self.pending.pop(camera, None)
+        self.trails.pop(camera, None)
         feed = self.feeds.pop(camera, None)
         if feed is not None:
             with feed.cond:
@@ -178,7 +205,11 @@ class PreviewOutput(Output):
                seq: int) -> bytes:
         cv2 = self.cv2
         image = bgr8(image)
-        if self.boxes:
+        if self.boxes and camera in self.areas:
+            self._draw_areas(image, *self.areas[camera], scale)
+        if self.boxes and isinstance(meta.get("objects"), list):
+            self._draw_objects(image, meta["objects"], meta.get("trails") or {}, scale)
+        elif self.boxes:
             for (x, y, w, h), label in box_list(meta):
                 p1 = (int(x * scale), int(y * scale))
                 p2 = (int((x + w) * scale), int((y + h) * scale))
@@ -192,6 +223,39 @@ class PreviewOutput(Output):
         if not ok:
             raise RuntimeError("JPEG encoding failed")
         return data.tobytes()
+
+    def _draw_areas(self, image: np.ndarray, zones: Any, lines: Any, scale: float) -> None:
+        cv2 = self.cv2
+        for zone in zones.values():
+            pts = np.array([[x * scale, y * scale] for x, y in zone.points], np.int32)
+            cv2.polylines(image, [pts], True, (255, 160, 0), 1)
+            cv2.putText(image, zone.name, tuple(int(v) for v in pts[0] + (3, 14)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 160, 0), 1)
+        for line in lines.values():
+            a = (int(line.a[0] * scale), int(line.a[1] * scale))
+            b = (int(line.b[0] * scale), int(line.b[1] * scale))
+            cv2.arrowedLine(image, a, b, (255, 0, 255), 2, tipLength=0.03)
+            cv2.putText(image, line.name, (a[0] + 3, a[1] + 14), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.4, (255, 0, 255), 1)
+
+    def _draw_objects(self, image: np.ndarray, objects: List[Any],
+                      trails: Dict[int, List[Tuple[float, float]]], scale: float) -> None:
+        """Tracked objects: box, "#ID label", and the trail of their feet."""
+        cv2 = self.cv2
+        for obj in objects[:MAX_OBJECTS]:
+            box = obj.get("box") if isinstance(obj, dict) else None
+            if not (isinstance(box, list) and len(box) == 4 and
+                    all(isinstance(v, (int, float)) for v in box)):
+                continue
+            x, y, w, h = (v * scale for v in box)
+            colour = _colour(obj.get("id"))
+            cv2.rectangle(image, (int(x), int(y)), (int(x + w), int(y + h)), colour, 2)
+            cv2.putText(image, "#{} {}".format(obj.get("id"), names.label(obj.get("label"))),
+                        (int(x), max(12, int(y) - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1)
+            trail = trails.get(obj.get("id")) or []
+            if len(trail) > 1:
+                pts = np.array([[px * scale, py * scale] for px, py in trail], np.int32)
+                cv2.polylines(image, [pts], False, colour, 1)
 
     # ------------------------------------------------------------------ HTTP side
 
