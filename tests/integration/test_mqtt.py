@@ -361,17 +361,18 @@ def test_discovery_passes_home_assistants_own_validation(broker: Mosquitto,
         pytest.fail("{} is missing: ./dev test makes it (Home Assistant from PyPI, "
                     "tests/hass/requirements.txt)".format(HASS_PYTHON))
     output = MqttOutput(collector_config(tmp_path / "spool", "mqtt", broker.port,
-                                         mqtt_discovery=True), ["cam0", "yard.gate"])
+                                         mqtt_discovery=True), ["cam0", "yard.gate"],
+                        areas={"cam0": (["hall"], ["front-door"])})  # 3 sensors more
     try:
         wait_until(lambda: output.connected, 10, "connected")
         hass = Subscriber(broker.port, prefix="homeassistant", client_id="hass-late")
-        wait_until(lambda: len(hass.got) >= 10, 10, "retained discovery configs")
+        wait_until(lambda: len(hass.got) >= 13, 10, "retained discovery configs")
         hass.close()
     finally:
         output.close()
     messages = [[topic, json.dumps(payload)] for topic, payload, retained in hass.got
                 if retained]
-    assert len(messages) == 10, [m[0] for m in messages]
+    assert len(messages) == 13, [m[0] for m in messages]
     planted = dict(json.loads(messages[-1][1]), state_class="sometimes")
     messages.append(["homeassistant/sensor/vidpipe_cam0/planted/config", json.dumps(planted)])
     out = subprocess.run([str(HASS_PYTHON), str(ROOT / "tests" / "hass" / "check.py")],

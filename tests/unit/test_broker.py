@@ -210,3 +210,34 @@ def test_a_forgotten_camera_ends_its_events_and_leaves_no_state(tmp_path: Path) 
         output.close(drain_s=0)
     assert [(e["camera"], e["type"]) for e in events] == [("made-up", "start"),
                                                          ("made-up", "end")]
+
+
+def test_the_state_counts_zones_and_lines_from_the_scenes_events(tmp_path: Path) -> None:
+    """What Home Assistant's zone and line sensors read: every configured
+    zone and line in the state message from the start (zeros), then the
+    occupancy and crossings the collector's zone and line events imply."""
+    from brokers import motion_entry
+
+    cc = config_from_dict({"collector": {"spool_dir": str(tmp_path), "state_hz": 0}})
+    output = Quiet(cc.collector, ["cam0"], areas={"cam0": (["hall"], ["door"])})
+    output.start()
+    try:
+        entry = motion_entry(0, False, 0)
+        output.emit("cam0", entry, 1.0)
+        cam = output.cameras["cam0"]
+        assert output._state("cam0", cam)["zones"] == {"hall": 0}
+        assert output._state("cam0", cam)["lines"] == {"door": {"in": 0, "out": 0}}
+        entry = motion_entry(1, False, 33_333_333)
+        entry.message.meta["areas"] = [
+            {"type": "zone", "zone": "hall", "action": "enter", "track": 1, "label": "p"},
+            {"type": "zone", "zone": "hall", "action": "enter", "track": 2, "label": "p"},
+            {"type": "line", "line": "door", "direction": "in", "track": 1, "label": "p"},
+            {"type": "object", "action": "start", "track": 1, "label": "p"}]
+        output.emit("cam0", entry, 1.0)
+        output.scene_ended("cam0", [{"type": "zone", "zone": "hall", "action": "exit",
+                                     "track": 2, "label": "p", "lost": True}])
+        state = output._state("cam0", cam)
+        assert state["zones"] == {"hall": 1} and state["lines"] == {"door": {"in": 1, "out": 0}}
+        assert "zones" not in output._state("cam1", cam)  # a camera without areas: none
+    finally:
+        output.close(drain_s=0)

@@ -31,7 +31,8 @@ TOPIC = re.compile(r"^homeassistant/(binary_sensor|sensor)/([a-zA-Z0-9_-]+)/([a-
 def test_payloads_use_only_documented_keys_and_values() -> None:
     seen_ids = set()
     for camera in ("cam0", "door.front"):
-        for topic, payload in discovery("homeassistant", "vidpipe", camera, "box1"):
+        areas = (["hall"], ["front-door"]) if camera == "cam0" else ((), ())
+        for topic, payload in discovery("homeassistant", "vidpipe", camera, "box1", *areas):
             match = TOPIC.match(topic)
             assert match, topic
             component = match.group(1)
@@ -52,5 +53,5 @@ def test_payloads_use_only_documented_keys_and_values() -> None:
                 assert {doc["payload_on"], doc["payload_off"]} == {"ON", "OFF"}
             # value_template reads a key the state payload has
             key = re.search(r"value_json\.(\w+)", doc["value_template"]).group(1)
-            assert key in {"active", "fps", "latency_p50_ms", "dropped"}
-    assert len(seen_ids) == 10
+            assert key in {"active", "fps", "latency_p50_ms", "dropped", "zones", "lines"}
+    assert len(seen_ids) == 10 + 3  # cam0's zone sensor and its line's in and out

@@ -33,7 +33,7 @@ from typing import Any, List, Optional
 from vidpipe.config import CollectorConfig
 from vidpipe.credentials import read_credentials
 from vidpipe.names import one_line
-from vidpipe.outputs.broker import BrokerOutput, require, untrusted_certificate
+from vidpipe.outputs.broker import Areas, BrokerOutput, require, untrusted_certificate
 
 log = logging.getLogger("vidpipe.amqp")
 BATCH = 200  # spooled messages published per service() call
@@ -43,9 +43,10 @@ RECONNECT_MAX_S = 5.0
 class AmqpOutput(BrokerOutput):
     name = "amqp"
 
-    def __init__(self, cc: CollectorConfig, cameras: Optional[List[str]] = None) -> None:
+    def __init__(self, cc: CollectorConfig, cameras: Optional[List[str]] = None,
+                 areas: Optional[Areas] = None) -> None:
         self.pika = require("amqp", "pika", "pika")
-        super().__init__(cc, cameras, results=cc.amqp_results)
+        super().__init__(cc, cameras, results=cc.amqp_results, areas=areas)
         self.cc = cc
         self.exchange = cc.amqp_exchange
         self.events_queue = cc.amqp_queue

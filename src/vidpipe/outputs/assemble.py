@@ -40,7 +40,9 @@ def assemble(cc: CollectorConfig, cameras: Dict[str, CameraConfig], label: str) 
         if name in cc.outputs:  # its client library only when configured
             module = importlib.import_module("vidpipe.outputs." + name)
             try:
-                every.append(module.OUTPUT(cc, sorted(cameras)))
+                every.append(module.OUTPUT(cc, sorted(cameras), areas={
+                    n: (sorted(c.zones), sorted(c.lines)) for n, c in cameras.items()
+                    if c.zones or c.lines}))
             except (OSError, ValueError) as exc:  # the spool or the credentials file
                 log.error("%s: output %s is off: %s (collector.spool_dir = %s, "
                           "collector.%s_credentials_file = %s)", label, name, exc,

@@ -30,7 +30,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from vidpipe.config import CollectorConfig
 from vidpipe.events import VERSION, Tracker
@@ -42,6 +42,8 @@ from vidpipe.stats import LatencyWindow, RateMeter, Tally, Throttle
 
 log = logging.getLogger("vidpipe.broker")
 QUEUE = 10000  # messages between the collector's thread and the publisher
+#: camera -> (its zone names, its line names): what the state message counts
+Areas = Mapping[str, Tuple[Sequence[str], Sequence[str]]]
 #: spool kind of each stream: what is dropped first when the spool is full
 KIND = {"events": EVENT, "state": STATE, "snapshot": STATE, "results": RESULT}
 #: the outputs that spool (and so share collector.spool_max_mb)
@@ -143,6 +145,18 @@ class _CameraState:
         self.counts = Tally()
         self.last_sent = 0.0
         self.last_seq = self.last_ns = 0  # the last processed frame (for objects at the end)
+        self.zones: Dict[str, int] = {}  # zone -> objects in it now (from its events)
+        self.lines: Dict[str, Dict[str, int]] = {}  # line -> in/out -> crossings
+
+    def count(self, found: Dict[str, Any]) -> None:
+        """A zone or line event of the collector's scene, in the state's counts."""
+        if found.get("type") == "zone" and found.get("action") in ("enter", "exit"):
+            zone = found["zone"]
+            self.zones[zone] = max(0, self.zones.get(zone, 0) +
+                                   (1 if found["action"] == "enter" else -1))
+        elif found.get("type") == "line":
+            ways = self.lines.setdefault(found["line"], {"in": 0, "out": 0})
+            ways[found["direction"]] = ways.get(found["direction"], 0) + 1
 
 
 def scene_event(camera: str, seq: int, capture_ns: int, found: Dict[str, Any]) -> Dict[str, Any]:
@@ -161,8 +175,9 @@ class BrokerOutput(Output):
     stream goes. It calls :meth:`start` once its client is set up."""
 
     def __init__(self, cc: CollectorConfig, cameras: Optional[List[str]] = None,
-                 results: bool = False) -> None:
+                 results: bool = False, areas: Optional[Areas] = None) -> None:
         self.known = list(cameras or [])
+        self.areas: Areas = dict(areas or {})  # camera -> (zone names, line names)
         self.configured = frozenset(self.known)
         self.results = results
         self.tracker = Tracker(cc.events_min_frames, cc.events_end_after_s, cc.events_update_s)
@@ -332,6 +347,7 @@ class BrokerOutput(Output):
             cam.last_seq, cam.last_ns = head.seq, head.capture_ns
             areas = entry.message.meta.get("areas")  # the collector's own (analytics.scene)
             for found in areas if isinstance(areas, list) else []:
+                cam.count(found)
                 self._offer(camera, "events", scene_event(camera, head.seq, head.capture_ns,
                                                           found))
         now = time.monotonic()
@@ -357,7 +373,17 @@ class BrokerOutput(Output):
                 "latency_p50_ms": cam.latency.percentile(50),
                 "latency_p99_ms": cam.latency.percentile(99),
                 "processed": cam.counts[OK], "dropped": cam.counts[DROPPED],
-                "missing": cam.counts[MISSING], "active": active}
+                "missing": cam.counts[MISSING], "active": active,
+                **self._area_state(camera, cam)}
+
+    def _area_state(self, camera: str, cam: _CameraState) -> Dict[str, Any]:
+        """Zone occupancy and line crossings for the state message (what the
+        Home Assistant sensors read), every configured zone and line present."""
+        zones, lines = self.areas.get(camera, ((), ()))
+        if not zones and not lines:
+            return {}
+        return {"zones": {z: cam.zones.get(z, 0) for z in zones},
+                "lines": {n: dict({"in": 0, "out": 0}, **cam.lines.get(n, {})) for n in lines}}
 
     def end_of_stream(self, camera: str) -> None:
         for event in self.tracker.end_all(camera):
@@ -366,6 +392,7 @@ class BrokerOutput(Output):
     def scene_ended(self, camera: str, found: List[Dict[str, Any]]) -> None:
         cam = self.cameras.get(camera) or _CameraState()
         for one in found:
+            cam.count(one)
             self._offer(camera, "events", scene_event(camera, cam.last_seq, cam.last_ns, one))
 
     def forget(self, camera: str) -> None:

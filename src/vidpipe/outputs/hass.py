@@ -11,7 +11,10 @@ retained state topic and tied to the output's availability topic:
 * ``binary_sensor`` *face* (device class ``occupancy``): on while a face
   event is going on;
 * ``sensor`` *fps* and *latency p50* (state class ``measurement``);
-* ``sensor`` *dropped* (state class ``total_increasing``).
+* ``sensor`` *dropped* (state class ``total_increasing``);
+* for a camera that tracks (``vidpipe.analytics``): a ``sensor`` per zone
+  (*Zone NAME*: tracked objects in it now, ``measurement``) and two per line
+  (*Line NAME in* / *out*: crossings, ``total_increasing``).
 
 The keys used are those of Home Assistant's MQTT binary sensor and sensor
 integrations (https://www.home-assistant.io/integrations/binary_sensor.mqtt/,
@@ -20,7 +23,7 @@ https://www.home-assistant.io/integrations/sensor.mqtt/) and of the shared
 """
 
 import json
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from vidpipe import __version__
 
@@ -48,14 +51,34 @@ def node_id(camera: str) -> str:
     return "vidpipe_" + camera.replace(".", "_")
 
 
-def discovery(prefix: str, topic: str, camera: str, host: str) -> List[Tuple[str, bytes]]:
+def area_entities(zones: Sequence[str], lines: Sequence[str]
+                  ) -> List[Tuple[str, str, str, Dict[str, Any]]]:
+    """The sensors of a camera's zones and lines (names follow the label
+    rule: safe in object ids and in the templates' brackets)."""
+    out: List[Tuple[str, str, str, Dict[str, Any]]] = []
+    for zone in zones:
+        out.append(("sensor", "zone_" + zone, "Zone {}".format(zone), {
+            "state_class": "measurement", "unit_of_measurement": "objects",
+            "value_template": "{{{{ value_json.zones['{}'] }}}}".format(zone)}))
+    for line in lines:
+        for way in ("in", "out"):
+            out.append(("sensor", "line_{}_{}".format(line, way),
+                        "Line {} {}".format(line, way), {
+                            "state_class": "total_increasing",
+                            "value_template": "{{{{ value_json.lines['{}']['{}'] }}}}".format(
+                                line, way)}))
+    return out
+
+
+def discovery(prefix: str, topic: str, camera: str, host: str, zones: Sequence[str] = (),
+              lines: Sequence[str] = ()) -> List[Tuple[str, bytes]]:
     """(config topic, payload) of every entity of ``camera``."""
     node = node_id(camera)
     device = {"identifiers": [node], "name": "vidpipe {}".format(camera),
               "manufacturer": "vidpipe", "model": "camera pipeline on {}".format(host),
               "sw_version": __version__}
     out = []
-    for component, object_id, name, extra in ENTITIES:
+    for component, object_id, name, extra in ENTITIES + area_entities(zones, lines):
         doc = {"name": name, "unique_id": "{}_{}".format(node, object_id),
                "object_id": "{}_{}".format(node, object_id),
                "state_topic": "{}/{}/state".format(topic, camera),

@@ -22,7 +22,7 @@ from vidpipe.config import CollectorConfig
 from vidpipe.outputs import hass
 from vidpipe.credentials import read_credentials
 from vidpipe.names import one_line
-from vidpipe.outputs.broker import BrokerOutput, require, tls_problem
+from vidpipe.outputs.broker import Areas, BrokerOutput, require, tls_problem
 
 log = logging.getLogger("vidpipe.mqtt")
 MAX_INFLIGHT = 100  # published, not yet acknowledged
@@ -32,10 +32,11 @@ RECONNECT_MAX_S = 10.0  # the longest between attempts: a broker back is seen so
 class MqttOutput(BrokerOutput):
     name = "mqtt"
 
-    def __init__(self, cc: CollectorConfig, cameras: Optional[List[str]] = None) -> None:
+    def __init__(self, cc: CollectorConfig, cameras: Optional[List[str]] = None,
+                 areas: Optional[Areas] = None) -> None:
         self.mqtt = require("mqtt", "paho.mqtt.client", "paho-mqtt")
         self.cc = cc
-        super().__init__(cc, cameras)
+        super().__init__(cc, cameras, areas=areas)
         self.discovery = cc.mqtt_discovery_prefix if cc.mqtt_discovery else ""
         self.announced: set = set()  # cameras whose discovery config went out
         self.prefix = cc.mqtt_topic.rstrip("/")
@@ -116,8 +117,9 @@ class MqttOutput(BrokerOutput):
         if not self.discovery or camera in self.announced or not self.connected:
             return
         self.announced.add(camera)
+        zones, lines = self.areas.get(camera, ((), ()))
         for topic, payload in hass.discovery(self.discovery, self.prefix, camera,
-                                             socket.gethostname()):
+                                             socket.gethostname(), zones, lines):
             self.client.publish(topic, payload, qos=1, retain=True)
 
     def _on_disconnect(self, _client: Any, _userdata: Any, rc: int) -> None:
