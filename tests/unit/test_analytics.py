@@ -285,3 +285,16 @@ def test_the_array_forms_agree_with_the_plain_geometry() -> None:
     for anchor in geometry.ANCHORS:
         arr = _anchors(np.array(boxes), anchor)
         assert np.allclose(arr, [geometry.anchor_point(b, anchor) for b in boxes]), anchor
+
+
+def test_a_flood_of_new_boxes_cannot_grow_the_tracks_without_bound() -> None:
+    """256 new boxes a frame from a hostile handler, each confirmed on its
+    second frame and kept lost_s: the tracker stops at max_tracks and counts
+    what it did not start."""
+    tracker = Tracker(max_tracks=300)
+    for f in range(20):
+        boxes = [Detection((float((f * 256 + i) % 1000) * 2, float(f * 40 % 600), 1.0, 1.0))
+                 for i in range(256)]
+        tracker.update(boxes, f * FRAME_NS)
+        assert len(tracker.tracks) <= 300
+    assert tracker.refused > 0

@@ -105,7 +105,8 @@ class Scene:
 
     def counts(self) -> Dict[str, Any]:
         return dict(self.areas.counts(), tracks=len(self.tracker.tracks),
-                    **({"boxes_cut": self.cut} if self.cut else {}))
+                    **({"boxes_cut": self.cut} if self.cut else {}),
+                    **({"tracks_refused": self.tracker.refused} if self.tracker.refused else {}))
 
 
 def scene_for(camera: Any) -> Optional[Scene]:
@@ -121,7 +122,3 @@ def strip(meta: Dict[str, Any]) -> None:
     for key in OWNED:
         meta.pop(key, None)
 
-
-def objects_of(meta: Mapping[str, Any]) -> List[Dict[str, Any]]:
-    found = meta.get("objects")
-    return found if isinstance(found, list) else []

@@ -83,11 +83,13 @@ class Tracker:
 
     def __init__(self, high: float = 0.5, low: float = 0.1, new: float = 0.6,
                  match_iou: float = 0.2, low_iou: float = 0.5, lost_s: float = 2.0,
-                 trail: int = 32) -> None:
+                 trail: int = 32, max_tracks: int = 1024) -> None:
         self.high, self.low, self.new = high, low, new
         self.match_iou, self.low_iou = match_iou, low_iou
         self.lost_ns = int(lost_s * 1e9)
         self.trail_len = trail
+        self.max_tracks = max_tracks  # boxes from the wire: a flood must not grow the work
+        self.refused = 0  # new tracks not started at max_tracks
         self.tracks: List[Track] = []
         self.next_id = 1
         self.last_ns: Optional[int] = None
@@ -120,6 +122,9 @@ class Tracker:
             self.tracks.remove(t)
         for d in left_high:
             if d.score >= self.new:
+                if len(self.tracks) >= self.max_tracks:
+                    self.refused += 1
+                    continue
                 self._start(d, capture_ns, confirm=first_frame)
         removed = [t for t in self.tracks if capture_ns - t.last_ns > self.lost_ns]
         for t in removed:
