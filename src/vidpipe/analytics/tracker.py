@@ -17,7 +17,7 @@ motion blobs (score 1.0). Time comes from the frames' capture times, so a
 camera at 5 fps and one at 30 fps both keep an object for ``lost_s``.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -53,7 +53,6 @@ class Track:
     seen_now: bool = True  # matched in the frame just fed
     best_score: float = 0.0
     box: Tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # the filter's, [x, y, w, h]
-    trail: List[Tuple[float, float]] = field(default_factory=list)  # its feet, newest last
 
 
 def _xyah(box: Sequence[float]) -> np.ndarray:
@@ -83,11 +82,10 @@ class Tracker:
 
     def __init__(self, high: float = 0.5, low: float = 0.1, new: float = 0.6,
                  match_iou: float = 0.2, low_iou: float = 0.5, lost_s: float = 2.0,
-                 trail: int = 32, max_tracks: int = 1024) -> None:
+                 max_tracks: int = 1024) -> None:
         self.high, self.low, self.new = high, low, new
         self.match_iou, self.low_iou = match_iou, low_iou
         self.lost_ns = int(lost_s * 1e9)
-        self.trail_len = trail
         self.max_tracks = max_tracks  # boxes from the wire: a flood must not grow the work
         self.refused = 0  # new tracks not started at max_tracks
         self.tracks: List[Track] = []
@@ -153,7 +151,6 @@ class Tracker:
                                  10 * _VEL_STD * h, 10 * _VEL_STD * h]))
         track = Track(self.next_id, d.label, d.score, mean, cov, capture_ns, capture_ns,
                       confirmed=confirm, best_score=d.score, box=tuple(d.box))
-        track.trail.append(_foot(track.box))
         self.next_id += 1
         self.tracks.append(track)
 
@@ -195,9 +192,6 @@ class Tracker:
                 t.best_score = d.score
             if t.hits >= 2:
                 t.confirmed = True
-            t.trail.append(_foot(t.box))
-            if len(t.trail) > self.trail_len:
-                del t.trail[0]
 
 
 _DIAG = np.arange(8)
@@ -208,10 +202,6 @@ def _store(tracks: List[Track], mean: np.ndarray, cov: np.ndarray) -> None:
                              mean[:, 2], mean[:, 3]]).tolist()
     for i, t in enumerate(tracks):
         t.mean, t.cov, t.box = mean[i], cov[i], tuple(boxes[i])
-
-
-def _foot(box: Tuple[float, float, float, float]) -> Tuple[float, float]:
-    return box[0] + box[2] / 2, box[1] + box[3]
 
 
 def detections_from_meta(meta: Dict[str, object]) -> List[Detection]:
