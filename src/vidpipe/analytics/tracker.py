@@ -39,7 +39,7 @@ _POS_STD = 1.0 / 20  # of the box height, per frame (ByteTrack's weights)
 _VEL_STD = 1.0 / 160
 
 
-@dataclass
+@dataclass(eq=False)  # a track is an identity, not its values (arrays among them)
 class Track:
     id: int
     label: str
@@ -116,8 +116,9 @@ class Tracker:
         self._match(recent, low, self.low_iou, capture_ns)
         # 3: new tracks from last frame with the sure boxes left
         left_tentative, left_high = self._match(tentative, left_high, self.match_iou, capture_ns)
-        for t in left_tentative:  # a box seen once and never again was noise
-            self.tracks.remove(t)
+        if left_tentative:  # a box seen once and never again was noise
+            noise = set(map(id, left_tentative))
+            self.tracks = [t for t in self.tracks if id(t) not in noise]
         for d in left_high:
             if d.score >= self.new:
                 if len(self.tracks) >= self.max_tracks:
@@ -125,8 +126,8 @@ class Tracker:
                     continue
                 self._start(d, capture_ns, confirm=first_frame)
         removed = [t for t in self.tracks if capture_ns - t.last_ns > self.lost_ns]
-        for t in removed:
-            self.tracks.remove(t)
+        if removed:
+            self.tracks = [t for t in self.tracks if capture_ns - t.last_ns <= self.lost_ns]
         return [t for t in self.tracks if t.confirmed and t.seen_now], \
             [t for t in removed if t.confirmed]
 
