@@ -385,10 +385,12 @@ def test_preview_draws_zones_lines_and_tracked_objects_with_their_trails() -> No
     out = PreviewOutput(5, 320, 95, True, ["cam0"], {"cam0": (zones, lines)})
     try:
         objects = [{"id": 3, "label": "person", "box": [60, 60, 40, 80]},
-                   {"id": "x", "box": "junk"}, "junk", {"id": 4, "box": [1, 2, 3]}]
+                   {"id": "x", "box": "junk"}, "junk", {"id": 4, "box": [1, 2, 3]},
+                   {"id": 5, "box": ["a", "b", "c", "d"]}]
         trails = out._trails("cam0", objects[:1])
         trails = out._trails("cam0", [dict(objects[0], box=[70, 70, 40, 80])])
         assert trails == {3: [(80.0, 140.0), (90.0, 150.0)]}
+        assert out._trails("cam1", objects[1:]) == {}  # malformed ones: no trail, no crash
         small = np.zeros((240, 320), np.uint8)
         jpeg = out.render("cam0", small, {"objects": objects, "trails": trails}, 1.0, 1)
         image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).astype(int)

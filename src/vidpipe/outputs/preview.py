@@ -35,6 +35,12 @@ def _colour(track: Any) -> Tuple[int, int, int]:
     return (80 + (n * 97) % 176, 80 + (n * 57) % 176, 80 + (n * 31) % 176)
 
 
+def _drawable(box: Any) -> bool:
+    """An object's box as the collector writes it: four numbers."""
+    return isinstance(box, list) and len(box) == 4 and \
+        all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+
+
 def client_gone(sock: Any) -> bool:
     """The client closed its connection (or it broke): without waiting."""
     try:
@@ -155,8 +161,10 @@ class PreviewOutput(Output):
         old = self.trails.get(camera, {})
         now: Dict[int, List[Tuple[float, float]]] = {}
         for obj in objects[:MAX_OBJECTS]:
-            box = obj.get("box") if isinstance(obj, dict) else None
-            if isinstance(obj.get("id"), int) and isinstance(box, list) and len(box) == 4:
+            if not isinstance(obj, dict):
+                continue
+            box = obj.get("box")
+            if isinstance(obj.get("id"), int) and _drawable(box):
                 feet = (box[0] + box[2] / 2.0, box[1] + box[3])
                 now[obj["id"]] = (old.get(obj["id"], []) + [feet])[-TRAIL:]
         self.trails[camera] = now
@@ -244,8 +252,7 @@ class PreviewOutput(Output):
         cv2 = self.cv2
         for obj in objects[:MAX_OBJECTS]:
             box = obj.get("box") if isinstance(obj, dict) else None
-            if not (isinstance(box, list) and len(box) == 4 and
-                    all(isinstance(v, (int, float)) for v in box)):
+            if not _drawable(box):
                 continue
             x, y, w, h = (v * scale for v in box)
             colour = _colour(obj.get("id"))
