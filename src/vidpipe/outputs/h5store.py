@@ -5,7 +5,7 @@ h5py is optional (Debian: python3-h5py, a Recommends of the package); only
 the recording and ``vidpipe tap --save`` need it.
 """
 
-from typing import Any, Tuple
+from typing import IO, Any, Optional, Tuple
 
 import numpy as np
 
@@ -24,17 +24,21 @@ def require_h5py() -> Any:
 
 class H5Writer:
     """``frames`` (N x H x W [x C]), ``seq`` and ``capture_ns`` datasets, one row
-    per frame; attributes name the camera. Grows in blocks of ``grow`` rows."""
+    per frame; attributes name the camera. Grows in blocks of ``grow`` rows.
+
+    With ``fileobj`` (an empty file open for reading and writing) HDF5 writes
+    through that object (h5py's fileobj driver) instead of opening ``path``
+    itself, so the caller can reserve the file's disk space first."""
 
     def __init__(self, path: str, shape: Tuple[int, ...], dtype: Any, camera: str,
-                 grow: int = 64) -> None:
+                 grow: int = 64, fileobj: Optional[IO[bytes]] = None) -> None:
         h5py = require_h5py()
         self.path = path
         self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
         self.grow = grow
         self.count = 0
-        self.file = h5py.File(path, "w")
+        self.file = h5py.File(fileobj if fileobj is not None else path, "w")
         self.file.attrs["camera"] = camera
         self.file.attrs["writer"] = "vidpipe"
         self.frames = self.file.create_dataset(

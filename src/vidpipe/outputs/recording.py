@@ -22,6 +22,7 @@ Retention, checked before every frame is written:
   full of other things), recording pauses, says why, and tries again later.
 """
 
+import ctypes
 import datetime
 import errno
 import logging
@@ -147,29 +148,43 @@ class Mp4Segment(Segment):
 
 
 class H5Segment(Segment):
-    """An HDF5 segment whose disk space is reserved (``posix_fallocate``) before
-    HDF5 writes into it. A disk that fills up under us then shows as an
-    ordinary ENOSPC from the reservation. HDF5 itself does not survive a write
-    that fails half-way: we saw the next file it opened crash the process."""
+    """An HDF5 segment whose disk space is reserved before HDF5 writes into it:
+    the blocks for its headers and first frame before the file is created,
+    those for each next frame before it is appended. HDF5 does not survive a
+    write that fails half-way (HDF5 1.12 crashed the process when the file's
+    handles were freed after its close had failed with ENOSPC), so a disk that
+    fills up under us must show as an ordinary ENOSPC from the reservation and
+    never reach HDF5. The reservation keeps the file's size
+    (``FALLOC_FL_KEEP_SIZE``): HDF5 creates its file in what looks empty, and
+    trims the unused blocks when it closes it."""
 
     def __init__(self, path: str, camera: str, image: np.ndarray, fps: float) -> None:
         super().__init__(path, camera, image, fps)
-        self.writer = H5Writer(self.path, image.shape, image.dtype, camera)
-        self.writer.file.attrs["fps"] = fps
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
         self.reserved = 0
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+                          | os.O_NOFOLLOW, 0o644)
         try:
             self._reserve(image)
-        except OSError:
-            self.close()
+            self.fileobj = os.fdopen(self.fd, "r+b", buffering=0)
+        except BaseException:
+            os.close(self.fd)
+            _remove(self.path)
+            raise
+        try:
+            self.writer = H5Writer(self.path, image.shape, image.dtype, camera,
+                                   fileobj=self.fileobj)
+            self.writer.file.attrs["fps"] = fps
+        except BaseException:
+            self.fileobj.close()
             _remove(self.path)
             raise
 
     def _reserve(self, image: np.ndarray) -> None:
         """Room for one more frame, and for what closing the file writes."""
-        want = self.writer.size_estimate() + self.frame_bytes(image) + HEADER_BYTES
+        # what the writer's size_estimate() will be with it, and the close
+        want = (self.frames + 1) * self.frame_bytes(image) + 2 * HEADER_BYTES
         if want > self.reserved:
-            os.posix_fallocate(self.fd, 0, want)  # OSError(ENOSPC) when the disk is full
+            reserve_blocks(self.fd, want)  # OSError(ENOSPC) when the disk is full
             self.reserved = want
 
     def write(self, image: np.ndarray, seq: int, capture_ns: int) -> None:
@@ -187,17 +202,48 @@ class H5Segment(Segment):
         try:
             self.writer.close()  # HDF5 trims the file to what it used
         finally:
-            if self.fd >= 0:
-                os.close(self.fd)
-                self.fd = -1
+            self.fileobj.close()
 
 
 SEGMENT_TYPES = {"mp4": Mp4Segment, "hdf5": H5Segment}
 
 
+def _fallocate() -> Any:
+    libc = ctypes.CDLL(None, use_errno=True)
+    call = getattr(libc, "fallocate64", None) or libc.fallocate  # 64-bit offsets on armhf too
+    call.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    call.restype = ctypes.c_int
+    return call
+
+
+_FALLOCATE = _fallocate()
+FALLOC_FL_KEEP_SIZE = 1
+_warned_unreserved = False
+
+
+def reserve_blocks(fd: int, length: int) -> None:
+    """Allocate the first ``length`` bytes of the file's blocks without changing
+    its size; OSError(ENOSPC) when the disk cannot hold them. A file system
+    that cannot reserve (no fallocate) is written without, with one warning."""
+    if _FALLOCATE(fd, FALLOC_FL_KEEP_SIZE, 0, length) == 0:
+        return
+    global _warned_unreserved
+    err = ctypes.get_errno()
+    if err in (errno.EOPNOTSUPP, errno.ENOSYS):
+        if not _warned_unreserved:
+            _warned_unreserved = True
+            log.warning("recording: this file system cannot reserve space (fallocate: %s); "
+                        "HDF5 segments are written without, and a disk that fills up "
+                        "while one is written may leave it broken", os.strerror(err))
+        return
+    raise OSError(err, os.strerror(err))
+
+
 #: the names vidpipe gives segments: CAM/CAM-<UTC stamp>-<seq>.mp4|.h5
 SEGMENT_RE = re.compile(r"(?P<camera>" + names.NAME_PATTERN
                         + r")-[0-9]{8}T[0-9]{6}Z-[0-9]{6,20}\.(mp4|h5)")
+#: ... and of a segment being written
+PART_RE = re.compile(SEGMENT_RE.pattern.replace(r"\.(mp4|h5)", r"\.part\.(mp4|h5)"))
 
 
 def own_segments(root: str) -> List[Tuple[float, str, int]]:
@@ -230,10 +276,13 @@ def own_segments(root: str) -> List[Tuple[float, str, int]]:
 
 
 def _remove(path: str) -> int:
-    """Delete one of our segments (checked again: a plain file, our name)."""
+    """Delete one of our segments, closed or being written (checked again: a
+    plain file, our name)."""
+    name = os.path.basename(path)
     try:
         st = os.lstat(path)
-        if not stat.S_ISREG(st.st_mode) or not SEGMENT_RE.fullmatch(os.path.basename(path)):
+        if not stat.S_ISREG(st.st_mode) or not (SEGMENT_RE.fullmatch(name)
+                                                 or PART_RE.fullmatch(name)):
             log.warning("retention: %s is not a vidpipe segment any more; left alone", path)
             return 0
         os.unlink(path)
