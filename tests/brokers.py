@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from conftest import free_port, wait_until
-from vidpipe import wire
+from vidpipe.link import wire
 from vidpipe.config import config_from_dict
-from vidpipe.events import Tracker
-from vidpipe.ordering import OK, Entry
+from vidpipe.outputs.events import Tracker
+from vidpipe.link.ordering import OK, Entry
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 RABBITMQ = "/usr/lib/rabbitmq/bin/rabbitmq-server"

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 sys.path.insert(0, str(SRC))
 
-from vidpipe.config import dump_toml  # noqa: E402
+from vidpipe.tools.tomlwrite import dump_toml  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -345,7 +345,7 @@ def write_clip(path: Path, frames: int, width: int, height: int, fps: float = 25
     """A Motion-JPEG AVI of test-pattern frames 0 .. frames-1 (needs no extra codec)."""
     import cv2
 
-    from vidpipe.sources import render_testsrc
+    from vidpipe.capture.sources import render_testsrc
 
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
     for i in range(frames):

@@ -9,7 +9,7 @@ from typing import Any, List
 import numpy as np
 from hypothesis import strategies as st
 
-from vidpipe import wire
+from vidpipe.link import wire
 
 u8 = st.integers(0, 255)
 u16 = st.integers(0, 2 ** 16 - 1)

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from vidpipe.sources import Source
+from vidpipe.capture.sources import Source
 
 
 def camera(frames: int, width: int = 640, height: int = 480, fps: float = 30,

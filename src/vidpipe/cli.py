@@ -152,7 +152,7 @@ def _role_class(role: str) -> Any:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from vidpipe.accel import for_handler
+    from vidpipe.host.accel import for_handler
     from vidpipe.stages import build_chain
 
     config = load_config(args.file or args.config)
@@ -161,7 +161,7 @@ def _check_config(args: argparse.Namespace) -> int:
         hc = config.handler(handler)
         section = "handlers" if name == "defaults" else "handlers." + name
         build_chain(config, hc.stages, section, for_handler(config, handler))
-    from vidpipe.sources import make_source
+    from vidpipe.capture.sources import make_source
 
     for cam in config.cameras.values():
         make_source(cam, config.path)
@@ -172,7 +172,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _cameras(args: argparse.Namespace) -> int:
-    from vidpipe.cameras import list_capture_devices
+    from vidpipe.capture.cameras import list_capture_devices
 
     found = list_capture_devices()
     if args.json:
@@ -192,9 +192,9 @@ def _cameras(args: argparse.Namespace) -> int:
 
 
 def _devices(args: argparse.Namespace) -> int:
-    from vidpipe.accel import detect
+    from vidpipe.host.accel import detect
 
-    from vidpipe import software
+    from vidpipe.host import software
 
     found = detect(args.root)
     info = software.describe()
@@ -206,7 +206,7 @@ def _devices(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from vidpipe.outputs import metrics
+    from vidpipe.status import metrics
     from vidpipe.tools import status
 
     config = load_config(args.config)
@@ -247,7 +247,7 @@ def _tap(args: argparse.Namespace) -> int:
 def _keygen(args: argparse.Namespace) -> int:
     import re
 
-    from vidpipe.security import keygen
+    from vidpipe.link.curve import keygen
 
     if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", args.name):
         raise ConfigError("", "keygen", "key names are letters, digits, _ . - (got {!r})"
@@ -266,7 +266,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _udev_name(args: argparse.Namespace) -> int:
-    from vidpipe import naming
+    from vidpipe.capture import naming
 
     try:
         config = load_config(args.config)

@@ -13,17 +13,17 @@ from typing import Any, Dict, List, Optional
 
 import zmq
 
-from vidpipe import transport, wire
+from vidpipe.link import sockets, wire
 from vidpipe.analytics.scene import Scene, scene_for, strip
 from vidpipe.config import Config
-from vidpipe.ordering import DROPPED, OK, CameraOrder, Entry
+from vidpipe.link.ordering import DROPPED, OK, CameraOrder, Entry
 from vidpipe.outputs import Output
 from vidpipe.outputs.assemble import Outputs, assemble, web_routes
-from vidpipe.payload import ResultReader
+from vidpipe.link.payload import ResultReader
 from vidpipe.runtime import Role
 from vidpipe.service import Notifier, Stopper
-from vidpipe.tap import TapPublisher
-from vidpipe.outputs.web import WebServer, web_guard
+from vidpipe.link.tap import TapPublisher
+from vidpipe.status.web import WebServer, web_guard
 from vidpipe.stats import Histogram, LatencyWindow, RateMeter, Tally, fmt_ms
 
 log = logging.getLogger("vidpipe.collector")
@@ -125,7 +125,7 @@ class Collector(Role):
         """Take the results waiting, release what is due; ``False`` once every
         camera ended (with ``exit_on_eos``)."""
         self.notifier.watchdog(time.monotonic())
-        if self.results in transport.poll(self.poller, POLL_SLICE):
+        if self.results in sockets.poll(self.poller, POLL_SLICE):
             self.drain(self.results, lambda msg: self.on_message(msg, time.monotonic()))
         now = time.monotonic()
         for cam in self.cameras.values():

@@ -16,16 +16,17 @@ from typing import Any, Dict, List, Optional
 
 import zmq
 
-from vidpipe import naming, transport, wire
+from vidpipe.capture import naming
+from vidpipe.link import sockets, wire
 from vidpipe.config import CameraConfig, Config, ConfigError
-from vidpipe.dispatch import Held, make_dispatcher
-from vidpipe.payload import FrameWriter
-from vidpipe.payload.frames import FrameRefused
+from vidpipe.link.dispatch import Held, make_dispatcher
+from vidpipe.link.payload import FrameWriter
+from vidpipe.link.payload.frames import FrameRefused
 from vidpipe.runtime import Role
 from vidpipe.service import Notifier, Stopper
-from vidpipe.sources import Source, SourceError, make_source
+from vidpipe.capture.sources import Source, SourceError, make_source
 from vidpipe.stats import RateMeter, Tally
-from vidpipe.tap import TapPublisher
+from vidpipe.link.tap import TapPublisher
 
 log = logging.getLogger("vidpipe.decoder")
 POLL_SLICE = 0.05  # seconds: the longest the loop sleeps before looking at signals
@@ -300,7 +301,7 @@ class Decoder(Role):
                                                  self.stream, seq, capture_ns))
 
     def notify_collector(self, parts: List[Any]) -> None:
-        if not transport.send_nowait(self.notices, parts):
+        if not sockets.send_nowait(self.notices, parts):
             self.notice_failures += 1
 
     def frame_done(self, seq: int) -> None:

@@ -15,11 +15,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import zmq
 
-from vidpipe import transport, wire
-from vidpipe.accel import for_handler
+from vidpipe.link import sockets, wire
+from vidpipe.host.accel import for_handler
 from vidpipe.config import CameraConfig, Config, ConfigError
-from vidpipe.intake import DecoderLinks
-from vidpipe.payload import FrameReader, ResultWriter
+from vidpipe.link.intake import DecoderLinks
+from vidpipe.link.payload import FrameReader, ResultWriter
 from vidpipe.runtime import Role
 from vidpipe.service import Notifier, Stopper, pin_cpus
 from vidpipe.stages import I420, Frame, Stage, build_chain
@@ -181,7 +181,7 @@ class Handler(Role):
 
     def decode(self, sock: zmq.Socket, parts: List[Any], started: float) -> None:
         """A message :meth:`FrameReader.known` did not take, checked in full."""
-        msg = transport.decode_parts(parts, self.bad, self.sockets.max_bytes)
+        msg = sockets.decode_parts(parts, self.bad, self.sockets.max_bytes)
         if msg is None:
             return
         head = msg.header
@@ -228,7 +228,7 @@ class Handler(Role):
             meta["hop_ms"] = round((now_ns - head.capture_ns) / 1e6, 3)
             parts = self.results_out.parts(head, frame.image, pixels, ref is not None, meta,
                                            wire.FLAG_I420 if frame.format == I420 else 0)
-            if transport.send_nowait(self.results, parts):
+            if sockets.send_nowait(self.results, parts):
                 self.processed += 1
                 if head.camera in self.per_camera or len(self.per_camera) < MAX_CAMERAS:
                     self.per_camera[head.camera] += 1
@@ -276,7 +276,7 @@ class Handler(Role):
             self.camera_drops.setdefault(head.camera, Tally())[reason] += 1
         parts = wire.control_parts(wire.DROP, {"reason": reason, "handler": self.name},
                                    head.camera, head.stream, head.seq, head.capture_ns)
-        if not transport.send_nowait(self.results, parts):
+        if not sockets.send_nowait(self.results, parts):
             self.undelivered += 1
 
     # ------------------------------------------------------------------ status

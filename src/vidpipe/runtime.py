@@ -17,8 +17,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import zmq
 
-from vidpipe import security, transport
-from vidpipe.board import Board
+from vidpipe.link import curve as security, sockets
+from vidpipe.status.board import Board
 from vidpipe.config import Config
 from vidpipe.service import Notifier, Reporter, Stopper
 from vidpipe.stats import Tally, often
@@ -47,7 +47,7 @@ class Role:
         self.stopper = stopper or Stopper()
         pipe = config.pipeline
         curve = security.make(config.security, config.path, "{} {}".format(self.role, name))
-        self.sockets = transport.Sockets(pipe.max_frame_bytes, curve)
+        self.sockets = sockets.Sockets(pipe.max_frame_bytes, curve)
         #: messages refused (malformed, unexpected, or lost to a bug), by reason
         self.bad = Tally()
         self.reporter = Reporter(self.notifier, pipe.stats_interval_s, self.status_text,
@@ -118,7 +118,7 @@ class Role:
         (it did in the emulated VM: the collector was killed three times)."""
         read = 0
         for _ in range(BURST):
-            got = transport.recv_message(sock, self.bad, self.sockets.max_bytes, routed=routed)
+            got = sockets.recv_message(sock, self.bad, self.sockets.max_bytes, routed=routed)
             if got is None:
                 if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     break

@@ -12,7 +12,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from vidpipe import wire
+from vidpipe.link import wire
 
 Message = List[bytes]
 

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import child_env
-from vidpipe import board, ring, safefile
+from vidpipe.status import board
+from vidpipe.link import ring
+from vidpipe import safefile
 from vidpipe.outputs.recording import Retention
 
 
@@ -71,9 +73,9 @@ def test_status_entries_ignore_planted_links_fifos_and_forged_units(tmp_path: Pa
     assert victim.read_text() == "precious"
     assert not (status / "handler-1.json").is_symlink()
     # reading never blocks on the FIFO (run in a child with a timeout to prove it)
-    code = ("import sys, json; sys.path.insert(0, {!r}); from vidpipe import board\n"
+    code = ("import sys, json; sys.path.insert(0, {!r}); from vidpipe.status import board\n"
             "print(json.dumps(board.read_board({!r})))").format(
-        str(Path(board.__file__).parent.parent), str(runtime))
+        str(Path(board.__file__).parents[2]), str(runtime))
     out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, timeout=20,
                          env=child_env(), universal_newlines=True, check=True).stdout
     entries = {e["name"]: e for e in json.loads(out)}

@@ -79,7 +79,7 @@ def good_events_after(pipeline: Any, mqtt_broker: Any, rabbit: Any) -> None:
     import numpy as np
     import paho.mqtt.client as mqtt
 
-    from vidpipe import wire
+    from vidpipe.link import wire
 
     got: list = []
     sub = mqtt.Client(client_id="flood-check")
@@ -117,7 +117,7 @@ def rabbit_events(port: int) -> list:
         channel = conn.channel()
         out = []
         while True:
-            method, _props, body = channel.basic_get("vidpipe.events", auto_ack=True)
+            method, _props, body = channel.basic_get("vidpipe.outputs.events", auto_ack=True)
             if method is None:
                 return [e for e in out if e["camera"] == "after" and e["label"] == "person"]
             out.append(json.loads(body))

@@ -12,8 +12,8 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 from conftest import free_port
-from vidpipe.outputs import web
-from vidpipe.outputs.web import web_guard
+from vidpipe.status import web
+from vidpipe.status.web import web_guard
 from vidpipe.config import ConfigError, config_from_dict
 
 
@@ -203,7 +203,7 @@ def test_the_local_preview_is_for_group_vidpipe(tmp_path, access: str, password:
 
 
 def test_the_owner_of_a_loopback_connection_is_found() -> None:
-    from vidpipe.outputs.localpeer import peer_uid
+    from vidpipe.status.localpeer import peer_uid
 
     for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         listener = socket.socket(family)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from conftest import child_env
-from vidpipe import security
+from vidpipe.link import curve
 
 SERVICE_UID = SERVICE_GID = 65534  # stands in for the vidpipe user and group here
 OTHER_UID, OTHER_GID = 65533, 65533
@@ -49,15 +49,15 @@ def test_keygen_as_root_gives_the_service_group_read_access_only(
         open_dir: Path, monkeypatch: Any) -> None:
     tmp_path = open_dir
     keys = tmp_path / "keys"
-    monkeypatch.setattr(security, "_service_group", lambda: SERVICE_GID)
-    public, secret = security.keygen(str(keys), "server")
+    monkeypatch.setattr(curve, "_service_group", lambda: SERVICE_GID)
+    public, secret = curve.keygen(str(keys), "server")
     st_dir, st_secret = keys.stat(), Path(secret).stat()
     assert (st_dir.st_uid, st_dir.st_gid, st_dir.st_mode & 0o777) == (0, SERVICE_GID, 0o750)
     assert (st_secret.st_uid, st_secret.st_gid, st_secret.st_mode & 0o777) == \
         (0, SERVICE_GID, 0o640)
-    read = ("import sys; sys.path.insert(0, {!r}); from vidpipe import security\n"
-            "print(bool(security._load({!r}, 'pipeline.toml', 'security.server_key', True)[1]))"
-            ).format(str(Path(security.__file__).parent.parent), secret)
+    read = ("import sys; sys.path.insert(0, {!r}); from vidpipe.link import curve\n"
+            "print(bool(curve._load({!r}, 'pipeline.toml', 'security.server_key', True)[1]))"
+            ).format(str(Path(curve.__file__).parents[2]), secret)
     service = as_user(SERVICE_UID, SERVICE_GID, read)
     assert service.returncode == 0 and service.stdout.strip() == "True", service.stderr
     other = as_user(OTHER_UID, OTHER_GID, read)
@@ -70,15 +70,15 @@ def test_keygen_as_root_gives_the_service_group_read_access_only(
 def test_an_unreadable_key_is_named_a_permission_problem(open_dir: Path) -> None:
     tmp_path = open_dir
     keys = tmp_path / "keys"
-    security.keygen(str(keys), "server")
-    security.keygen(str(keys), "client")
+    curve.keygen(str(keys), "server")
+    curve.keygen(str(keys), "client")
     keys.chmod(0o700)  # what keygen as root made before: root:root 0700/0750
     os.chown(str(keys), 0, 0)
     config = tmp_path / "pipeline.toml"
     config.write_text('[security]\ncurve = true\nkeys_dir = "{}"\n'.format(keys))
     config.chmod(0o644)
     code = ("import sys; sys.path.insert(0, {!r}); from vidpipe.config import load_config\n"
-            "load_config({!r})").format(str(Path(security.__file__).parent.parent), str(config))
+            "load_config({!r})").format(str(Path(curve.__file__).parents[2]), str(config))
     result = as_user(SERVICE_UID, SERVICE_GID, code)
     assert result.returncode != 0
     assert "permission denied: {} cannot be searched".format(keys) in result.stderr

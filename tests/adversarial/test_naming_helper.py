@@ -18,7 +18,7 @@ from typing import Dict, Set
 import pytest
 
 from conftest import child_env, run_cli
-from vidpipe import naming
+from vidpipe.capture import naming
 
 
 def vivid(n: int) -> Dict[str, str]:
@@ -65,10 +65,10 @@ def test_symlinked_lock_or_temp_file_writes_nothing_through(tmp_path: Path, vict
 def test_a_fifo_never_blocks_the_helper(tmp_path: Path, planted: str) -> None:
     folder = registry_dir(tmp_path)
     os.mkfifo(str(folder / planted))
-    code = ("import sys; sys.path.insert(0, {src!r}); from vidpipe import naming\n"
+    code = ("import sys; sys.path.insert(0, {src!r}); from vidpipe.capture import naming\n"
             "try:\n print(naming.assign({env!r}, None, {reg!r}))\n"
             "except naming.NamingError as exc:\n print('refused:', exc)\n").format(
-        src=str(Path(naming.__file__).parent.parent), env=vivid(0),
+        src=str(Path(naming.__file__).parents[2]), env=vivid(0),
         reg=str(folder / "cameras.json"))
     result = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, universal_newlines=True, timeout=20,

@@ -25,9 +25,9 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from vidpipe import gstreamer  # noqa: E402
+from vidpipe.capture import gstreamer  # noqa: E402
 from vidpipe.config import CameraConfig  # noqa: E402
-from vidpipe.sources import make_source  # noqa: E402
+from vidpipe.capture.sources import make_source  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 1920, 1080, 30
 
@@ -47,7 +47,7 @@ def clip(frames: int) -> Path:
 
 def encode(description: str, timeout_s: float = 600.0) -> None:
     """Run a GStreamer pipeline to its end (an error raises, naming it)."""
-    Gst = gstreamer._gst()[0]  # noqa: N806
+    Gst = gstreamer.gst_modules()[0]  # noqa: N806
     pipeline = Gst.parse_launch(description)
     pipeline.set_state(Gst.State.PLAYING)
     try:

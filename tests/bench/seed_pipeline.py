@@ -21,7 +21,7 @@ import cv2
 import zmq
 
 from vidpipe.tools.bench import Result, Sampler, percentile
-from vidpipe.sources import render_testsrc
+from vidpipe.capture.sources import render_testsrc
 
 
 def _decoder(port: int, frames: List[Any], fps: float, count: int) -> None:

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from vidpipe.config import dump_toml  # noqa: E402
+from vidpipe.tools.tomlwrite import dump_toml  # noqa: E402
 
 
 def one_start(config: Path, role: str, name: str, folder: Path,

@@ -9,8 +9,8 @@ import zmq
 
 from conftest import Role, free_port, run_cli
 from helpers import accounted, camera, wait_exit
-from vidpipe import wire
-from vidpipe.config import dump_toml
+from vidpipe.link import wire
+from vidpipe.tools.tomlwrite import dump_toml
 
 
 def keys(directory: Path) -> Path:

@@ -9,7 +9,7 @@ from typing import Any, Dict, List
 
 
 from conftest import fake_decoder, hostile_peers
-from vidpipe import wire
+from vidpipe.link import wire
 
 GOOD_HEADER = wire.Header(kind=wire.RESULT, camera="cam0", stream=1, seq=0).pack()
 

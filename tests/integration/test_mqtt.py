@@ -17,7 +17,7 @@ from brokers import (Mosquitto, Rabbit, collector_config, expected,
                      killed_collector, make_tls, unique_in_order)
 from conftest import ROOT, need_module, wait_until
 from vidpipe import names
-from vidpipe.events import Tracker
+from vidpipe.outputs.events import Tracker
 
 mqtt = need_module("paho.mqtt.client")  # Debian: python3-paho-mqtt (./dev test installs it)
 
@@ -108,7 +108,7 @@ def test_events_state_and_availability_reach_a_subscriber(broker: Mosquitto,
         status = output.status()
         assert status["broker"] == "connected" and status["acked"] >= len(want)
         assert status["depth"] == 0  # everything acknowledged has left the spool
-        from vidpipe.outputs import metrics
+        from vidpipe.status import metrics
 
         text = metrics.render([{"role": "collector", "name": "main", "alive": True,
                                 "output_status": {"mqtt": status}}])
@@ -267,7 +267,7 @@ def queued_events(port: int) -> List[Dict[str, Any]]:
     try:
         channel, out = conn.channel(), []
         while True:
-            method, _props, body = channel.basic_get("vidpipe.events", auto_ack=True)
+            method, _props, body = channel.basic_get("vidpipe.outputs.events", auto_ack=True)
             if method is None:
                 return out
             out.append(json.loads(body.decode()))

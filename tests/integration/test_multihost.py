@@ -86,7 +86,7 @@ def test_with_curve_only_the_host_with_an_admitted_key_gets_frames(pipeline: Any
                                                                    hosts: Any) -> None:
     from conftest import Role
     from test_curve import keys
-    from vidpipe.config import dump_toml
+    from vidpipe.tools.tomlwrite import dump_toml
 
     keydir = keys(pipeline.root / "keys")  # server, client (admitted), rogue
     site: Dict[str, Any] = {

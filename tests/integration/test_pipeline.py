@@ -13,7 +13,7 @@ import pytest
 
 from conftest import write_clip
 from helpers import accounted, camera, in_order, rss_kb, wait_exit
-from vidpipe.sources import render_testsrc
+from vidpipe.capture.sources import render_testsrc
 
 
 def gray_sha1(index: int, width: int, height: int) -> str:
@@ -259,7 +259,7 @@ def test_dnn_stage_finds_the_object_in_every_frame_of_a_clip(pipeline: Any,
     """The dnn stage with the test model (tests/data/red_blobs.onnx) on the
     CPU, inside the pipeline: a red square moving over the test pattern is
     found in every frame, where it was drawn."""
-    from vidpipe.sources import render_testsrc
+    from vidpipe.capture.sources import render_testsrc
 
     model = os.path.join(os.path.dirname(__file__), "..", "data", "red_blobs.onnx")
     clip = str(tmp_path / "red.avi")

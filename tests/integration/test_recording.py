@@ -82,7 +82,7 @@ def test_recorded_mp4_reopens_and_hdf5_has_the_expected_shape(pipeline: Any) -> 
         assert list(f["seq"][:]) == processed
         assert f.attrs["camera"] == "cam0"
         # the pixels are the processed (gray) frames, not something else
-        from vidpipe.sources import render_testsrc
+        from vidpipe.capture.sources import render_testsrc
 
         row = processed.index(17) if 17 in processed else 0
         want = cv2.cvtColor(render_testsrc(processed[row], 320, 240), cv2.COLOR_BGR2GRAY)
@@ -230,7 +230,7 @@ def test_a_full_disk_pauses_recording_and_loses_no_result(pipeline: Any,
 CHURN = r'''
 import os, sys, threading, time
 import numpy as np
-from vidpipe.outputs import recording
+from vidpipe.outputs import recording, retention
 
 disk, seconds = sys.argv[1], float(sys.argv[2])
 stop = threading.Event()
@@ -270,7 +270,7 @@ while time.monotonic() < deadline:
 out.end_of_stream("cam0")
 out.close()
 stop.set()
-kept = out.retention.deleted + len(recording.own_segments(os.path.join(disk, "rec")))
+kept = out.retention.deleted + len(retention.own_segments(os.path.join(disk, "rec")))
 print("kept", kept, "full", out.skipped["error"] + out.skipped["paused"])
 '''
 
@@ -283,11 +283,12 @@ def test_hdf5_segments_survive_a_disk_that_fills_and_frees_under_them(small_disk
                             "8"], env=env, capture_output=True, text=True, timeout=120)
     assert child.returncode == 0, child.stdout + child.stderr[-4000:]
     kept, full = (int(word) for word in child.stdout.split()[1::2])
-    assert kept > 0 and full > 0, child.stdout  # both happened, many times over
+    said = child.stdout + child.stderr[-4000:]
+    assert kept > 0 and full > 0, said  # both happened, many times over
     # what could not be written was removed, not left as .part files
     left = sorted((small_disk / "rec" / "cam0").iterdir())
-    assert not [p.name for p in left if ".part." in p.name]
-    assert left
+    assert not [p.name for p in left if ".part." in p.name], said
+    assert left, said
     for path in left:  # what was kept is whole
         with h5py.File(path, "r") as f:
             seq = [int(n) for n in f["seq"][:]]

@@ -20,7 +20,7 @@ from conftest import free_port, http_get, run_cli, wait_until
 from helpers import wait_exit
 from vidpipe.config import CameraConfig, config_from_dict
 from vidpipe.decoder import Decoder
-from vidpipe.sources import SourceError, make_source
+from vidpipe.capture.sources import SourceError, make_source
 
 pytestmark = pytest.mark.once
 CAMERA = Path(__file__).resolve().parent.parent / "rtsp_camera.py"
@@ -344,9 +344,9 @@ def test_a_full_range_stream_looks_as_ffmpeg_shows_it(tmp_path: Path) -> None:
 def test_a_hostile_url_stays_inside_its_property() -> None:
     """The URL is quoted in the pipeline description: GStreamer's own parser
     makes one rtspsrc with the whole URL, no element the URL named."""
-    from vidpipe import gstreamer
+    from vidpipe.capture import gstreamer
 
-    Gst = gstreamer._gst()[0]  # noqa: N806 (GstApp loaded first: see _gst)
+    Gst = gstreamer.gst_modules()[0]  # noqa: N806 (GstApp loaded first: see gstreamer.gst_modules)
     url = 'rtsp://x/a" ! filesink location="/tmp/vidpipe-pwned'
     text = gstreamer.describe_pipeline(url, gstreamer.Choice("software", "avdec_h264", "h264"))
     elements, found = [], Gst.parse_launch(text).iterate_elements()

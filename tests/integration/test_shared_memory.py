@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import zmq
 
-from vidpipe import codec, wire
+from vidpipe.link import encodings, wire
 from vidpipe.config import config_from_dict
 from vidpipe.handler import Handler
-from vidpipe.ring import RingWriter
+from vidpipe.link.ring import RingWriter
 from vidpipe.stages import Frame, Stage
 
 
@@ -60,7 +60,7 @@ def test_inline_lz4_and_jpeg_links_deliver_frames(pipeline: Any) -> None:
     jp = pipeline.start("decoder", "jp")
     assert collector.proc.wait(40) == 0, pipeline.logs()
     assert "inline lz4" in lz.output() and "inline jpeg" in jp.output()
-    from vidpipe.sources import render_testsrc
+    from vidpipe.capture.sources import render_testsrc
     import cv2
     import hashlib
 
@@ -109,7 +109,7 @@ def test_handler_drops_a_frame_whose_slot_was_rewritten(short_tmp: Any, zmq_ctx:
         ring.commit(slot, 3, image.nbytes)
         ring.hold(3, slot)
         parts = wire.frame_parts(image, "cam0", 5, 3, time.time_ns(), encoding=wire.SHM,
-                                 payload=codec.shm_ref(ring.name, slot))
+                                 payload=encodings.shm_ref(ring.name, slot))
         handler.decode(back, parts, time.perf_counter())  # the full decode
         assert handler.dropped == {"torn": 1}
         assert handler.processed == 0
@@ -122,7 +122,7 @@ def test_handler_drops_a_frame_whose_slot_was_rewritten(short_tmp: Any, zmq_ctx:
         ring.commit(slot, 4, image.nbytes)
         ring.hold(4, slot)
         parts = wire.frame_parts(image, "cam0", 5, 4, time.time_ns(), encoding=wire.SHM,
-                                 payload=codec.shm_ref(ring.name, slot))
+                                 payload=encodings.shm_ref(ring.name, slot))
         known = handler.frames.known(parts)
         assert known is not None and known[0].seq == 4
         handler.handle(back, *known, time.perf_counter())

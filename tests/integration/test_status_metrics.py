@@ -11,7 +11,7 @@ from typing import Any, Dict, FrozenSet, Tuple
 import zmq
 
 from conftest import free_port, http_get, run_cli, wait_until
-from vidpipe import wire
+from vidpipe.link import wire
 
 Sample = Tuple[str, FrozenSet[Tuple[str, str]]]
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import child_env, need_module, wait_until
-from vidpipe.sources import render_testsrc
+from vidpipe.capture.sources import render_testsrc
 
 h5py = need_module("h5py")
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import fake_jetson
-from vidpipe import accel
-from vidpipe import systemd_generator as generator
+from vidpipe.host import accel
+from vidpipe.host import generator
 from vidpipe.config import ConfigError, config_from_dict
-from vidpipe.accel import for_handler
+from vidpipe.host.accel import for_handler
 from vidpipe.stages import build_chain
 from vidpipe.stages.dnn import Dnn, ort_providers
 

@@ -251,7 +251,7 @@ def test_the_scene_owns_its_keys_and_bounds_what_the_wire_can_grow() -> None:
 
 
 def test_metrics_show_zones_lines_and_tracks_and_skip_a_garbled_board() -> None:
-    from vidpipe.outputs.metrics import render
+    from vidpipe.status.metrics import render
 
     areas = {"tracks": 2, "zones": {"hall": {"occupancy": {"person": 1},
                                              "entered": {"person": 5}}},

@@ -11,10 +11,10 @@ import pytest
 import zmq
 
 from conftest import need_module, wait_until
-from vidpipe import wire
+from vidpipe.link import wire
 from vidpipe.collector import Collector
 from vidpipe.config import config_from_dict
-from vidpipe.ordering import Entry
+from vidpipe.link.ordering import Entry
 from vidpipe.outputs import Output
 
 

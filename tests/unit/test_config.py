@@ -1,7 +1,7 @@
 import pytest
 
-from vidpipe.config import (ConfigError, HandlerConfig, config_from_dict, connect_from_bind,
-                            dump_toml)
+from vidpipe.config import ConfigError, HandlerConfig, config_from_dict, connect_from_bind
+from vidpipe.tools.tomlwrite import dump_toml
 
 try:
     import tomllib  # novermin

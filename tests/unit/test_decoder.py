@@ -14,7 +14,7 @@ import zmq
 
 from conftest import wait_until
 from helpers import Numbered
-from vidpipe import wire
+from vidpipe.link import wire
 from vidpipe.config import config_from_dict
 from vidpipe.decoder import Decoder
 

@@ -1,9 +1,11 @@
 """The dependency direction docs/architecture.md (Layering) names, checked on
 every module's imports (function-level imports included): only the CLI imports a role or a tool
 (``vidpipe.tools``: commands, not services) -- so roles never import each
-other, and the runtime, dispatch and payload modules they share never reach
-back into one; ``wire`` imports neither ZeroMQ nor OpenCV; stages and
-payloads never import ZeroMQ; code that runs as root (the udev helper)
+other, and the runtime, link and packages they share never reach back into
+one; the packages along a frame's journey (capture -> link -> stages ->
+link -> outputs, with status beside them and config below them) import
+only downwards (RULES); ``wire`` imports neither ZeroMQ nor OpenCV; stages
+and payloads never import ZeroMQ; code that runs as root (the udev helper)
 stays small; and no two modules import each other, even lazily. Each check
 is shown to catch a planted import."""
 
@@ -16,13 +18,28 @@ ROLES = {"vidpipe.decoder", "vidpipe.handler", "vidpipe.collector"}
 #: the only module that may import a role or a tool: it runs them
 RUNS_ROLES = {"vidpipe.cli"}
 TOOLS = "vidpipe.tools"
-#: module -> what it must never import (a prefix matches submodules too)
+#: the packages along a frame's journey, and what each must never import
+CAPTURE, LINK, STAGES, STATUS, OUTPUTS, HOST, ANALYTICS, CONFIG = (
+    "vidpipe.capture", "vidpipe.link", "vidpipe.stages", "vidpipe.status", "vidpipe.outputs",
+    "vidpipe.host", "vidpipe.analytics", "vidpipe.config")
+#: module or package -> what it must never import (a prefix matches submodules too)
 RULES = {
-    "vidpipe.wire": {"zmq", "cv2"} | ROLES,
-    "vidpipe.stages": {"zmq"} | ROLES,
-    "vidpipe.payload": {"zmq"} | ROLES,
-    "vidpipe.naming": {"zmq", "cv2", "numpy"} | ROLES,  # runs as root, under udev
-    "vidpipe.analytics": {"zmq", "cv2", "vidpipe.config"} | ROLES,  # pure: boxes in, counts out
+    # the link carries frames and results between the roles; it knows nothing of
+    # where frames come from, what is done to them or where results go
+    LINK: {CAPTURE, STAGES, STATUS, OUTPUTS, HOST, ANALYTICS} | ROLES,
+    "vidpipe.link.wire": {"zmq", "cv2"} | ROLES,
+    "vidpipe.link.payload": {"zmq"} | ROLES,
+    # capture is the decoder's side, stages the handler's: neither reaches the other
+    CAPTURE: {STAGES, STATUS, OUTPUTS, ANALYTICS} | ROLES,
+    STAGES: {"zmq", CAPTURE, STATUS, OUTPUTS} | ROLES,
+    "vidpipe.capture.naming": {"zmq", "cv2", "numpy"} | ROLES,  # runs as root, under udev
+    # the collector's side
+    OUTPUTS: {CAPTURE, STAGES, HOST} | ROLES,
+    STATUS: {CAPTURE, STAGES, OUTPUTS, ANALYTICS, "cv2"} | ROLES,
+    ANALYTICS: {"zmq", "cv2", CONFIG, LINK, STATUS, OUTPUTS} | ROLES,  # pure: boxes in, counts out
+    # the configuration is below everything that reads it
+    CONFIG: {"zmq", "cv2", CAPTURE, LINK, STAGES, STATUS, OUTPUTS, HOST} | ROLES,
+    HOST: {CAPTURE, STAGES, STATUS, OUTPUTS} | ROLES,
 }
 
 
@@ -76,22 +93,26 @@ def test_the_dependency_direction_holds() -> None:
 def test_the_check_catches_a_planted_import(tmp_path: Path) -> None:
     pkg = tmp_path / "vidpipe"
     (pkg / "stages").mkdir(parents=True)
-    for name in ("__init__.py", "decoder.py", "collector.py", "wire.py",
-                 "stages/__init__.py"):
+    (pkg / "link").mkdir()
+    for name in ("__init__.py", "decoder.py", "collector.py", "link/__init__.py",
+                 "link/wire.py", "stages/__init__.py"):
         (pkg / name).write_text("")
     (pkg / "decoder.py").write_text("def f():\n    from vidpipe import collector\n")
-    (pkg / "wire.py").write_text("import zmq\n")
+    (pkg / "link" / "wire.py").write_text("import zmq\n")
+    (pkg / "link" / "__init__.py").write_text("from vidpipe.capture import sources\n")
     (pkg / "stages" / "__init__.py").write_text("from zmq import Context\n")
     (pkg / "runtime.py").write_text("from vidpipe.handler import Handler\n")
     (pkg / "collector.py").write_text("from vidpipe.tools import status\n")
     assert violations(tmp_path) == ["vidpipe.collector imports vidpipe.tools",
                                     "vidpipe.collector imports vidpipe.tools.status",
                                     "vidpipe.decoder imports vidpipe.collector",
+                                    "vidpipe.link imports vidpipe.capture",
+                                    "vidpipe.link imports vidpipe.capture.sources",
+                                    "vidpipe.link.wire imports zmq",
                                     "vidpipe.runtime imports vidpipe.handler",
                                     "vidpipe.runtime imports vidpipe.handler.Handler",
                                     "vidpipe.stages imports zmq",
-                                    "vidpipe.stages imports zmq.Context",
-                                    "vidpipe.wire imports zmq"]
+                                    "vidpipe.stages imports zmq.Context"]
 
 
 def import_cycles(root: Path = SRC) -> List[List[str]]:

@@ -1,4 +1,4 @@
-from vidpipe.dispatch import Balancer
+from vidpipe.link.dispatch import Balancer
 
 
 def test_balanced_prefers_the_handler_with_most_room() -> None:

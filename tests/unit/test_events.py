@@ -1,9 +1,9 @@
-"""Events from results (vidpipe.events): debounced start, update and end per
+"""Events from results (vidpipe.outputs.events): debounced start, update and end per
 camera and label, from the metadata the stages write."""
 
 from typing import Any, Dict, List
 
-from vidpipe.events import MAX_LABELS, Tracker, observations
+from vidpipe.outputs.events import MAX_LABELS, Tracker, observations
 
 MS = 1_000_000
 

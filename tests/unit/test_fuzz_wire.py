@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fuzzing import headers, messages
-from vidpipe import codec, wire
-from vidpipe.payload import FrameReader
+from vidpipe.link import encodings, wire
+from vidpipe.link.payload import FrameReader
 from vidpipe.collector import Collector
 from vidpipe.config import config_from_dict
 
@@ -70,7 +70,7 @@ def test_frame_decoder_raises_only_wire_errors(tmp_path_factory: Any,
 @FUZZ
 @given(st.binary(max_size=200))
 def test_shared_memory_references_raise_only_wire_errors(data: bytes) -> None:
-    for parse in (codec.parse_shm_ref, codec.parse_result_ref):
+    for parse in (encodings.parse_shm_ref, encodings.parse_result_ref):
         try:
             parse(memoryview(data))
         except wire.WireError:

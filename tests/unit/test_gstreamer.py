@@ -4,7 +4,7 @@ names its GStreamer plugins provide (what ``gst-inspect-1.0`` lists there)."""
 
 import pytest
 
-from vidpipe import gstreamer
+from vidpipe.capture import gstplayer, gstreamer
 from vidpipe.config import CameraConfig, rules_of
 
 # element names as each box's packages provide them
@@ -127,19 +127,19 @@ def test_an_i420_buffer_is_packed_as_opencv_lays_it_out() -> None:
     padded[32:40].reshape(2, 4)[:, :3] = u
     padded[40:48].reshape(2, 4)[:, :3] = v
     info = types.SimpleNamespace(height=4, width=6, offset=[0, 32, 40], stride=[8, 4, 4])
-    packed = gstreamer._packed_i420(info, padded)
+    packed = gstplayer._packed_i420(info, padded)
     assert packed.shape == (6, 6)
     assert list(packed.reshape(-1)) == list(y.reshape(-1)) + list(u.reshape(-1)) + \
         list(v.reshape(-1))
     flat = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1), np.zeros(4, np.uint8)])
     tight = types.SimpleNamespace(height=4, width=6, offset=[0, 24, 30], stride=[6, 3, 3])
-    same = gstreamer._packed_i420(tight, flat)
+    same = gstplayer._packed_i420(tight, flat)
     assert np.shares_memory(same, flat) and np.array_equal(same, packed)
     # the copy of a padded buffer goes where the caller wants it (one copy)
     target = np.zeros((6, 6), np.uint8)
-    assert gstreamer._packed_i420(info, padded, into=target) is target
+    assert gstplayer._packed_i420(info, padded, into=target) is target
     assert np.array_equal(target, packed)
-    assert gstreamer._packed_i420(tight, flat, into=target) is not target  # no copy needed
+    assert gstplayer._packed_i420(tight, flat, into=target) is not target  # no copy needed
 
 
 def test_an_i420_buffer_shorter_than_its_caps_is_refused_not_read_past() -> None:
@@ -149,5 +149,5 @@ def test_an_i420_buffer_shorter_than_its_caps_is_refused_not_read_past() -> None
 
     info = types.SimpleNamespace(height=4, width=6, offset=[0, 32, 40], stride=[8, 4, 4])
     with pytest.raises(gstreamer.PlayerError) as err:
-        gstreamer._packed_i420(info, np.zeros(44, np.uint8))  # V's last row is missing
+        gstplayer._packed_i420(info, np.zeros(44, np.uint8))  # V's last row is missing
     assert "plane 2 does not fit its buffer (44 bytes)" in str(err.value)

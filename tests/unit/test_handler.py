@@ -12,10 +12,10 @@ import pytest
 import zmq
 
 from conftest import wait_until
-from vidpipe import wire
+from vidpipe.link import wire
 from vidpipe.config import config_from_dict
 from vidpipe.handler import Handler
-from vidpipe.payload import ResultReader
+from vidpipe.link.payload import ResultReader
 from vidpipe.stages import Frame, Stage
 
 

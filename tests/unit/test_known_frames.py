@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vidpipe import codec, wire
-from vidpipe.payload import FrameReader
-from vidpipe.ring import RingReader, RingWriter
+from vidpipe.link import encodings, wire
+from vidpipe.link.payload import FrameReader
+from vidpipe.link.ring import RingReader, RingWriter
 
 SHAPE = (4, 6, 3)
 NBYTES = 72
@@ -37,7 +37,7 @@ def publish(ring: RingWriter, seq: int, camera: str = "cam0", stream: int = 0xAB
     ring.hold(seq, slot)
     return wire.frame_parts(np.empty(SHAPE, np.uint8), camera, stream, seq,
                             1_700_000_000_000_000_000 + seq, encoding=wire.SHM,
-                            payload=codec.shm_ref(ring.name, slot))
+                            payload=encodings.shm_ref(ring.name, slot))
 
 
 def read(decoder: FrameReader, parts: List[Any]
@@ -64,7 +64,7 @@ def test_known_frames_give_what_the_full_decode_gives(tmp_path: Path) -> None:
         assert type(head) is wire.Header and head.camera == "cam0" and head.seq == seq
         assert pixels.shape == SHAPE and not pixels.flags.writeable
         assert np.all(pixels == seq % 256)
-        assert where == codec.parse_shm_ref(memoryview(parts[1]))
+        assert where == encodings.parse_shm_ref(memoryview(parts[1]))
     # one full decode per slot, then only the short path
     assert short == [False] * 3 + [True] * 37
     ring.close()

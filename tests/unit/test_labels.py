@@ -5,7 +5,7 @@ metrics label is short, of a fixed alphabet, stable, and tells labels apart."""
 from hypothesis import given, settings, strategies as st
 
 from vidpipe import names
-from vidpipe.events import observations
+from vidpipe.outputs.events import observations
 
 
 @settings(max_examples=500, deadline=None)
@@ -29,7 +29,7 @@ def test_ordinary_labels_are_kept_and_hostile_ones_told_apart() -> None:
 
 
 def test_an_event_id_fits_amqps_message_id_whatever_the_label() -> None:
-    from vidpipe.events import Tracker
+    from vidpipe.outputs.events import Tracker
 
     tracker = Tracker(min_frames=1)
     meta = {"detections": [{"label": "\U0001F600" * 64, "box": [0, 0, 1, 1]},

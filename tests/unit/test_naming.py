@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Dict, Set
 
-from vidpipe import naming
+from vidpipe.capture import naming
 from vidpipe.config import config_from_dict
 
 

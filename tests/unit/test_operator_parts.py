@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vidpipe.outputs import metrics
-from vidpipe.board import Board, read_board
+from vidpipe.status import metrics
+from vidpipe.status.board import Board, read_board
 from vidpipe.config import ConfigError, config_from_dict
 from vidpipe.outputs.preview import box_list
-from vidpipe.outputs.recording import Mp4Segment, Retention
+from vidpipe.outputs.retention import Retention
+from vidpipe.outputs.segments import Mp4Segment
 from vidpipe.stats import Histogram
 from vidpipe.tools.tapclient import GapCounter
 
@@ -261,8 +262,8 @@ def test_tap_endpoints_default_to_the_runtime_dir() -> None:
 def test_tap_publisher_knows_who_listens_and_stays_bounded(short_tmp: Path) -> None:
     import zmq
 
-    from vidpipe import transport, wire
-    from vidpipe.tap import MAX_TOPICS, XPUB_SAFE, TapPublisher
+    from vidpipe.link import sockets as transport, wire
+    from vidpipe.link.tap import MAX_TOPICS, XPUB_SAFE, TapPublisher
 
     sockets = transport.Sockets(1 << 20, None)
     endpoint = "ipc://{}/tap.sock".format(short_tmp)

@@ -1,4 +1,4 @@
-from vidpipe.ordering import DROPPED, MISSING, OK, CameraOrder, Entry
+from vidpipe.link.ordering import DROPPED, MISSING, OK, CameraOrder, Entry
 
 
 def ok(seq: int, t: float = 0.0) -> Entry:

@@ -4,9 +4,9 @@ gets of a result."""
 import cv2
 import numpy as np
 
-from vidpipe import wire
+from vidpipe.link import wire
 from vidpipe.outputs import picture
-from vidpipe.sources import render_testsrc
+from vidpipe.capture.sources import render_testsrc
 
 
 def received(parts: list) -> wire.Message:

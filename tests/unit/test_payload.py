@@ -1,4 +1,4 @@
-"""The payload boundary (vidpipe.payload), writer to reader, as the roles use
+"""The payload boundary (vidpipe.link.payload), writer to reader, as the roles use
 it: FrameWriter (decoder) -> FrameReader (handler) over every transport and
 encoding, ResultWriter (handler) -> ResultReader (collector) through the
 handler's ring and inline. Real shared memory; messages go through the wire
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from helpers import Numbered
-from vidpipe import wire
+from vidpipe.link import wire
 from vidpipe.config import config_from_dict
-from vidpipe.payload import FrameReader, FrameWriter, ResultReader, ResultWriter
+from vidpipe.link.payload import FrameReader, FrameWriter, ResultReader, ResultWriter
 
 
 def over_the_wire(parts: List[Any]) -> List[Any]:

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from vidpipe.pixels import full_to_video_range, i420_planes, luma_to_gray, to_gray
-from vidpipe.sources import render_testsrc
+from vidpipe.link.pixels import full_to_video_range, i420_planes, luma_to_gray, to_gray
+from vidpipe.capture.sources import render_testsrc
 
 
 def test_the_planes_of_a_packed_i420_array_are_views_in_opencvs_order() -> None:

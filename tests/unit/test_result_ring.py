@@ -9,12 +9,13 @@ from typing import Any, List, Optional
 import numpy as np
 import pytest
 
-from vidpipe import codec, wire
+from vidpipe.link import encodings, wire
 from vidpipe.collector import Collector
-from vidpipe.config import load_config, dump_toml
-from vidpipe.ordering import Entry
+from vidpipe.config import load_config
+from vidpipe.tools.tomlwrite import dump_toml
+from vidpipe.link.ordering import Entry
 from vidpipe.outputs import Output
-from vidpipe.ring import ResultRing, RingError, RingReader, results_dir
+from vidpipe.link.ring import ResultRing, RingError, RingReader, results_dir
 
 SHAPE = (4, 6)
 NBYTES = 24
@@ -96,7 +97,7 @@ def _result(ring: ResultRing, seq: int, value: int) -> wire.Message:
     ref = ring.publish(image)
     assert ref is not None
     parts = wire.result_parts(image, {"handler": "h1"}, "cam0", 5, seq, 1,
-                              encoding=wire.SHM, payload=codec.result_ref(*ref))
+                              encoding=wire.SHM, payload=encodings.result_ref(*ref))
     return wire.decode(parts)
 
 

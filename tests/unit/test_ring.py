@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidpipe import codec, wire
-from vidpipe.payload import FrameReader
-from vidpipe.ring import RingError, RingReader, RingWriter, remove_stale
+from vidpipe.link import encodings, wire
+from vidpipe.link.payload import FrameReader
+from vidpipe.link.ring import RingError, RingReader, RingWriter, remove_stale
 
 
 def frame(value: int) -> np.ndarray:
@@ -92,7 +92,7 @@ def test_codec_round_trips_and_refuses_garbage(tmp_path: Path) -> None:
     image = (np.arange(48 * 64 * 3) % 256).astype(np.uint8).reshape(48, 64, 3)
     decoder = FrameReader(str(tmp_path))
     for encoding in (wire.LZ4, wire.JPEG):
-        payload = codec.encode(image, encoding, 95)
+        payload = encodings.encode(image, encoding, 95)
         parts = wire.frame_parts(image, "c", 1, 0, 0, encoding=encoding, payload=payload)
         out, ref = decoder.image(wire.decode(parts))
         assert ref is None and out.shape == image.shape
@@ -103,7 +103,7 @@ def test_codec_round_trips_and_refuses_garbage(tmp_path: Path) -> None:
             decoder.image(wire.decode(bad))
         assert err.value.reason == "bad_payload"
     # an LZ4 bomb: a payload that would expand past what the header promises
-    bomb = codec.encode(np.zeros((480, 640, 3), np.uint8), wire.LZ4)
+    bomb = encodings.encode(np.zeros((480, 640, 3), np.uint8), wire.LZ4)
     parts = wire.frame_parts(image, "c", 1, 0, 0, encoding=wire.LZ4, payload=bomb)
     with pytest.raises(wire.WireError):
         decoder.image(wire.decode(parts))
@@ -122,7 +122,7 @@ import resource, signal, sys
 sys.path.insert(0, sys.argv[1])
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, 8 << 20))
-from vidpipe.ring import RingSpaceError, RingWriter
+from vidpipe.link.ring import RingSpaceError, RingWriter
 try:
     RingWriter(sys.argv[2], "cam0", 1, 8, 10 << 20)
 except RingSpaceError as exc:

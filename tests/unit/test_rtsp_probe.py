@@ -1,4 +1,4 @@
-"""The RTSP probe (vidpipe.rtsp) against servers on real sockets: what a
+"""The RTSP probe (vidpipe.capture.rtsp) against servers on real sockets: what a
 camera's answer means, Digest as RFC 2617 computes it, and hostile answers
 (garbage, endless headers, silence) named without hanging."""
 
@@ -9,7 +9,7 @@ from typing import Iterator, List
 
 import pytest
 
-from vidpipe import rtsp
+from vidpipe.capture import rtsp
 
 
 class OneShot:

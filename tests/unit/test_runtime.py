@@ -10,7 +10,7 @@ import pytest
 import zmq
 
 from conftest import NotifySocket, wait_until
-from vidpipe import wire
+from vidpipe.link import wire
 from vidpipe.config import config_from_dict
 from vidpipe.runtime import BURST, Role
 from vidpipe.service import Notifier

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from conftest import run_cli
-from vidpipe import software
+from vidpipe.host import software
 
 # as NVIDIA's libopencv-python 4.5.4 on JetPack 5 reports itself (trimmed):
 # GStreamer yes, no CUDA section at all

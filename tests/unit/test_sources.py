@@ -7,7 +7,7 @@ import pytest
 from conftest import write_clip
 from vidpipe import redact
 from vidpipe.config import ConfigError, config_from_dict
-from vidpipe.sources import (AutoSource, FileSource, GstSource, PatternSource, SourceError,
+from vidpipe.capture.sources import (AutoSource, FileSource, GstSource, PatternSource, SourceError,
                              StreamSource, URLSource, V4L2Source, make_source,
                              render_testsrc)
 
@@ -123,7 +123,7 @@ def test_url_source_reads_a_stream_over_http(tmp_path: Path) -> None:
 
 
 def test_camera_names_come_from_the_udev_links(tmp_path: Path) -> None:
-    from vidpipe.cameras import camera_names
+    from vidpipe.capture.cameras import camera_names
 
     (tmp_path / "video3").write_text("")
     (tmp_path / "links").mkdir()
@@ -133,7 +133,8 @@ def test_camera_names_come_from_the_udev_links(tmp_path: Path) -> None:
 
 def test_a_cameras_credentials_file_goes_into_its_url_and_nowhere_else(tmp_path: Path) -> None:
     from vidpipe.config import CameraConfig
-    from vidpipe.sources import SourceError, make_source, stream_url
+    from vidpipe.capture.base import stream_url
+    from vidpipe.capture.sources import SourceError, make_source
 
     secret = tmp_path / "cam0.secret"
     secret.write_text("admin\np@ss:w/rd\n")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vidpipe.config import ConfigError, config_from_dict
-from vidpipe.sources import render_testsrc
+from vidpipe.capture.sources import render_testsrc
 from vidpipe.stages import I420, Frame, build_chain
 
 

@@ -14,7 +14,7 @@ BLOCK = {"tomllib": [], "tomli": ["tomllib"], "toml": ["tomllib", "tomli"]}
 
 
 def backend(name: str, monkeypatch: Any) -> Any:
-    """vidpipe.tomlread as it loads when only ``name`` (and what follows it
+    """vidpipe.config.tomlread as it loads when only ``name`` (and what follows it
     in the chain) can be imported."""
     available = {"tomllib": sys.version_info >= (3, 11)}
     for module in ("tomli", "toml"):
@@ -31,9 +31,9 @@ def backend(name: str, monkeypatch: Any) -> Any:
         pytest.skip("{} is not available on Python {}".format(name, sys.version.split()[0]))
     for blocked in BLOCK[name]:
         monkeypatch.setitem(sys.modules, blocked, None)  # import raises ImportError
-    monkeypatch.delitem(sys.modules, "vidpipe.tomlread", raising=False)
-    module = importlib.import_module("vidpipe.tomlread")
-    monkeypatch.delitem(sys.modules, "vidpipe.tomlread")
+    monkeypatch.delitem(sys.modules, "vidpipe.config.tomlread", raising=False)
+    module = importlib.import_module("vidpipe.config.tomlread")
+    monkeypatch.delitem(sys.modules, "vidpipe.config.tomlread")
     return module
 
 
@@ -41,7 +41,7 @@ def backend(name: str, monkeypatch: Any) -> Any:
 def test_each_parser_reads_the_shipped_config_alike(name: str, monkeypatch: Any) -> None:
     reader = backend(name, monkeypatch)
     if reader is None:
-        from vidpipe import tomlread
+        from vidpipe.config import tomlread
 
         assert sys.version_info < (3, 11) and tomlread.BACKEND in ("tomli", "toml")
         return

@@ -6,7 +6,7 @@ from typing import Any, Dict, List
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from vidpipe import transport, wire
+from vidpipe.link import sockets as transport, wire
 from vidpipe.stats import Tally
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vidpipe import wire
+from vidpipe.link import wire
 
 
 def frame(h: int = 4, w: int = 5, c: int = 3, dtype: str = "uint8") -> np.ndarray:

@@ -18,9 +18,9 @@ import logging
 import os
 from typing import Any, Dict, List, Optional
 
-from vidpipe import wire
+from vidpipe.link import wire
 from vidpipe.config import CollectorConfig
-from vidpipe.ordering import OK, Entry
+from vidpipe.link.ordering import OK, Entry
 
 log = logging.getLogger("vidpipe.outputs")
 

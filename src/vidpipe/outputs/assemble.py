@@ -9,9 +9,10 @@ import json
 import logging
 from typing import Any, Dict, List, NamedTuple, Optional
 
-from vidpipe.board import read_board
+from vidpipe.status.board import read_board
 from vidpipe.config import CameraConfig, CollectorConfig
-from vidpipe.outputs import Output, make_outputs, metrics
+from vidpipe.outputs import Output, make_outputs
+from vidpipe.status import metrics
 from vidpipe.outputs.preview import PreviewOutput
 from vidpipe.outputs.recording import RecordOutput
 

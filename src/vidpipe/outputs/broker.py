@@ -4,7 +4,7 @@ their own through a bounded queue, kept in a disk spool until the broker
 acknowledged them.
 
 The collector's thread only calls :meth:`BrokerOutput.emit`, which tracks
-events (:mod:`vidpipe.events`) and puts messages on a bounded queue: it
+events (:mod:`vidpipe.outputs.events`) and puts messages on a bounded queue: it
 never waits for the network or the disk (a full queue is counted as
 ``dropped_queue``). The output's publisher thread moves what is queued into
 the spool (:mod:`.spool`: events fsynced, results dropped first when it is
@@ -33,8 +33,8 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from vidpipe.config import CollectorConfig
-from vidpipe.events import VERSION, Tracker
-from vidpipe.ordering import DROPPED, MISSING, OK, Entry
+from vidpipe.outputs.events import VERSION, Tracker
+from vidpipe.link.ordering import DROPPED, MISSING, OK, Entry
 from vidpipe.outputs import Output, bgr8, frame_record, picture
 from vidpipe.outputs.spool import EVENT, RESULT, STATE, Spool, SpoolError
 from vidpipe.names import one_line

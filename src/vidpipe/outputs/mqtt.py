@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 from vidpipe.config import CollectorConfig
 from vidpipe.outputs import hass
-from vidpipe.credentials import read_credentials
+from vidpipe.config.credentials import read_credentials
 from vidpipe.names import one_line
 from vidpipe.outputs.broker import Areas, BrokerOutput, require, tls_problem
 

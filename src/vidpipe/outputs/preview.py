@@ -18,9 +18,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from vidpipe import names
-from vidpipe.ordering import OK, Entry
+from vidpipe.link.ordering import OK, Entry
 from vidpipe.outputs import Output, bgr8, picture
-from vidpipe.outputs.web import Request
+from vidpipe.status.web import Request
 
 log = logging.getLogger("vidpipe.preview")
 BOUNDARY = "vidpipeframe"

@@ -18,10 +18,9 @@ Durability (the fsync policy): an event is fsynced before :meth:`append`
 returns; results and state are fsynced at most ``sync_interval_s`` later
 (a crash may lose the last second of those, never an event). Acks are
 persisted at most ``sync_interval_s`` later (the writer calls
-:meth:`Spool.tick` regularly, so this holds when nothing else happens):
-after a crash a few records
-may be handed out twice, which at-least-once delivery allows (each carries
-its own id).
+:meth:`Spool.tick` regularly, so this holds when nothing else happens): after
+a crash a few records may be handed out twice, which at-least-once delivery
+allows (each carries its own id).
 
 Bound: the segment files on disk -- live records and the dead ones not yet
 reclaimed -- stay under ``max_bytes``. When a record does not fit, dead
@@ -29,10 +28,10 @@ space is reclaimed first (a segment rewritten without its done records);
 then the oldest *results* are dropped, then the oldest *state* updates, and
 only then the oldest *events*, until the record fits (with half a segment
 more in a spool of eight segments or more, so that a full spool does not
-rewrite a segment at every append); every drop is
-counted by kind. A segment whose records are all done is deleted; one whose
-live records are few is rewritten without the dead ones. A write cut short
-(a full file system) is undone, so the offsets of later records stay right.
+rewrite a segment at every append); every drop is counted by kind. A
+segment whose records are all done is deleted; one whose live records are
+few is rewritten without the dead ones. A write cut short (a full file
+system) is undone, so the offsets of later records stay right.
 """
 
 import errno
@@ -60,7 +59,15 @@ ACKED = "acked"
 
 
 class SpoolError(Exception):
-    pass
+    """The spool cannot take or give back records (a disk error, no room)."""
+
+
+class SpoolFull(SpoolError):
+    """No room even after dropping every less precious record."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__("spool full of records as precious as this {}".format(kind))
+        self.kind = kind
 
 
 @dataclass
@@ -391,15 +398,12 @@ class Spool:
         for (_seq, entry), offset in zip(moved, offsets):
             entry.offset = offset
 
-    # ------------------------------------------------------------------ status
-
     def stats(self, now_ns: Optional[int] = None) -> Dict[str, object]:
         """Depth, bytes, the oldest record's age, drops by kind (for status)."""
         now_ns = time.time_ns() if now_ns is None else now_ns
         with self._lock:
             oldest = next(iter(self._live.values()), None)
-            return {"depth": len(self._live), "bytes": self._bytes,
-                    "disk_bytes": self.disk_bytes,
+            return {"depth": len(self._live), "bytes": self._bytes, "disk_bytes": self.disk_bytes,
                     "oldest_s": round((now_ns - oldest.spooled_ns) / 1e9, 3) if oldest else 0.0,
                     "dropped": self.dropped.as_dict(), "torn": self.torn}
 
@@ -444,10 +448,3 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
             os.ftruncate(fd, offset)
         raise
 
-
-class SpoolFull(SpoolError):
-    """No room even after dropping every less precious record."""
-
-    def __init__(self, kind: str) -> None:
-        super().__init__("spool full of records as precious as this {}".format(kind))
-        self.kind = kind

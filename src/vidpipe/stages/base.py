@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from vidpipe.config import Rule
-from vidpipe.pixels import i420_planes, to_gray
+from vidpipe.link.pixels import i420_planes, to_gray
 
 Allocator = Callable[[Tuple[int, ...], str], Optional[np.ndarray]]
 #: ``Frame.format`` of planar YUV 4:2:0 (a camera's ``deliver = "i420"``)

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from vidpipe.config import Rule
-from vidpipe.pixels import i420_planes, luma_to_gray, to_gray
+from vidpipe.link.pixels import i420_planes, luma_to_gray, to_gray
 from vidpipe.stages.base import I420, Frame, Stage
 from vidpipe.stages.dnn import Dnn
 

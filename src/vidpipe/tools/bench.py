@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from vidpipe.config import dump_toml
+from vidpipe.tools.tomlwrite import dump_toml
 from vidpipe.tools.measure import Sampler, free_port, percentile, stop_all
 
 __all__ = ["Result", "Sampler", "percentile", "run_vidpipe", "table", "SIZES"]
@@ -98,7 +98,7 @@ def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "
     if stage_ms:
         config["pipeline"]["max_latency_ms"] = 250
     if link.endswith("-curve"):  # every tcp link encrypted, the collector's too
-        from vidpipe.security import keygen
+        from vidpipe.link.curve import keygen
 
         keygen(str(root / "keys"), "server")
         keygen(str(root / "keys"), "client", allow=True)
@@ -184,15 +184,15 @@ def max_sustained_fps(run: Any, rates: Sequence[float], seconds: float = 3.0) ->
 
 def bytes_per_frame(link: str, width: int, height: int) -> int:
     """What one frame costs on the decoder-to-handler link."""
-    from vidpipe import codec, wire
-    from vidpipe.sources import render_testsrc
+    from vidpipe.link import encodings, wire
+    from vidpipe.capture.sources import render_testsrc
 
     if link == "shm":
-        return wire.HEADER_SIZE + len(codec.shm_ref("cam0-0123456789abcdef.ring", 0))
+        return wire.HEADER_SIZE + len(encodings.shm_ref("cam0-0123456789abcdef.ring", 0))
     if link in ("ipc", "tcp-raw", "tcp-raw-curve"):
         return wire.HEADER_SIZE + width * height * 3  # (+ 16 bytes of Curve MAC per part)
-    encoding = codec.ENCODING_CODES[link.split("-")[1]]
-    sizes = [len(codec.encode(render_testsrc(i, width, height), encoding)) for i in range(4)]
+    encoding = encodings.ENCODING_CODES[link.split("-")[1]]
+    sizes = [len(encodings.encode(render_testsrc(i, width, height), encoding)) for i in range(4)]
     return wire.HEADER_SIZE + int(statistics.mean(sizes))
 
 

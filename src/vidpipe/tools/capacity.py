@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from vidpipe import redact
-from vidpipe.config import dump_toml
+from vidpipe.tools.tomlwrite import dump_toml
 from vidpipe.tools.measure import Sampler, percentile, stop_all
 
 HELD_SHARE = 0.95

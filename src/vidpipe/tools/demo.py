@@ -16,8 +16,10 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from vidpipe import cameras, redact
-from vidpipe.config import dump_toml, load_config
+from vidpipe.capture import cameras
+from vidpipe import redact
+from vidpipe.config import load_config
+from vidpipe.tools.tomlwrite import dump_toml
 
 log = logging.getLogger("vidpipe.demo")
 

@@ -8,7 +8,7 @@ import subprocess
 import time
 from typing import Any, Dict, List, Optional
 
-from vidpipe.board import read_board
+from vidpipe.status.board import read_board
 from vidpipe.names import one_line
 from vidpipe.stats import fmt_ms
 
@@ -49,7 +49,7 @@ def gather(runtime_dir: str, with_units: bool = True,
         entry["age_s"] = round(now - float(entry.get("updated", 0)), 1)
         if entry["alive"] and entry["age_s"] > STALE_S:
             entry["state"] = "stuck"  # alive but not reporting: its loop is not running
-    from vidpipe.accel import detect
+    from vidpipe.host.accel import detect
 
     found = detect(devices_root)
     used: Dict[str, List[str]] = {}

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, TextIO
 import numpy as np
 import zmq
 
-from vidpipe import security, transport, wire
+from vidpipe.link import curve as security, sockets, wire
 from vidpipe.config import Config
 from vidpipe.outputs.h5store import H5Writer
 from vidpipe.service import Stopper
@@ -114,7 +114,7 @@ class Tap:
         self.writer: Optional[H5Writer] = None
         self.max_bytes = config.pipeline.max_frame_bytes
         curve = security.make(config.security, config.path, "tap " + camera)
-        self.sockets = transport.Sockets(self.max_bytes, curve)
+        self.sockets = sockets.Sockets(self.max_bytes, curve)
         self.sock = self.sockets.make(zmq.SUB, rcvhwm=hwm)
         self.sock.setsockopt(zmq.SUBSCRIBE, camera.encode())
         self.bad = 0
@@ -139,7 +139,7 @@ class Tap:
                                          "running? Ctrl-C stops)\n".format(
                                              self.camera, self.endpoint, self.camera))
                     continue
-                parts = [p.bytes for p in transport.recv_bounded(self.sock)]
+                parts = [p.bytes for p in sockets.recv_bounded(self.sock)]
                 self.on_message(parts)
         finally:
             self.close()

@@ -16,7 +16,7 @@ from typing import Any, Dict, List
 
 import zmq
 
-from vidpipe import transport
+from vidpipe.link import sockets as transport
 
 log = logging.getLogger("vidpipe.tap")
 #: libzmq before 4.3.4 (4.3.2 on Ubuntu 20.04 / JetPack 5) crashes an XPUB

@@ -12,7 +12,7 @@ CUDA or talks to a driver. What is looked at:
 * A PC's discrete NVIDIA GPUs: ``proc/driver/nvidia/gpus/*`` or ``dev/nvidiaN``.
 
 The device nodes each accelerator needs are what the systemd generator
-allows a handler's sandbox (see :mod:`vidpipe.systemd_generator`).
+allows a handler's sandbox (see :mod:`vidpipe.host.generator`).
 """
 
 import glob

@@ -17,13 +17,13 @@ A camera's ``decode`` key says which decoder family to use:
   module handles that; this module is not asked).
 
 The codec (``codec = "auto"``, the default) comes from the camera's session
-description (:mod:`vidpipe.rtsp`'s probe) or, for a file, from GStreamer's
+description (:mod:`vidpipe.capture.rtsp`'s probe) or, for a file, from GStreamer's
 discoverer (:func:`file_codec`).
 
 :func:`choose` picks the element (from the names GStreamer's registry has,
 given as a predicate so the choice is testable for every kind of box),
 :func:`describe_pipeline` writes the ``gst-launch`` description that
-:class:`Player` runs (GStreamer's own Python bindings, not OpenCV's
+:class:`vidpipe.capture.gstplayer.Player` runs (GStreamer's own Python bindings, not OpenCV's
 ``CAP_GSTREAMER``, whose reads cannot time out and which hides the reason a
 stream failed): ``rtspsrc`` (over ``rtsp_transport``) or
 ``filesrc`` + demuxer, depay, parse, decoder, then scale and rate to the
@@ -35,8 +35,6 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
-
-from vidpipe.pixels import full_to_video_range, i420_planes, luma_to_gray
 
 CODECS = ("h264", "h265")
 FAMILIES = ("nvdec", "v4l2m2m", "vaapi", "software")
@@ -102,7 +100,7 @@ def choose(codec: str, decode: str, exists: Callable[[str], bool]) -> Choice:
 def bindings_missing() -> str:
     """Why GStreamer's Python bindings cannot be used here ("": they can)."""
     try:
-        _gst()
+        gst_modules()
     except PlayerError as exc:
         return str(exc)
     return ""
@@ -134,7 +132,7 @@ def unusable(codec: str, exists: Callable[[str], bool],
 def file_codec(path: str, timeout_s: float = 5.0) -> str:
     """The codec of a file's first video stream ("h264", "h265", another
     name, or "" when GStreamer cannot tell), by GStreamer's discoverer."""
-    _gst()
+    gst_modules()
     try:
         import gi
 
@@ -256,7 +254,7 @@ class StreamEnded(PlayerError):
     """End of stream: the end of a file; for a camera, a failure."""
 
 
-def _gst() -> Any:
+def gst_modules() -> Any:
     """Gst, GstApp and GstVideo, initialised. GstApp must be loaded before
     the first appsink is made, or PyGObject wraps it without its methods."""
     try:
@@ -272,141 +270,3 @@ def _gst() -> Any:
     if not Gst.is_initialized():
         Gst.init(None)
     return Gst, GstApp, GstVideo
-
-
-def _packed_i420(info: Any, src: Any, into: Optional[Any] = None) -> Any:
-    """An I420 buffer (planes at GStreamer's offsets and strides) as one
-    packed array of height*3/2 rows: Y, then U and V (OpenCV's layout) -- a
-    view on the buffer when it is laid out so already, else a copy (into
-    ``into``, a contiguous array of that shape, when given: a decoder that
-    pads its planes costs one copy, not two; avdec_h264 gave tight buffers
-    at 320x240 and 1080p here)."""
-    import numpy as np
-
-    height, width = info.height, info.width
-    planes = [(height, width)] + [(height // 2, width // 2)] * 2
-    at, contiguous = 0, True
-    for plane, (rows, cols) in enumerate(planes):
-        offset, stride = info.offset[plane], info.stride[plane]
-        if offset < 0 or stride < cols or offset + (rows - 1) * stride + cols > len(src):
-            # never read past the buffer, whatever the caps say
-            raise PlayerError("an I420 frame whose plane {} does not fit its buffer ({} "
-                              "bytes)".format(plane, len(src)))
-        contiguous &= offset == at and stride == cols
-        at += rows * cols
-    if contiguous:
-        return src[:at].reshape(height * 3 // 2, width)
-    shape = (height * 3 // 2, width)
-    packed = into if into is not None and into.shape == shape else np.empty(shape, np.uint8)
-    for plane, view in enumerate(i420_planes(packed)):
-        view[...] = np.lib.stride_tricks.as_strided(src[info.offset[plane]:], view.shape,
-                                                    (info.stride[plane], 1))
-    return packed
-
-
-class Player:
-    """Runs a pipeline description and hands out its frames as arrays; a
-    read waits at most ``timeout_s``; an error names GStreamer's reason
-    (e.g. ``Unauthorized``) without the URL (which may hold a password)."""
-
-    def __init__(self, description: str, timeout_s: float = 5.0, deliver: str = "i420") -> None:
-        self.Gst, self.GstApp, self.GstVideo = _gst()
-        self.timeout_ns = int(timeout_s * 1e9)
-        #: what I420 samples become: "i420" (packed), "bgr" or "gray" (OpenCV
-        #: converts: ~7x less CPU than videoconvert at 1080p)
-        self.deliver = deliver
-        try:
-            self.pipeline = self.Gst.parse_launch(description)
-        except Exception as exc:  # GLib.Error: a bad description or a missing element
-            raise PlayerError("the pipeline does not build: {}".format(
-                getattr(exc, "message", exc))) from None
-        self.sink = self.pipeline.get_by_name(SINK)
-        self.bus = self.pipeline.get_bus()
-        self.shape: Tuple[int, ...] = ()
-        self._video: Optional[Any] = None  # a full-range frame made video range
-        if self.pipeline.set_state(self.Gst.State.PLAYING) == \
-                self.Gst.StateChangeReturn.FAILURE:
-            self.close()
-            raise PlayerError(self._reason() or "the pipeline would not start")
-
-    def _reason(self) -> str:
-        message = self.bus.pop_filtered(self.Gst.MessageType.ERROR | self.Gst.MessageType.EOS)
-        if message is None:
-            return ""
-        if message.type == self.Gst.MessageType.EOS:
-            raise StreamEnded("the stream ended")
-        err, _debug = message.parse_error()
-        return "{} ({})".format(err.message, message.src.get_name() if message.src else "?")
-
-    def read(self, out: Optional[Any] = None) -> Any:
-        """The next frame (into ``out`` when it fits); :class:`PlayerError`
-        when none came within the timeout or the stream failed."""
-        import numpy as np
-
-        sample = self.sink.try_pull_sample(self.timeout_ns)
-        if sample is None:
-            if self.sink.is_eos():
-                raise StreamEnded("the stream ended")
-            reason = self._reason()
-            raise PlayerError(reason or "no frame for {:g} s".format(self.timeout_ns / 1e9))
-        info = self.GstVideo.VideoInfo.new_from_caps(sample.get_caps())
-        channels = 1 if info.finfo.format == self.GstVideo.VideoFormat.GRAY8 else 3
-        height, width, stride = info.height, info.width, info.stride[0]
-        buffer = sample.get_buffer()
-        ok, mapped = buffer.map(self.Gst.MapFlags.READ)
-        if not ok:
-            raise PlayerError("a frame buffer could not be mapped")
-        try:
-            if info.finfo.format == self.GstVideo.VideoFormat.I420:
-                return self._i420(info, mapped.data, out)
-            shape = (height, width) if channels == 1 else (height, width, channels)
-            view = np.ndarray(shape, np.uint8, buffer=mapped.data,
-                              strides=(stride, channels, 1)[:len(shape)])
-            self.shape = shape
-            if out is not None and out.shape == shape and out.dtype == np.uint8:
-                np.copyto(out, view)
-                return out
-            return view.copy()
-        finally:
-            buffer.unmap(mapped)
-
-    def _i420(self, info: Any, data: Any, out: Optional[Any]) -> Any:
-        """An I420 sample as :attr:`deliver` asks (into ``out`` when it fits)."""
-        import cv2
-        import numpy as np
-
-        height, width = info.height, info.width
-        if height % 2 or width % 2:
-            raise PlayerError("an I420 frame of odd size {}x{}; set the camera's width and "
-                              "height (even)".format(width, height))
-        # full range (a JPEG-style stream, as many IP cameras send): luma is gray
-        # as it is; what goes on as I420 or through OpenCV is made video range
-        full = info.colorimetry.range == getattr(self.GstVideo.VideoColorRange, "0_255")
-        shape = {"bgr": (height, width, 3), "gray": (height, width)}.get(
-            self.deliver, (height * 3 // 2, width))
-        self.shape = shape
-        target = out if out is not None and out.shape == shape and out.dtype == np.uint8 \
-            and out.flags["C_CONTIGUOUS"] else np.empty(shape, np.uint8)
-        packed = _packed_i420(info, np.frombuffer(data, np.uint8),
-                              into=target if self.deliver == "i420" and not full else None)
-        if packed is target:  # copied into it already
-            return target
-        if self.deliver == "gray":
-            luma = i420_planes(packed)[0]
-            if full:
-                np.copyto(target, luma)
-                return target
-            return luma_to_gray(luma, target)
-        if self.deliver == "bgr":
-            if full:
-                if self._video is None or self._video.shape != packed.shape:
-                    self._video = np.empty(packed.shape, np.uint8)
-                packed = full_to_video_range(packed, self._video)
-            return cv2.cvtColor(packed, cv2.COLOR_YUV2BGR_I420, dst=target)
-        if full:  # into the target, off the buffer (unmapped after)
-            return full_to_video_range(packed, target)
-        np.copyto(target, packed)  # off the buffer, which is unmapped after
-        return target
-
-    def close(self) -> None:
-        self.pipeline.set_state(self.Gst.State.NULL)

@@ -26,7 +26,8 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 import zmq
 
-from vidpipe import names, transport, wire
+from vidpipe import names
+from vidpipe.link import sockets as transport, wire
 from vidpipe.config import PipelineConfig
 from vidpipe.stats import Tally
 

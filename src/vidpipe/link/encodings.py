@@ -11,7 +11,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from vidpipe import wire
+from vidpipe.link import wire
 
 _SHM_REF = struct.Struct("<I")
 ENCODING_CODES = {"raw": wire.RAW, "lz4": wire.LZ4, "jpeg": wire.JPEG}
@@ -50,7 +50,7 @@ _RESULT_REF = struct.Struct("<IQ")
 
 
 def result_ref(name: str, slot: int, stamp: int) -> bytes:
-    """A result in a handler's :class:`~vidpipe.ring.ResultRing`."""
+    """A result in a handler's :class:`~vidpipe.link.ring.ResultRing`."""
     return _RESULT_REF.pack(slot, stamp) + name.encode("ascii")
 
 

@@ -1,6 +1,6 @@
 """Pixel layouts shared by the decoder's sources and the handler's stages:
 planar I420 (the decoders' own format, a camera's ``deliver = "i420"``; on
-the wire, :data:`vidpipe.wire.FLAG_I420`) and gray. NumPy only; OpenCV is
+the wire, :data:`vidpipe.link.wire.FLAG_I420`) and gray. NumPy only; OpenCV is
 imported where a conversion needs it.
 
 I420 in vidpipe is video range (luma 16-235, chroma 16-240), as most cameras

@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 from urllib.parse import urlsplit
 
 from vidpipe.config import LOCAL_HOSTS, split_listen
-from vidpipe.outputs.localpeer import LocalAccounts
+from vidpipe.status.localpeer import LocalAccounts
 
 log = logging.getLogger("vidpipe.web")
 

@@ -11,10 +11,10 @@ results        :class:`ResultWriter`  :class:`ResultReader`
 =============  =====================  =====================
 
 Each hides whether the pixels travel through shared memory or inline, and
-in which encoding (:mod:`vidpipe.codec`); the roles only call these names.
+in which encoding (:mod:`vidpipe.link.encodings`); the roles only call these names.
 """
 
-from vidpipe.payload.frames import FrameReader, FrameWriter
-from vidpipe.payload.results import ResultReader, ResultWriter
+from vidpipe.link.payload.frames import FrameReader, FrameWriter
+from vidpipe.link.payload.results import ResultReader, ResultWriter
 
 __all__ = ["FrameReader", "FrameWriter", "ResultReader", "ResultWriter"]

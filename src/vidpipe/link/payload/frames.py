@@ -12,17 +12,14 @@ header promises.
 
 import logging
 import struct
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 import numpy as np
 
-from vidpipe import codec, wire
+from vidpipe.link import encodings, wire
 from vidpipe.config import CameraConfig
-from vidpipe.payload.limits import describe as describe_bound, frame_pixels
-from vidpipe.ring import SLOT_HEADER, RingError, RingReader, RingSpaceError, RingWriter
-
-if TYPE_CHECKING:  # sources import OpenCV, which a collector must not load
-    from vidpipe.sources import Source
+from vidpipe.link.payload.limits import describe as describe_bound, frame_pixels
+from vidpipe.link.ring import SLOT_HEADER, RingError, RingReader, RingSpaceError, RingWriter
 
 log = logging.getLogger("vidpipe.payload")
 # the fields of a FRAME header that change from frame to frame: stream, seq, capture_ns
@@ -31,6 +28,17 @@ _MOVING = struct.Struct("<QQq")
 _MOVING_AT = struct.calcsize("<4sBBH")
 _MOVING_END = _MOVING_AT + _MOVING.size
 MAX_KNOWN = 1024
+
+
+class FrameSource(Protocol):
+    """What :meth:`FrameWriter.read` takes frames from (a capture source: the
+    link does not import capture, which loads OpenCV)."""
+
+    def read(self) -> Optional[np.ndarray]:
+        ...
+
+    def read_into(self, out: np.ndarray) -> Optional[np.ndarray]:
+        ...
 
 
 class FrameRefused(Exception):
@@ -51,7 +59,7 @@ class FrameWriter:
         self.shm = uses_shm(cam, dispatch)
         self.runtime_dir = runtime_dir
         self.stream = stream
-        self.encoding = codec.ENCODING_CODES[cam.encoding]
+        self.encoding = encodings.ENCODING_CODES[cam.encoding]
         self.ring: Optional[RingWriter] = None
         self.shape: Optional[Tuple[int, ...]] = None
         self.dtype = "uint8"
@@ -62,7 +70,7 @@ class FrameWriter:
             return "shared memory ({} slots)".format(self.cam.shm_slots)
         return "inline {}".format(self.cam.encoding)
 
-    def read(self, source: "Source") -> Tuple[Optional[np.ndarray], Optional[int]]:
+    def read(self, source: FrameSource) -> Tuple[Optional[np.ndarray], Optional[int]]:
         """The next frame and the ring slot it is in (``None``: not in the ring).
 
         Raises whatever the source raises; ``(None, None)`` at its end."""
@@ -131,11 +139,11 @@ class FrameWriter:
               capture_ns: int, camera: str) -> List[Any]:
         if slot is not None and self.ring is not None:
             self.ring.commit(slot, seq, image.nbytes)
-            ref = codec.shm_ref(self.ring.name, slot)
+            ref = encodings.shm_ref(self.ring.name, slot)
             return wire.frame_parts(image, camera, self.stream, seq, capture_ns,
                                     encoding=wire.SHM, payload=ref, flags=self.flags)
         if self.encoding != wire.RAW:
-            payload = codec.encode(image, self.encoding, self.cam.jpeg_quality)
+            payload = encodings.encode(image, self.encoding, self.cam.jpeg_quality)
             return wire.frame_parts(image, camera, self.stream, seq, capture_ns,
                                     encoding=self.encoding, payload=payload, flags=self.flags)
         return wire.frame_parts(image, camera, self.stream, seq, capture_ns, flags=self.flags)
@@ -227,14 +235,14 @@ class FrameReader:
         """The pixels and, for shared memory, the (ring, slot) to re-check after use."""
         h = msg.header
         if h.encoding != wire.SHM:
-            return codec.decode_inline(msg), None
+            return encodings.decode_inline(msg), None
         payload = msg.payload
         if payload is None:
             raise wire.WireError("no_payload")
         key = bytes(payload)
         ref = self._refs.get(key)
         if ref is None:
-            ref = codec.parse_shm_ref(payload)
+            ref = encodings.parse_shm_ref(payload)
             if len(self._refs) >= 1024:  # a handful of rings x slots in practice
                 self._refs.clear()
             self._refs[key] = ref

@@ -67,7 +67,7 @@ def _version(module: str) -> str:
 def describe() -> Dict[str, Any]:
     """Python, OpenCV (which, version, features, shadowed copies), NumPy,
     ZeroMQ, the TOML parser, ONNX Runtime's providers."""
-    from vidpipe import tomlread
+    from vidpipe.config import tomlread
 
     info: Dict[str, Any] = {"python": sys.version.split()[0], "numpy": _version("numpy"),
                             "toml": tomlread.BACKEND}

@@ -15,7 +15,7 @@ from typing import Any, List, Optional
 
 import zmq
 
-from vidpipe import wire
+from vidpipe.link import wire
 from vidpipe.stats import Tally, often
 
 log = logging.getLogger("vidpipe.transport")
@@ -65,7 +65,7 @@ class Sockets:
     def __init__(self, max_bytes: int, curve: Optional[Any] = None) -> None:
         self.context = zmq.Context()
         self.max_bytes = max_bytes
-        #: a :class:`vidpipe.security.Curve` securing tcp:// links, or None
+        #: a :class:`vidpipe.link.curve.Curve` securing tcp:// links, or None
         self.curve = curve
         self._sockets: List[zmq.Socket] = []
         self._bound: List[str] = []

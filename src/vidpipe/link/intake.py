@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterator, List, Set, Tuple
 
 import zmq
 
-from vidpipe import transport, wire
+from vidpipe.link import sockets as transport, wire
 from vidpipe.config import Config
 
 log = logging.getLogger("vidpipe.handler")

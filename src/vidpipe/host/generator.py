@@ -27,8 +27,8 @@ import os
 import sys
 from typing import Dict, List, Optional
 
-from vidpipe import accel
-from vidpipe.payload.limits import frame_bytes
+from vidpipe.host import accel
+from vidpipe.link.payload.limits import frame_bytes
 from vidpipe.config import Config, ConfigError, HandlerConfig, load_config
 
 DROPIN = "50-vidpipe-accelerator.conf"
@@ -91,7 +91,7 @@ def plan(config: Config, devices: accel.Devices) -> Dict[str, str]:
 def _frame_bytes(config: Config) -> int:
     """The largest frame a camera of ``config`` may hand out: the test pattern
     its configured size, any other source the bound the decoder enforces
-    (:mod:`vidpipe.payload.limits`: a network stream may come at its own size)."""
+    (:mod:`vidpipe.link.payload.limits`: a network stream may come at its own size)."""
     sizes = [c.width * c.height * 3 if c.source == "testsrc" else
              frame_bytes(c.width, c.height, c.sized) for c in config.cameras.values()]
     return max(sizes or [640 * 480 * 3])

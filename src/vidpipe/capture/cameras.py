@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from vidpipe import v4l2
+from vidpipe.capture import v4l2
 
 log = logging.getLogger("vidpipe.cameras")
 

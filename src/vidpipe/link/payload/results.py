@@ -16,9 +16,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from vidpipe import codec, wire
+from vidpipe.link import encodings, wire
 from vidpipe.config import HandlerConfig
-from vidpipe.ring import ResultRing, RingError, RingReader, results_dir
+from vidpipe.link.ring import ResultRing, RingError, RingReader, results_dir
 from vidpipe.stats import Tally
 
 log = logging.getLogger("vidpipe.payload")
@@ -65,7 +65,7 @@ class ResultWriter:
             ref = self.ring.publish(image)
             if ref is not None:
                 return wire.result_parts(image, *args, encoding=wire.SHM,
-                                         payload=codec.result_ref(*ref), flags=flags)
+                                         payload=encodings.result_ref(*ref), flags=flags)
         if image is not None and in_slot and np.may_share_memory(image, pixels):
             image = image.copy()  # the slot goes back to the decoder with our credit
         return wire.result_parts(image, *args, flags=flags)
@@ -97,7 +97,7 @@ class ResultReader:
         if head.encoding != wire.SHM:
             return None
         try:
-            name, slot, stamp = codec.parse_result_ref(msg.payload)
+            name, slot, stamp = encodings.parse_result_ref(msg.payload)
             view = self.rings.view(name, slot, stamp, head.shape, wire.DTYPES[head.dtype])
         except (wire.WireError, RingError) as exc:
             self.image_lost(msg, getattr(exc, "reason", "bad_ref"))
