@@ -117,7 +117,7 @@ def rabbit_events(port: int) -> list:
         channel = conn.channel()
         out = []
         while True:
-            method, _props, body = channel.basic_get("vidpipe.outputs.events", auto_ack=True)
+            method, _props, body = channel.basic_get("vidpipe.events", auto_ack=True)
             if method is None:
                 return [e for e in out if e["camera"] == "after" and e["label"] == "person"]
             out.append(json.loads(body))

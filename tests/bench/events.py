@@ -67,7 +67,7 @@ class AmqpListener:
         self.stop = threading.Event()
         conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
         channel = conn.channel()
-        channel.queue_declare("vidpipe.outputs.events", durable=True)
+        channel.queue_declare("vidpipe.events", durable=True)
         conn.close()
         self.thread = threading.Thread(target=self._run, args=(port,), daemon=True)
         self.thread.start()
@@ -77,7 +77,7 @@ class AmqpListener:
 
         conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
         channel = conn.channel()
-        for method, _props, body in channel.consume("vidpipe.outputs.events", auto_ack=True,
+        for method, _props, body in channel.consume("vidpipe.events", auto_ack=True,
                                                     inactivity_timeout=0.1):
             if method is not None:
                 self.got.append((time.time_ns(), json.loads(body.decode())))

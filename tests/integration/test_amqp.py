@@ -19,7 +19,7 @@ from conftest import need_module, wait_until
 from vidpipe import names
 
 pika = need_module("pika")  # Debian: python3-pika (./dev test installs it)
-EVENTS = "vidpipe.outputs.events"  # the queue the output declares for events
+EVENTS = "vidpipe.events"  # the queue the output declares for events
 
 
 @pytest.fixture

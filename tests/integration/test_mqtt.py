@@ -267,7 +267,7 @@ def queued_events(port: int) -> List[Dict[str, Any]]:
     try:
         channel, out = conn.channel(), []
         while True:
-            method, _props, body = channel.basic_get("vidpipe.outputs.events", auto_ack=True)
+            method, _props, body = channel.basic_get("vidpipe.events", auto_ack=True)
             if method is None:
                 return out
             out.append(json.loads(body.decode()))

@@ -166,7 +166,7 @@ class CollectorConfig:
     amqp_vhost: str = key("/", Rule(str, pattern=re.compile(r"^[^\s\0]{1,255}$"),
                                     allowed="a virtual host name"))
     amqp_exchange: str = key("vidpipe", _AMQP_NAME)
-    amqp_queue: str = key("vidpipe.outputs.events",
+    amqp_queue: str = key("vidpipe.events",
                           Rule(str, pattern=re.compile(r"^[A-Za-z0-9_.:-]{0,200}$"),
                                allowed="letters, digits, _ . : - (up to 200), or \"\" for none"))
     amqp_results: bool = key(False, Rule(bool))

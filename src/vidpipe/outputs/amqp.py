@@ -12,7 +12,7 @@ docs/outputs.md.
 Every message is persistent (delivery mode 2) and carries its content type
 and, for events, the event id as ``message_id``. So that events wait for a
 consumer that is not there yet, the output declares a durable queue,
-``amqp_queue`` (``vidpipe.outputs.events``), bound to ``*.events`` (``""``: none;
+``amqp_queue`` (``vidpipe.events``), bound to ``*.events`` (``""``: none;
 then messages nobody bound a queue for are dropped by the broker, as AMQP
 does). Consumers bind their own queues for the other streams.
 
