@@ -4,4 +4,4 @@ One decoder per camera stamps and distributes frames over ZeroMQ to N handler
 processes; a collector puts results back in order and feeds outputs.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

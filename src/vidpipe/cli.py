@@ -122,6 +122,8 @@ def _run_role(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     setup_logging(config.pipeline.log_level)
+    for warning in config.warnings:
+        logging.getLogger("vidpipe.config").warning("%s", warning)
     # a crash in a C library leaves its Python stack in the journal, and
     # `systemctl kill -s USR1 UNIT` writes every thread's stack there on demand
     faulthandler.enable()
@@ -165,9 +167,12 @@ def _check_config(args: argparse.Namespace) -> int:
 
     for cam in config.cameras.values():
         make_source(cam, config.path)
-    print("{}: OK ({} camera(s): {}; dispatch {})".format(
+    for warning in config.warnings:
+        print("warning: " + warning, file=sys.stderr)
+    print("{}: OK ({} camera(s): {}; dispatch {}{})".format(
         config.path, len(config.cameras), ", ".join(sorted(config.cameras)) or "none",
-        config.pipeline.dispatch))
+        config.pipeline.dispatch, "; {} warning(s) above".format(len(config.warnings))
+        if config.warnings else ""))
     return 0
 
 

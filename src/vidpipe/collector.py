@@ -99,7 +99,7 @@ class Collector(Role):
         try:
             guard = web_guard(self.cc)
         except OSError as exc:
-            log.error("collector %s: cannot read collector.http_password_file %s: %s; preview "
+            log.error("collector %s: cannot read collector.http.password_file %s: %s; preview "
                       "and metrics are off", self.name, self.cc.http_password_file, exc)
             return
         self.web = WebServer(self.cc.http_listen, routes, guard)
@@ -108,7 +108,7 @@ class Collector(Role):
                      ", ".join(n for n, on in (("preview", self.preview is not None),
                                                ("metrics", self.cc.metrics)) if on))
         else:
-            log.error("collector %s: %s; preview and metrics are off (collector.http_listen)",
+            log.error("collector %s: %s; preview and metrics are off (collector.http.listen)",
                       self.name, self.web.error)
             self.web = None
 

@@ -131,7 +131,7 @@ def test_a_password_is_asked_for_and_checked(tmp_path) -> None:
 def test_serving_the_network_without_a_password_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as err:
         config_from_dict({"collector": {"outputs": ["preview"], "http_listen": "0.0.0.0:8090"}})
-    assert "collector.http_password_file" in str(err.value)
+    assert "collector.http.password_file" in str(err.value)
 
 
 GET_AS = """

@@ -259,7 +259,7 @@ def test_a_wrong_password_is_named_in_the_status(rabbit: Rabbit, tmp_path: Path)
         feed(output, 60)
         time.sleep(3)
         status = output.status()
-        assert status["broker"] == "refused: authentication failed (amqp_credentials_file)"
+        assert status["broker"] == "refused: authentication failed (amqp.credentials_file)"
         assert status["depth"] > 0 and not status.get("published")
         assert "not-the-password" not in json.dumps(status)
         # corrected while the collector runs: the next connect reads it
@@ -287,7 +287,7 @@ def test_events_arrive_over_tls_verified_against_the_ca(tmp_path: Path) -> None:
             wait_until(lambda: untrusted.status()["broker"].startswith("refused"), 20,
                        "the unknown CA named")
             assert untrusted.status()["broker"] == "refused: TLS certificate not trusted (" \
-                "self-signed certificate in certificate chain; amqp_ca_file)"
+                "self-signed certificate in certificate chain; amqp.ca_file)"
             assert untrusted.status()["depth"] > 0 and not untrusted.status().get("published")
         finally:
             untrusted.close()

@@ -309,7 +309,7 @@ def test_tls_and_a_password_from_a_credentials_file(tmp_path: Path) -> None:
             if hasattr(mqtt.Client, "on_connect_fail"):  # paho >= 1.6 says a connect failed
                 wait_until(lambda: untrusted.state.startswith("refused"), 15, "untrusted")
                 assert untrusted.state == "refused: TLS certificate not trusted (self-signed " \
-                    "certificate in certificate chain; mqtt_ca_file)", untrusted.state
+                    "certificate in certificate chain; mqtt.ca_file)", untrusted.state
             else:  # paho 1.4 (Ubuntu 20.04) retries without a word
                 time.sleep(2)
                 assert untrusted.state == "connecting" and not untrusted.connected

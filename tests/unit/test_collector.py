@@ -138,7 +138,7 @@ def test_a_broker_output_that_cannot_start_is_off_and_named(tmp_path: Path,
     try:
         assert [o.name for o in collector.outputs] == ["mqtt"]
         text = caplog.text
-        assert "output amqp is off" in text and "collector.amqp_credentials_file = " + \
+        assert "output amqp is off" in text and "collector.amqp.credentials_file = " + \
             str(tmp_path / "missing") in text
     finally:
         collector.close()

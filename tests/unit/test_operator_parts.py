@@ -152,7 +152,7 @@ def test_retention_deletes_the_oldest_first_until_it_fits(tmp_path: Path) -> Non
     assert ret.make_room(350) == ""  # 800 + 100 + 350: the next oldest
     assert not mid.exists() and new.exists()
     open_bytes[0] = 2000  # an open file alone is over the limit
-    assert "record_max_bytes" in ret.make_room(10)
+    assert "record.max_bytes" in ret.make_room(10)
     assert not new.exists()
 
 
@@ -167,7 +167,7 @@ def test_retention_expires_by_age_and_keeps_free_space(tmp_path: Path) -> None:
     st = os.statvfs(str(tmp_path))
     greedy = Retention(str(tmp_path), 10 ** 15, 0, st.f_bavail * st.f_frsize * 4, lambda: 0)
     why = greedy.make_room(1)
-    assert "below record_min_free_mb" in why and not young.exists()
+    assert "below record.min_free_mb" in why and not young.exists()
 
 
 # ---------------------------------------------------------------- preview
@@ -237,10 +237,17 @@ def test_preview_render_draws_boxes_scaled_to_the_preview() -> None:
 # ---------------------------------------------------------------- config
 
 @pytest.mark.parametrize("collector, key, text", [
-    ({"outputs": ["preview"], "http_listen": "localhost"}, "collector.http_listen", "HOST:PORT"),
-    ({"metrics": True, "http_listen": "1.2.3.4:99999"}, "collector.http_listen", "HOST:PORT"),
-    ({"outputs": ["record"], "record_formats": []}, "collector.record_formats", "at least one"),
-    ({"outputs": ["record"], "record_formats": ["avi"]}, "collector.record_formats[0]", "'mp4'"),
+    ({"outputs": ["preview"], "http": {"listen": "localhost"}}, "collector.http.listen",
+     "HOST:PORT"),
+    ({"http": {"metrics": True, "listen": "1.2.3.4:99999"}}, "collector.http.listen",
+     "HOST:PORT"),
+    ({"outputs": ["record"], "record": {"formats": []}}, "collector.record.formats",
+     "at least one"),
+    ({"outputs": ["record"], "record": {"formats": ["avi"]}}, "collector.record.formats[0]",
+     "'mp4'"),
+    ({"outputs": ["record"], "record": {"dir": "recordings"}}, "collector.record.dir",
+     "absolute"),
+    # the old flat name, still read, is named as the file spells it
     ({"outputs": ["record"], "record_dir": "recordings"}, "collector.record_dir", "absolute"),
     ({"outputs": ["recrod"]}, "collector.outputs[0]", "'record'"),
 ])

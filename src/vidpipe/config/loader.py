@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from vidpipe.config.tomlread import TomlError, loads as toml_loads
-from vidpipe.config.schema import ConfigError, OptionRules, _defaults, fill_section, unknown_key
-from vidpipe.config.sections import (CAMERA_RULES, COLLECTOR_RULES, DEFAULT_PATH, HANDLER_RULES,
-                                     PIPELINE_RULES, RECORD_FORMATS, SECURITY_RULES, TOP_LEVEL,
-                                     CameraConfig, CollectorConfig, HandlerConfig, PipelineConfig,
-                                     SecurityConfig, connect_from_bind)
+from vidpipe.config.schema import (ConfigError, OptionRules, _defaults, fill_section,
+                                   fill_tabled_section, unknown_key)
+from vidpipe.config.sections import (CAMERA_RULES, COLLECTOR_RULES, COLLECTOR_TABLES,
+                                     DEFAULT_PATH, HANDLER_RULES, PIPELINE_RULES, RECORD_FORMATS,
+                                     SECURITY_RULES, TOP_LEVEL, CameraConfig, CollectorConfig,
+                                     HandlerConfig, PipelineConfig, SecurityConfig,
+                                     connect_from_bind)
 from vidpipe.names import NAME_RE, NAME_RULE
 
 IPC_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
@@ -31,6 +33,9 @@ class Config:
     handler_overrides: Dict[str, Dict[str, Any]]
     stage_options: Dict[str, Dict[str, Any]]
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    #: what the file should say differently (old key names); every role logs
+    #: them at start and ``vidpipe check-config`` prints them
+    warnings: List[str] = field(default_factory=list)
 
     def camera(self, name: str) -> CameraConfig:
         if name not in self.cameras:
@@ -83,7 +88,7 @@ LOCAL_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 def local_listen(host: str) -> bool:
-    """Whether an ``http_listen`` host is reachable from this host only."""
+    """Whether a ``[collector.http]`` ``listen`` host is reachable from this host only."""
     return host in LOCAL_HOSTS or host.startswith("127.")
 
 
@@ -92,10 +97,10 @@ def _check_collector_outputs(path: str, cc: "CollectorConfig") -> None:
         try:
             host, _port = split_listen(cc.http_listen)
         except ValueError as exc:
-            raise ConfigError(path, "collector.http_listen", str(exc)) from None
+            raise ConfigError(path, "collector.http.listen", str(exc)) from None
         if not local_listen(host) and not cc.http_password_file:
-            raise ConfigError(path, "collector.http_password_file", "http_listen = {!r} "
-                              "serves beyond this host: set http_password_file (a file "
+            raise ConfigError(path, "collector.http.password_file", "listen = {!r} "
+                              "serves beyond this host: set password_file (a file "
                               "holding the password, root:vidpipe 0640) so browsers must "
                               "log in".format(cc.http_listen))
     for output, module, package in (("mqtt", "paho.mqtt.client", "paho-mqtt"),
@@ -109,13 +114,13 @@ def _check_collector_outputs(path: str, cc: "CollectorConfig") -> None:
                                   ) from None
     if "record" in cc.outputs:
         if not cc.record_formats:
-            raise ConfigError(path, "collector.record_formats",
+            raise ConfigError(path, "collector.record.formats",
                               "must name at least one of {}".format(", ".join(RECORD_FORMATS)))
         if "hdf5" in cc.record_formats:
             try:
                 import h5py  # noqa: F401
             except ImportError:
-                raise ConfigError(path, "collector.record_formats", "'hdf5' needs the h5py "
+                raise ConfigError(path, "collector.record.formats", "'hdf5' needs the h5py "
                                   "module (Debian: apt install python3-h5py)") from None
 
 
@@ -186,12 +191,13 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<built-in>") -> Confi
     cameras = _cameras(path, runtime, pipeline, data.get("cameras", {}))
     handler_defaults, overrides = _handlers(path, data.get("handlers", {}))
     _check_detect_when(path, cameras, handler_defaults, overrides)
-    collector = _collector(path, runtime, data.get("collector", {}))
+    warnings: List[str] = []
+    collector = _collector(path, runtime, data.get("collector", {}), warnings)
     _check_result_transport(path, collector, handler_defaults, overrides)
     return Config(path=path, pipeline=pipeline, cameras=cameras, collector=collector,
                   handler_defaults=handler_defaults, handler_overrides=overrides,
                   stage_options=_stages(path, data.get("stage", {})),
-                  security=_security(path, data.get("security", {})))
+                  security=_security(path, data.get("security", {})), warnings=warnings)
 
 
 def _cameras(path: str, runtime: str, pipeline: PipelineConfig,
@@ -246,10 +252,11 @@ def _check_detect_when(path: str, cameras: Mapping[str, CameraConfig], defaults:
                                   "(got {})".format(section, stages))
 
 
-def _collector(path: str, runtime: str, raw: Any) -> CollectorConfig:
-    """``[collector]``, endpoints filled in."""
-    collector = CollectorConfig(**fill_section(path, "collector", raw, COLLECTOR_RULES,
-                                               _defaults(CollectorConfig)))
+def _collector(path: str, runtime: str, raw: Any, warnings: List[str]) -> CollectorConfig:
+    """``[collector]`` and its outputs' sub-tables, endpoints filled in."""
+    collector = CollectorConfig(**fill_tabled_section(
+        path, "collector", raw, COLLECTOR_RULES, _defaults(CollectorConfig), COLLECTOR_TABLES,
+        warnings))
     if not collector.bind:
         collector.bind = "ipc://{}/collector.sock".format(runtime)
     if not collector.connect:
@@ -260,7 +267,7 @@ def _collector(path: str, runtime: str, raw: Any) -> CollectorConfig:
     _check_endpoint(path, "collector.tap", collector.tap)
     _check_collector_outputs(path, collector)
     if "jsonl" in collector.outputs and not collector.jsonl_path:
-        raise ConfigError(path, "collector.jsonl_path",
+        raise ConfigError(path, "collector.jsonl.path",
                           "must be set when outputs contains 'jsonl'")
     return collector
 

@@ -7,7 +7,7 @@ with ``RestartPreventExitStatus=78`` do not restart-loop on a typo."""
 import difflib
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 EX_CONFIG = 78
 
@@ -98,16 +98,89 @@ def fill_section(path: str, section: str, raw: Mapping[str, Any], rules: Mapping
     return out
 
 
-def key(default: Any, rule: Rule) -> Any:
-    """A config key: its default and the :class:`Rule` its value must meet."""
+def key(default: Any, rule: Rule, table: str = "", name: str = "") -> Any:
+    """A config key: its default and the :class:`Rule` its value must meet.
+    With ``table``, the key is written ``name`` in the section's sub-table
+    ``[SECTION.TABLE]`` (``name``: the field's name less ``TABLE_``); the
+    field's own name, flat in the section, is still read, with a warning
+    naming the new key (for one release: files written before sub-tables)."""
+    meta = {"rule": rule, "table": table, "name": name}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"rule": rule})
-    return field(default=default, metadata={"rule": rule})
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def rules_of(section: type) -> Dict[str, Rule]:
     """The keys of a section's dataclass and their rules."""
     return {f.name: f.metadata["rule"] for f in fields(section) if "rule" in f.metadata}
+
+
+def tables_of(section: type) -> Dict[str, Dict[str, str]]:
+    """A section's sub-tables: table -> the key as written there -> the field."""
+    out: Dict[str, Dict[str, str]] = {}
+    for f in fields(section):
+        table = f.metadata.get("table", "")
+        if table:
+            name = f.metadata["name"] or (f.name[len(table) + 1:]
+                                          if f.name.startswith(table + "_") else f.name)
+            out.setdefault(table, {})[name] = f.name
+    return out
+
+
+def new_names(section: str, tables: Mapping[str, Mapping[str, str]]) -> Dict[str, str]:
+    """field -> its dotted name in the file (``collector.mqtt.host``)."""
+    return {fld: "{}.{}.{}".format(section, table, name)
+            for table, keys in tables.items() for name, fld in keys.items()}
+
+
+def fill_tabled_section(path: str, section: str, raw: Mapping[str, Any],
+                        rules: Mapping[str, Rule], defaults: Mapping[str, Any],
+                        tables: Mapping[str, Mapping[str, str]],
+                        warnings: List[str]) -> Dict[str, Any]:
+    """:func:`fill_section` for a section whose keys live in sub-tables
+    (:func:`key`'s ``table``): their keys are checked under their dotted
+    names; a field's old flat name is taken too, and a warning naming its new
+    key is added to ``warnings``; both at once is an error."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(path, section, "must be a table, got {!r}".format(raw))
+    tabled = {fld for keys in tables.values() for fld in keys.values()}
+    dotted = new_names(section, tables)
+    flat = {k: v for k, v in raw.items() if k not in tables}
+    allowed = [k for k in rules if k not in tabled] + list(tables)
+    for old in flat:
+        if old not in rules:
+            hint = difflib.get_close_matches(old, allowed + sorted(tabled), n=1)
+            text = "unknown key"
+            if hint:
+                text += " (did you mean {!r}?)".format(dotted.get(hint[0], hint[0]))
+            raise ConfigError(path, _join(section, old), text + "; allowed keys: {}, and the "
+                              "keys of [{}]".format(", ".join(sorted(allowed)), "], [".join(
+                                  _join(section, t) for t in tables)))
+    out = fill_section(path, section, flat, rules, defaults)
+    for old in flat:
+        if old in tabled:
+            warnings.append("{}: {}.{} is the old name of {} (still read in this release; "
+                            "write it in [{}] as {})".format(
+                                path, section, old, dotted[old],
+                                dotted[old].rpartition(".")[0], dotted[old].rpartition(".")[2]))
+    for table, keys in tables.items():
+        if table not in raw:
+            continue
+        where = _join(section, table)
+        sub = raw[table]
+        if not isinstance(sub, Mapping):
+            raise ConfigError(path, where, "must be a table ([{}]), got {!r}".format(where, sub))
+        for name, value in sub.items():
+            if name not in keys:
+                raise unknown_key(path, where, name, list(keys))
+            fld = keys[name]
+            if fld in flat:
+                raise ConfigError(path, dotted[fld], "given twice: here and as {}.{} (its old "
+                                  "name); keep this one".format(section, fld))
+            if isinstance(value, list):
+                value = list(value)
+            out[fld] = check_value(path, dotted[fld], value, rules[fld])
+    return out
 
 OptionRules = Mapping[str, Tuple[Rule, Any]]
 

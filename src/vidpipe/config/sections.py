@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
-from vidpipe.config.schema import Rule, key, rules_of
+from vidpipe.config.schema import Rule, key, rules_of, tables_of
 
 DEFAULT_PATH = "/etc/vidpipe/pipeline.toml"
 
@@ -107,74 +107,86 @@ class HandlerConfig:
 
 @dataclass
 class CollectorConfig:
+    """``[collector]``: its own keys, and each output's in a sub-table of its
+    own (``[collector.mqtt]`` ``host`` ...; ``table`` below). The fields keep
+    the flat names (``mqtt_host``) the code uses and files written before 0.3
+    still may (read with a warning naming the new key)."""
+
     outputs: List[str] = key(["log"], Rule(list, item=str, choices=OUTPUTS))
     bind: str = key("", _ENDPOINT)
     connect: str = key("", _ENDPOINT)
     reorder_window: int = key(32, Rule(int, 1, 4096))
-    jsonl_path: str = key("", Rule(str))
-    jsonl_checksum: bool = key(False, Rule(bool))
+    jsonl_path: str = key("", Rule(str), table="jsonl")
+    jsonl_checksum: bool = key(False, Rule(bool), table="jsonl")
     exit_on_eos: bool = key(False, Rule(bool))
-    http_listen: str = key("127.0.0.1:8090", Rule(str))
-    http_hosts: List[str] = key([], Rule(list, item=str))
+    http_listen: str = key("127.0.0.1:8090", Rule(str), table="http")
+    http_hosts: List[str] = key([], Rule(list, item=str), table="http")
     http_user: str = key("vidpipe", Rule(str, pattern=re.compile(r"^[^:\s]{1,64}$"),
-                                         allowed="1-64 characters, no colon or space"))
+                                         allowed="1-64 characters, no colon or space"),
+                         table="http")
     http_password_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
-                                           allowed="an absolute path, or \"\""))
+                                           allowed="an absolute path, or \"\""), table="http")
     #: without a password, who on this box may see the cameras: "group" (root,
     #: the collector's account and group vidpipe) or "anyone" (before 0.2)
-    http_local_access: str = key("group", Rule(str, choices=("group", "anyone")))
-    metrics: bool = key(False, Rule(bool))
-    preview_fps: float = key(5.0, Rule(float, 0.1, 60))
-    preview_width: int = key(960, Rule(int, 16, 16384))
-    preview_quality: int = key(80, Rule(int, 1, 100))
-    preview_boxes: bool = key(True, Rule(bool))
+    http_local_access: str = key("group", Rule(str, choices=("group", "anyone")), table="http")
+    metrics: bool = key(False, Rule(bool), table="http", name="metrics")
+    preview_fps: float = key(5.0, Rule(float, 0.1, 60), table="preview")
+    preview_width: int = key(960, Rule(int, 16, 16384), table="preview")
+    preview_quality: int = key(80, Rule(int, 1, 100), table="preview")
+    preview_boxes: bool = key(True, Rule(bool), table="preview")
     record_dir: str = key("/var/lib/vidpipe/recordings",
-                          Rule(str, pattern=re.compile(r"^/"), allowed="an absolute path"))
-    record_formats: List[str] = key(["mp4"], Rule(list, item=str, choices=RECORD_FORMATS))
-    record_segment_s: float = key(300.0, Rule(float, 1, 86400))
-    record_max_bytes: int = key(1024 ** 3, Rule(int, 1024 * 1024))
-    record_max_age_s: float = key(0.0, Rule(float, 0))
-    record_min_free_mb: int = key(256, Rule(int, 0))
+                          Rule(str, pattern=re.compile(r"^/"), allowed="an absolute path"),
+                          table="record")
+    record_formats: List[str] = key(["mp4"], Rule(list, item=str, choices=RECORD_FORMATS),
+                                    table="record")
+    record_segment_s: float = key(300.0, Rule(float, 1, 86400), table="record")
+    record_max_bytes: int = key(1024 ** 3, Rule(int, 1024 * 1024), table="record")
+    record_max_age_s: float = key(0.0, Rule(float, 0), table="record")
+    record_min_free_mb: int = key(256, Rule(int, 0), table="record")
     tap: str = key("", _ENDPOINT)
     mqtt_host: str = key("127.0.0.1", Rule(str, pattern=re.compile(r"^[A-Za-z0-9_.:-]{1,255}$"),
-                                           allowed="a host name or address"))
-    mqtt_port: int = key(1883, Rule(int, 1, 65535))
+                                           allowed="a host name or address"), table="mqtt")
+    mqtt_port: int = key(1883, Rule(int, 1, 65535), table="mqtt")
     mqtt_topic: str = key("vidpipe", Rule(str, pattern=re.compile(r"^[^#+\s\0]{1,128}$"),
-                                          allowed="an MQTT topic prefix without # or +"))
+                                          allowed="an MQTT topic prefix without # or +"),
+                          table="mqtt")
     mqtt_client_id: str = key("", Rule(str, pattern=re.compile(r"^[A-Za-z0-9_.-]{0,64}$"),
-                                       allowed="letters, digits, _ . - (up to 64)"))
+                                       allowed="letters, digits, _ . - (up to 64)"), table="mqtt")
     mqtt_credentials_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
-                                              allowed="an absolute path, or \"\""))
-    mqtt_tls: bool = key(False, Rule(bool))
+                                              allowed="an absolute path, or \"\""), table="mqtt")
+    mqtt_tls: bool = key(False, Rule(bool), table="mqtt")
     mqtt_ca_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
-                                     allowed="an absolute path, or \"\""))
+                                     allowed="an absolute path, or \"\""), table="mqtt")
     spool_dir: str = key("/var/lib/vidpipe/spool",
-                         Rule(str, pattern=re.compile(r"^/"), allowed="an absolute path"))
-    spool_max_mb: int = key(64, Rule(int, 1, 1024 * 1024))
-    events_min_frames: int = key(2, Rule(int, 1, 1000))
-    events_end_after_s: float = key(2.0, Rule(float, 0, 3600))
-    events_update_s: float = key(5.0, Rule(float, 0.1, 86400))
-    state_hz: float = key(1.0, Rule(float, 0, 100))
-    mqtt_discovery: bool = key(False, Rule(bool))
+                         Rule(str, pattern=re.compile(r"^/"), allowed="an absolute path"),
+                         table="spool")
+    spool_max_mb: int = key(64, Rule(int, 1, 1024 * 1024), table="spool")
+    events_min_frames: int = key(2, Rule(int, 1, 1000), table="events")
+    events_end_after_s: float = key(2.0, Rule(float, 0, 3600), table="events")
+    events_update_s: float = key(5.0, Rule(float, 0.1, 86400), table="events")
+    state_hz: float = key(1.0, Rule(float, 0, 100), table="events", name="state_hz")
+    mqtt_discovery: bool = key(False, Rule(bool), table="mqtt")
     mqtt_discovery_prefix: str = key("homeassistant",
                                      Rule(str, pattern=re.compile(r"^[^#+\s\0]{1,128}$"),
-                                          allowed="an MQTT topic prefix without # or +"))
-    events_snapshot_kb: int = key(0, Rule(int, 0, 4096))
+                                          allowed="an MQTT topic prefix without # or +"),
+                                     table="mqtt")
+    events_snapshot_kb: int = key(0, Rule(int, 0, 4096), table="events")
     amqp_host: str = key("127.0.0.1", Rule(str, pattern=re.compile(r"^[A-Za-z0-9_.:-]{1,255}$"),
-                                           allowed="a host name or address"))
-    amqp_port: int = key(5672, Rule(int, 1, 65535))
+                                           allowed="a host name or address"), table="amqp")
+    amqp_port: int = key(5672, Rule(int, 1, 65535), table="amqp")
     amqp_vhost: str = key("/", Rule(str, pattern=re.compile(r"^[^\s\0]{1,255}$"),
-                                    allowed="a virtual host name"))
-    amqp_exchange: str = key("vidpipe", _AMQP_NAME)
+                                    allowed="a virtual host name"), table="amqp")
+    amqp_exchange: str = key("vidpipe", _AMQP_NAME, table="amqp")
     amqp_queue: str = key("vidpipe.events",
                           Rule(str, pattern=re.compile(r"^[A-Za-z0-9_.:-]{0,200}$"),
-                               allowed="letters, digits, _ . : - (up to 200), or \"\" for none"))
-    amqp_results: bool = key(False, Rule(bool))
+                               allowed="letters, digits, _ . : - (up to 200), or \"\" for none"),
+                          table="amqp")
+    amqp_results: bool = key(False, Rule(bool), table="amqp")
     amqp_credentials_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
-                                              allowed="an absolute path, or \"\""))
-    amqp_tls: bool = key(False, Rule(bool))
+                                              allowed="an absolute path, or \"\""), table="amqp")
+    amqp_tls: bool = key(False, Rule(bool), table="amqp")
     amqp_ca_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
-                                     allowed="an absolute path, or \"\""))
+                                     allowed="an absolute path, or \"\""), table="amqp")
 
 
 @dataclass
@@ -194,6 +206,7 @@ CAMERA_RULES = rules_of(CameraConfig)
 HANDLER_RULES = rules_of(HandlerConfig)
 
 COLLECTOR_RULES = rules_of(CollectorConfig)
+COLLECTOR_TABLES = tables_of(CollectorConfig)
 
 SECURITY_RULES = rules_of(SecurityConfig)
 

@@ -88,7 +88,7 @@ class AmqpOutput(BrokerOutput):
         try:  # the credentials file as it is now: a corrected password needs no restart
             self.params = self._parameters(self.cc)
         except (OSError, ValueError) as exc:
-            self._failed("refused: {} (amqp_credentials_file)".format(one_line(exc, 160)))
+            self._failed("refused: {} (amqp.credentials_file)".format(one_line(exc, 160)))
             return
         try:
             connection = pika.BlockingConnection(self.params)
@@ -99,14 +99,14 @@ class AmqpOutput(BrokerOutput):
                 channel.queue_bind(self.events_queue, self.exchange, routing_key="*.events")
             channel.confirm_delivery()
         except pika.exceptions.ProbableAuthenticationError:
-            self._failed("refused: authentication failed (amqp_credentials_file)")
+            self._failed("refused: authentication failed (amqp.credentials_file)")
         except pika.exceptions.ProbableAccessDeniedError:
-            self._failed("refused: access to virtual host denied (amqp_vhost)")
+            self._failed("refused: access to virtual host denied (amqp.vhost)")
         except pika.exceptions.ChannelClosedByBroker as exc:
-            self._failed("refused: {} (amqp_exchange {!r}, amqp_queue {!r})".format(
+            self._failed("refused: {} (amqp.exchange {!r}, amqp.queue {!r})".format(
                 one_line(exc.reply_text, 160), self.exchange, self.events_queue))
         except (pika.exceptions.AMQPError, OSError) as exc:
-            self._failed(untrusted_certificate(str(exc), "amqp_ca_file") or
+            self._failed(untrusted_certificate(str(exc), "amqp.ca_file") or
                          "unreachable ({})".format(_reason(exc)))
         else:
             self.connection, self.channel = connection, channel

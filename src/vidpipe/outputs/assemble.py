@@ -45,8 +45,8 @@ def assemble(cc: CollectorConfig, cameras: Dict[str, CameraConfig], label: str) 
                     n: (sorted(c.zones), sorted(c.lines)) for n, c in cameras.items()
                     if c.zones or c.lines}))
             except (OSError, ValueError) as exc:  # the spool or the credentials file
-                log.error("%s: output %s is off: %s (collector.spool_dir = %s, "
-                          "collector.%s_credentials_file = %s)", label, name, exc,
+                log.error("%s: output %s is off: %s (collector.spool.dir = %s, "
+                          "collector.%s.credentials_file = %s)", label, name, exc,
                           cc.spool_dir, name, getattr(cc, name + "_credentials_file") or '""')
     if "record" in cc.outputs:
         try:
@@ -56,7 +56,7 @@ def assemble(cc: CollectorConfig, cameras: Dict[str, CameraConfig], label: str) 
                 lambda cam: cameras[cam].fps if cam in cameras and cameras[cam].fps else 30.0)
             every.append(recording)
         except (OSError, RuntimeError) as exc:
-            log.error("%s: recording is off: %s (collector.record_dir = %s)", label, exc,
+            log.error("%s: recording is off: %s (collector.record.dir = %s)", label, exc,
                       cc.record_dir)
     return Outputs(every, preview, recording)
 

@@ -46,12 +46,12 @@ QUEUE = 10000  # messages between the collector's thread and the publisher
 Areas = Mapping[str, Tuple[Sequence[str], Sequence[str]]]
 #: spool kind of each stream: what is dropped first when the spool is full
 KIND = {"events": EVENT, "state": STATE, "snapshot": STATE, "results": RESULT}
-#: the outputs that spool (and so share collector.spool_max_mb)
+#: the outputs that spool (and so share collector.spool.max_mb)
 KIND_OUTPUTS = ("mqtt", "amqp")
 
 
 def spool_share(cc: CollectorConfig) -> int:
-    """Each broker output's part of ``collector.spool_max_mb``: the limit is
+    """Each broker output's part of ``collector.spool.max_mb``: the limit is
     for all of them together, on disk, shared evenly."""
     brokers = [name for name in cc.outputs if name in KIND_OUTPUTS] or ["one"]
     return max(1 << 20, (cc.spool_max_mb << 20) // len(brokers))
@@ -304,7 +304,7 @@ class BrokerOutput(Output):
         dropped = self.spool.dropped.as_dict()
         if sum(dropped.values()) != self.spool_drops:
             self.spool_drops = sum(dropped.values())
-            self.warn("spool_drop", "%s: the spool is full (%d MiB, collector.spool_max_mb): "
+            self.warn("spool_drop", "%s: the spool is full (%d MiB, collector.spool.max_mb): "
                       "older messages given up so far, by kind: %s", self.name,
                       self.spool.max_bytes >> 20, json.dumps(dropped, sort_keys=True))
 

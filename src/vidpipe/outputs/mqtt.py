@@ -80,7 +80,7 @@ class MqttOutput(BrokerOutput):
         try:
             self.client.username_pw_set(*read_credentials(path))
         except (OSError, ValueError) as exc:
-            self.warn("credentials", "mqtt: %s (mqtt_credentials_file); trying with the "
+            self.warn("credentials", "mqtt: %s (mqtt.credentials_file); trying with the "
                       "credentials read before", one_line(exc, 200))
 
     def _on_connect(self, client: Any, _userdata: Any, _flags: Any, rc: int) -> None:
@@ -103,7 +103,7 @@ class MqttOutput(BrokerOutput):
         why, so a TLS broker gets one handshake of ours to find out."""
         cc = self.cc
         self._reread_credentials()
-        state = tls_problem(cc.mqtt_host, cc.mqtt_port, cc.mqtt_ca_file, "mqtt_ca_file") \
+        state = tls_problem(cc.mqtt_host, cc.mqtt_port, cc.mqtt_ca_file, "mqtt.ca_file") \
             if cc.mqtt_tls else "unreachable"
         if state != self.state:
             log.warning("mqtt: broker %s; spooling", state)

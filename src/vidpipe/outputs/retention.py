@@ -107,10 +107,10 @@ class Retention:
     def shortfall(self, extra: int) -> str:
         """Why ``extra`` more bytes do not fit now, in words ('' when they do)."""
         if self.closed_bytes() + self.open_bytes() + extra > self.max_bytes:
-            return "a frame does not fit in record_max_bytes ({} bytes)".format(self.max_bytes)
+            return "a frame does not fit in record.max_bytes ({} bytes)".format(self.max_bytes)
         free = self.free_bytes()
         if free - extra < self.min_free_bytes:
-            return ("{} MB free on {}, below record_min_free_mb, and no old recording left "
+            return ("{} MB free on {}, below record.min_free_mb, and no old recording left "
                     "to delete".format(free // 2 ** 20, self.root))
         return ""
 
@@ -120,8 +120,8 @@ class Retention:
         _mtime, path, _size = self.closed.pop(0)
         size = remove_segment(path)
         self.deleted += 1
-        log.info("retention: deleted %s (%d bytes) to keep within record_max_bytes, "
-                 "record_max_age_s and record_min_free_mb", path, size)
+        log.info("retention: deleted %s (%d bytes) to keep within record.max_bytes, "
+                 "record.max_age_s and record.min_free_mb", path, size)
         return True
 
     def make_room(self, extra: int) -> str:

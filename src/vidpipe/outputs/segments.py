@@ -113,7 +113,7 @@ class Mp4Segment(Segment):
         grew = self.on_disk() - before - INDEX_BYTES_PER_FRAME * self.frames
         if grew > Mp4Segment.held:
             log.warning("recording %s: the MP4 muxer held %d bytes until close, more than "
-                        "the %d allowed for; record_max_bytes may have been passed by the "
+                        "the %d allowed for; record.max_bytes may have been passed by the "
                         "difference, later segments allow for it", self.camera, grew,
                         Mp4Segment.held)
             Mp4Segment.held = grew

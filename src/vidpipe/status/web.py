@@ -92,12 +92,12 @@ class Guard:
             allowed, uid = self.local.allows(sock)
             if not allowed:
                 return 403, ("the preview on this box is for root and group {} (adduser USER "
-                             "{}), uid {} is neither; or set collector.http_password_file"
+                             "{}), uid {} is neither; or set collector.http.password_file"
                              .format(self.local.group, self.local.group,
                                      "unknown" if uid is None else uid))
         host = headers.get("Host")
         if host is not None and not self.allowed_host(_host_name(host)):
-            return 421, "unknown host name {!r} (add it to collector.http_hosts)".format(
+            return 421, "unknown host name {!r} (add it to collector.http.hosts)".format(
                 host[:80])
         origin = headers.get("Origin")
         if origin is not None and (origin == "null" or not self.allowed_host(
@@ -115,7 +115,7 @@ class Guard:
 
 
 def web_guard(cc: Any) -> Guard:
-    """The guard ``[collector]`` asks for; reads ``http_password_file``."""
+    """The guard ``[collector]`` asks for; reads ``[collector.http]`` ``password_file``."""
     password = ""
     if cc.http_password_file:
         with open(cc.http_password_file, encoding="utf-8") as handle:
