@@ -198,9 +198,10 @@ class Pipeline:
         data["pipeline"].setdefault("stats_interval_s", float(os.environ.get("VP_TEST_STATS", "0")))
         collector = data.setdefault("collector", {})
         collector.setdefault("outputs", ["jsonl"])
-        if "jsonl" in collector["outputs"]:
-            collector.setdefault("jsonl_path", str(self.results_path))
-            collector.setdefault("jsonl_checksum", True)
+        if "jsonl" in collector["outputs"] and "jsonl_path" not in collector:  # (the old name)
+            jsonl = collector.setdefault("jsonl", {})
+            jsonl.setdefault("path", str(self.results_path))
+            jsonl.setdefault("checksum", True)
         self.config_path.write_text(dump_toml(data))
         return self.config_path
 

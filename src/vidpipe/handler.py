@@ -30,6 +30,9 @@ log = logging.getLogger("vidpipe.handler")
 #: (OpenCV's import under emulation, a model's load); the watchdog's timeout
 #: is raised to it meanwhile, and past it systemd restarts the handler
 PREPARE_TIMEOUT_S = 300.0
+#: how long a prepared handler waits for its link to the collector before it
+#: asks decoders for frames anyway (their results then count as undelivered)
+COLLECTOR_WAIT_S = 5.0
 MAX_CAMERAS = 1024  # per-camera counters: the names come from the wire
 WARMUP = "\0warm-up"
 
@@ -47,6 +50,7 @@ class Handler(Role):
         #: built after READY by :meth:`prepare` (OpenCV's import is most of a start)
         self.chain: List[Stage] = []
         self.prepared = threading.Event()
+        self.prepared_at: Optional[float] = None  # when the chain was found ready
         self.prepare_error: Optional[BaseException] = None
         self.prepare_started = 0.0
         self.joined = False  # connected to the decoders (after prepare)
@@ -146,6 +150,9 @@ class Handler(Role):
             self.stopper.take_back()
             if self.prepare_error is not None:
                 raise self.prepare_error
+            if not self._collector_linked(now):
+                self.notifier.watchdog(now)
+                return False
             log.info("handler %s: stages %s, dispatch %s, cpus %s, accelerator %s (ready "
                      "%.1f s after READY)", self.name,
                      ",".join(s.name for s in self.chain) or "(none)",
@@ -157,6 +164,22 @@ class Handler(Role):
             self.notifier.restore_watchdog()
             self.reporter.refresh(now)  # STATUS says at once that it is working now
         self.notifier.watchdog(now)  # from the loop that does the work
+        return True
+
+    def _collector_linked(self, now: float) -> bool:
+        """Whether results can go to the collector now: frames asked for before
+        that would be processed for nothing (the results socket queues only on
+        a connection that is up). Waits up to COLLECTOR_WAIT_S after the chain
+        is ready, then goes on, saying so."""
+        if self.results.poll(0, zmq.POLLOUT):
+            return True
+        if self.prepared_at is None:
+            self.prepared_at = now
+        if now - self.prepared_at < COLLECTOR_WAIT_S:
+            return False
+        log.warning("handler %s: no link to the collector at %s after %.0f s; taking frames "
+                    "anyway (their results are counted as undelivered until it is there)",
+                    self.name, self.config.collector.connect, COLLECTOR_WAIT_S)
         return True
 
     def step(self) -> bool:
@@ -283,6 +306,9 @@ class Handler(Role):
 
     def why_idle(self, now: float) -> str:
         if not self.joined:
+            if self.prepared_at is not None:
+                return "waiting for the collector ({:.0f} s so far)".format(
+                    now - self.prepared_at)
             return "preparing stages ({:.0f} s so far)".format(now - self.prepare_started)
         if self.undelivered and not self.processed:
             return "collector unreachable"

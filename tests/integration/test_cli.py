@@ -31,7 +31,7 @@ BAD = [
     ("[cameras.cam0]\nsource = \"/nonexistent/clip.mp4\"\n", ["run", "decoder", "cam0"],
      "cameras.cam0.source", "existing video file"),
     ("[collector]\noutputs = [\"jsonl\"]\n", ["run", "collector"],
-     "collector.jsonl_path", "must be set"),
+     "collector.jsonl.path", "must be set"),
     ("[pipeline\n", ["run", "collector"], "", "not valid TOML"),
     ("[camera.cam0]\n", ["run", "collector"], "camera", "did you mean 'cameras'"),
 ]
@@ -75,11 +75,13 @@ def test_shipped_config_is_valid_and_documents_every_key() -> None:
     text = SHIPPED.read_text()
     from vidpipe import config
 
+    dotted = config.new_names("collector", config.COLLECTOR_TABLES)
     for rules in (config.PIPELINE_RULES, config.CAMERA_RULES, config.HANDLER_RULES,
                   config.COLLECTOR_RULES, config.SECURITY_RULES):
         for key in rules:
             if key.startswith("match_"):
                 continue  # documented with udev naming
+            key = dotted.get(key, key).rpartition(".")[2]  # as its sub-table spells it
             assert "#{} =".format(key) in text or "{} =".format(key) in text, key
 
 
@@ -95,7 +97,9 @@ def test_demo_runs_the_whole_pipeline_and_ends_by_itself(short_tmp: Path) -> Non
                      "--jsonl", str(out), timeout=60)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["seq"] for r in lines if r["status"] == "ok"] == list(range(60))
+    assert [r["seq"] for r in lines if r["status"] == "ok"] == list(range(60)), \
+        ([(r["seq"], r["status"], r.get("reason")) for r in lines if r["status"] != "ok"],
+         result.stderr[-3000:])
     assert "every camera ended" in result.stderr
 
 

@@ -76,12 +76,19 @@ def test_status_says_why_frames_do_not_flow(pipeline: Any) -> None:
     time.sleep(0.8)
     assert "no handler connected" in (decoder.notify.last("STATUS") or "")
     handler = pipeline.start("handler", "1")
-    deadline = time.monotonic() + 10
+    # ready, the handler waits for its link to the collector before it takes
+    # frames (their results would be lost), then takes them anyway
+    seen = []
+    deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if "collector unreachable" in (handler.notify.last("STATUS") or ""):
+        status = handler.notify.last("STATUS") or ""
+        for why in ("waiting for the collector", "collector unreachable"):
+            if why in status and why not in seen:
+                seen.append(why)
+        if "collector unreachable" in seen:
             break
-        time.sleep(0.2)
-    assert "collector unreachable" in (handler.notify.last("STATUS") or "")
+        time.sleep(0.1)
+    assert seen == ["waiting for the collector", "collector unreachable"], seen
     assert "handlers 1" in (decoder.notify.last("STATUS") or "")
 
 

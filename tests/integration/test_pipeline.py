@@ -102,6 +102,26 @@ def test_killed_handler_loses_nothing_silently(pipeline: Any) -> None:
     assert late_handlers == {"2", "3"}  # the others kept the pipeline going
 
 
+def test_a_collector_that_starts_last_misses_no_result(pipeline: Any) -> None:
+    # the handler is ready long before the collector: it must not ask the
+    # decoder for frames whose results it could not send (they were lost as
+    # "missing", the first ones of every run on a loaded box)
+    pipeline.write_config({
+        "cameras": {"cam0": camera(90, wait=1)},
+        "handlers": {"stages": ["gray"]},
+        "collector": {"exit_on_eos": True},
+    })
+    handler = pipeline.start("handler", "1")
+    pipeline.start("decoder", "cam0")
+    handler.ready()
+    time.sleep(1.5)  # the handler is ready, the camera's 90 frames would take 3 s
+    collector = pipeline.start("collector", "main")
+    assert wait_exit(collector, 40, pipeline) == 0
+    acc = accounted(pipeline.results(), "cam0")
+    assert [seq for seq, r in sorted(acc.items()) if r["status"] == "ok"] == list(range(90)), \
+        Counter(r.get("reason", r["status"]) for r in acc.values())
+
+
 def test_optical_flow_by_camera_sees_the_true_previous_frame(pipeline: Any) -> None:
     pipeline.write_config({
         "pipeline": {"dispatch": "by-camera"},
@@ -243,7 +263,7 @@ def test_dispatch_modes_run_without_a_collector(pipeline: Any, dispatch: str) ->
     })
     handler = pipeline.start("handler", "1")
     decoder = pipeline.start("decoder", "cam0")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 15  # the handler waits 5 s for the collector first
     status = ""
     while time.monotonic() < deadline:
         status = handler.notify.last("STATUS") or ""

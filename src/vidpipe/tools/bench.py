@@ -93,7 +93,7 @@ def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "
                      "prefetch": prefetch},
         "stage": dict(stages or {}, sleep={"ms": stage_ms}),
         "collector": dict({"outputs": ["jsonl"], "exit_on_eos": True, "reorder_window": 64},
-                          **(collector or {}), jsonl_path=str(root / "results.jsonl")),
+                          **(collector or {}), jsonl={"path": str(root / "results.jsonl")}),
     }
     if stage_ms:
         config["pipeline"]["max_latency_ms"] = 250

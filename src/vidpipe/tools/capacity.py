@@ -77,7 +77,7 @@ def run_cameras(source: str, cameras: int, decode: str = "auto", width: int = 0,
                                                handlers, deliver) for name in names},
               "handlers": {"stages": ["gray"]},
               "collector": {"outputs": ["jsonl"], "exit_on_eos": True, "reorder_window": 64,
-                            "jsonl_path": str(root / "results.jsonl")}}
+                            "jsonl": {"path": str(root / "results.jsonl")}}}
     (root / "pipeline.toml").write_text(dump_toml(config))
     here = str(Path(__file__).resolve().parents[2])  # the directory holding vidpipe/
     env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))

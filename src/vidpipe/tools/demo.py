@@ -62,11 +62,10 @@ def demo_config(runtime_dir: str, source: str, args: Any) -> Dict[str, Any]:
         collector["outputs"].append("display")
     if args.http:
         collector["outputs"].append("preview")
-        collector.update(http_listen=args.http, metrics=True)
+        collector["http"] = {"listen": args.http, "metrics": True}
     if args.jsonl:
         collector["outputs"].append("jsonl")
-        collector["jsonl_path"] = os.path.abspath(args.jsonl)
-        collector["jsonl_checksum"] = True
+        collector["jsonl"] = {"path": os.path.abspath(args.jsonl), "checksum": True}
     return {
         "pipeline": {"dispatch": args.dispatch, "runtime_dir": runtime_dir,
                      "stats_interval_s": args.stats_interval,
