@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -187,13 +187,29 @@ def expected(frames: int) -> List[Tuple[str, int]]:
     return out
 
 
+class Processed:
+    """The collector's figures for the camera as :func:`feed` goes: what its
+    status board would say (outputs show the collector's figures)."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def __call__(self, camera: str) -> Dict[str, Any]:
+        return {"frames": self.frames, "dropped": {}, "missing": 0, "fps": 30.0,
+                "latency_p50_ms": 1.0, "latency_p99_ms": 1.0}
+
+
 def feed(output: Any, frames: int, start: int = 0, fps: float = 0.0,
          image: bool = False) -> List[float]:
-    """Emit frames ``start``.. as the collector would; the time each emit took."""
+    """Emit frames ``start``.. as the collector would (counting them first);
+    the time each emit took."""
     took = []
     on = pattern(start + frames)
+    if not isinstance(output.figures, Processed):
+        output.figures = Processed()
     for seq in range(start, start + frames):
         entry = motion_entry(seq, on[seq], seq * 33_333_333, image)
+        output.figures.frames += 1
         began = time.perf_counter()
         output.emit("cam0", entry, 1.0)
         took.append(time.perf_counter() - began)

@@ -83,6 +83,8 @@ class Collector(Role):
         built = assemble(self.cc, config.cameras, "collector " + name) if outputs is None \
             else Outputs(outputs, None, None)
         self.outputs, self.preview, self.recording = built
+        for output in self.outputs:  # one count of each camera's figures: ours
+            output.figures = self.figures
         self.tap = TapPublisher(self.sockets, self.cc.tap, config.pipeline.tap_hwm) \
             if config.pipeline.taps else None
         self.web: Optional[WebServer] = None
@@ -91,6 +93,11 @@ class Collector(Role):
         self.poller.register(self.results, zmq.POLLIN)
         self.last_message = 0.0
         self.results_in = ResultReader(config.pipeline.runtime_dir, self.label)
+
+    def figures(self, camera: str) -> Dict[str, Any]:
+        """What the status board shows of ``camera`` (:class:`Output`'s figures)."""
+        cam = self.cameras.get(camera)
+        return cam.snapshot() if cam is not None else {}
 
     def start_web(self) -> None:
         routes = web_routes(self.cc, self.preview, self.config.pipeline.runtime_dir)

@@ -195,7 +195,7 @@ def test_a_full_spool_gives_up_results_before_events(rabbit: Rabbit, tmp_path: P
     try:
         feed(output, 6000)  # ~6000 results of ~250 bytes: more than 1 MB
         output.end_of_stream("cam0")
-        wait_until(lambda: output.queue.empty(), 20, "everything spooled")
+        wait_until(lambda: output.queue.empty(), 60, "everything spooled")  # a bound
         time.sleep(0.3)
         status = output.status()
         print("spool full: {}".format(status))

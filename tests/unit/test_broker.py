@@ -213,32 +213,33 @@ def test_a_forgotten_camera_ends_its_events_and_leaves_no_state(tmp_path: Path) 
                                                          ("made-up", "end")]
 
 
-def test_the_state_counts_zones_and_lines_from_the_scenes_events(tmp_path: Path) -> None:
-    """What Home Assistant's zone and line sensors read: every configured
-    zone and line in the state message from the start (zeros), then the
-    occupancy and crossings the collector's zone and line events imply."""
+def test_the_state_shows_the_collectors_figures_and_every_zone_and_line(
+        tmp_path: Path) -> None:
+    """What Home Assistant's sensors read: the collector's own figures for
+    the camera (the ones /metrics shows: one count, not two), every
+    configured zone and line present from the start (zeros), occupancy and
+    crossings summed over classes."""
     from brokers import motion_entry
 
     cc = config_from_dict({"collector": {"spool_dir": str(tmp_path), "state_hz": 0}})
     output = Quiet(cc.collector, ["cam0"], areas={"cam0": (["hall"], ["door"])})
     output.start()
     try:
-        entry = motion_entry(0, False, 0)
-        output.emit("cam0", entry, 1.0)
-        cam = output.cameras["cam0"]
-        assert output._state("cam0", cam)["zones"] == {"hall": 0}
-        assert output._state("cam0", cam)["lines"] == {"door": {"in": 0, "out": 0}}
-        entry = motion_entry(1, False, 33_333_333)
-        entry.message.meta["areas"] = [
-            {"type": "zone", "zone": "hall", "action": "enter", "track": 1, "label": "p"},
-            {"type": "zone", "zone": "hall", "action": "enter", "track": 2, "label": "p"},
-            {"type": "line", "line": "door", "direction": "in", "track": 1, "label": "p"},
-            {"type": "object", "action": "start", "track": 1, "label": "p"}]
-        output.emit("cam0", entry, 1.0)
-        output.scene_ended("cam0", [{"type": "zone", "zone": "hall", "action": "exit",
-                                     "track": 2, "label": "p", "lost": True}])
-        state = output._state("cam0", cam)
-        assert state["zones"] == {"hall": 1} and state["lines"] == {"door": {"in": 1, "out": 0}}
-        assert "zones" not in output._state("cam1", cam)  # a camera without areas: none
+        output.emit("cam0", motion_entry(0, False, 0), 1.0)
+        state = output._state("cam0")  # no collector behind it: nothing counted
+        assert state["zones"] == {"hall": 0} and state["lines"] == {"door": {"in": 0, "out": 0}}
+        assert (state["processed"], state["dropped"], state["fps"]) == (0, 0, 0.0)
+        output.figures = lambda camera: {
+            "frames": 41, "dropped": {"no_capacity": 2, "stale": 1}, "missing": 3,
+            "fps": 29.5, "latency_p50_ms": 12.0, "latency_p99_ms": 40.0,
+            "areas": {"zones": {"hall": {"occupancy": {"person": 2, "car": 1},
+                                         "entered": {"person": 5}}},
+                      "lines": {"door": {"in": {"person": 4}, "out": {"person": 1, "car": 2}}},
+                      "tracks": 3}}
+        state = output._state("cam0")
+        assert (state["processed"], state["dropped"], state["missing"], state["fps"],
+                state["latency_p50_ms"]) == (41, 3, 3, 29.5, 12.0)
+        assert state["zones"] == {"hall": 3} and state["lines"] == {"door": {"in": 4, "out": 3}}
+        assert "zones" not in output._state("cam1")  # a camera without areas: none
     finally:
         output.close(drain_s=0)

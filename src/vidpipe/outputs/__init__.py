@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from vidpipe.link import wire
 from vidpipe.config import CollectorConfig
@@ -77,9 +77,18 @@ def frame_record(camera: str, entry: Entry, latency_ms: Optional[float],
     return record
 
 
+def no_figures(camera: str) -> Dict[str, Any]:
+    return {}
+
+
 class Output:
     #: the name its status is shown under (``vidpipe status``, /metrics)
     name = ""
+    #: the collector's figures for a camera, as its status board shows them
+    #: (``frames``, ``dropped`` by reason, ``missing``, ``fps``,
+    #: ``latency_p50_ms``/``p99``, ``areas``: zone and line counts); the
+    #: collector sets it. An output shows these, never a count of its own.
+    figures: Callable[[str], Dict[str, Any]] = staticmethod(no_figures)
 
     def emit(self, camera: str, entry: Entry, latency_ms: Optional[float]) -> None:
         pass

@@ -34,11 +34,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from vidpipe.config import CollectorConfig
 from vidpipe.outputs.events import VERSION, Tracker
-from vidpipe.link.ordering import DROPPED, MISSING, OK, Entry
+from vidpipe.link.ordering import OK, Entry
 from vidpipe.outputs import Output, bgr8, frame_record, picture
 from vidpipe.outputs.spool import EVENT, RESULT, STATE, Spool, SpoolError
 from vidpipe.names import one_line
-from vidpipe.stats import LatencyWindow, RateMeter, Tally, Throttle
+from vidpipe.stats import Tally, Throttle
 
 log = logging.getLogger("vidpipe.broker")
 QUEUE = 10000  # messages between the collector's thread and the publisher
@@ -140,23 +140,8 @@ class Message:
 
 class _CameraState:
     def __init__(self) -> None:
-        self.rate = RateMeter()
-        self.latency = LatencyWindow()
-        self.counts = Tally()
         self.last_sent = 0.0
         self.last_seq = self.last_ns = 0  # the last processed frame (for objects at the end)
-        self.zones: Dict[str, int] = {}  # zone -> objects in it now (from its events)
-        self.lines: Dict[str, Dict[str, int]] = {}  # line -> in/out -> crossings
-
-    def count(self, found: Dict[str, Any]) -> None:
-        """A zone or line event of the collector's scene, in the state's counts."""
-        if found.get("type") == "zone" and found.get("action") in ("enter", "exit"):
-            zone = found["zone"]
-            self.zones[zone] = max(0, self.zones.get(zone, 0) +
-                                   (1 if found["action"] == "enter" else -1))
-        elif found.get("type") == "line":
-            ways = self.lines.setdefault(found["line"], {"in": 0, "out": 0})
-            ways[found["direction"]] = ways.get(found["direction"], 0) + 1
 
 
 def scene_event(camera: str, seq: int, capture_ns: int, found: Dict[str, Any]) -> Dict[str, Any]:
@@ -330,14 +315,10 @@ class BrokerOutput(Output):
             self.new_camera(camera)
         if entry.late:  # already counted missing: events follow the in-order stream
             return
-        cam.counts[entry.status] += 1
         if self.results:
             self._offer(camera, "results", dict(frame_record(camera, entry, latency_ms),
                                                 v=VERSION))
         if entry.status == OK and entry.message is not None:
-            cam.rate.tick()
-            if latency_ms is not None:
-                cam.latency.add(latency_ms)
             head = entry.message.header
             for event in self.tracker.feed(camera, head.seq, head.capture_ns,
                                            entry.message.meta):
@@ -347,13 +328,12 @@ class BrokerOutput(Output):
             cam.last_seq, cam.last_ns = head.seq, head.capture_ns
             areas = entry.message.meta.get("areas")  # the collector's own (analytics.scene)
             for found in areas if isinstance(areas, list) else []:
-                cam.count(found)
                 self._offer(camera, "events", scene_event(camera, head.seq, head.capture_ns,
                                                           found))
         now = time.monotonic()
         if self.state_period and now - cam.last_sent >= self.state_period:
             cam.last_sent = now
-            self._offer(camera, "state", self._state(camera, cam), retain=True)
+            self._offer(camera, "state", self._state(camera), retain=True)
 
     def _snapshot(self, camera: str, entry: Entry, event: Dict[str, Any]) -> None:
         payload = entry.message.payload
@@ -365,25 +345,34 @@ class BrokerOutput(Output):
                              "label": event["label"], "seq": event["seq"],
                              "capture_ns": event["capture_ns"]})
 
-    def _state(self, camera: str, cam: _CameraState) -> Dict[str, Any]:
+    def _state(self, camera: str) -> Dict[str, Any]:
+        """The state message: the collector's own figures for the camera (the
+        ones /metrics and `vidpipe status` show), not a count of our own."""
         active = sorted(label for label, st in self.tracker.cameras.get(camera, {}).items()
                         if st.active is not None)
+        fig = self.figures(camera)
+        dropped = fig.get("dropped", {})
         return {"v": VERSION, "camera": camera, "time": round(time.time(), 3),
-                "fps": round(cam.rate.rate(), 2),
-                "latency_p50_ms": cam.latency.percentile(50),
-                "latency_p99_ms": cam.latency.percentile(99),
-                "processed": cam.counts[OK], "dropped": cam.counts[DROPPED],
-                "missing": cam.counts[MISSING], "active": active,
-                **self._area_state(camera, cam)}
+                "fps": fig.get("fps", 0.0),
+                "latency_p50_ms": fig.get("latency_p50_ms"),
+                "latency_p99_ms": fig.get("latency_p99_ms"),
+                "processed": fig.get("frames", 0),
+                "dropped": sum(dropped.values()) if isinstance(dropped, dict) else 0,
+                "missing": fig.get("missing", 0), "active": active,
+                **self._area_state(camera, fig.get("areas") or {})}
 
-    def _area_state(self, camera: str, cam: _CameraState) -> Dict[str, Any]:
+    def _area_state(self, camera: str, counted: Dict[str, Any]) -> Dict[str, Any]:
         """Zone occupancy and line crossings for the state message (what the
-        Home Assistant sensors read), every configured zone and line present."""
+        Home Assistant sensors read), every configured zone and line present:
+        the collector's counts (analytics.areas), all classes together."""
         zones, lines = self.areas.get(camera, ((), ()))
         if not zones and not lines:
             return {}
-        return {"zones": {z: cam.zones.get(z, 0) for z in zones},
-                "lines": {n: dict({"in": 0, "out": 0}, **cam.lines.get(n, {})) for n in lines}}
+        occupied = {z: sum((counted.get("zones", {}).get(z) or {}).get("occupancy", {}).values())
+                    for z in zones}
+        crossed = {n: {d: sum(((counted.get("lines", {}).get(n) or {}).get(d) or {}).values())
+                       for d in ("in", "out")} for n in lines}
+        return {"zones": occupied, "lines": crossed}
 
     def end_of_stream(self, camera: str) -> None:
         for event in self.tracker.end_all(camera):
@@ -392,7 +381,6 @@ class BrokerOutput(Output):
     def scene_ended(self, camera: str, found: List[Dict[str, Any]]) -> None:
         cam = self.cameras.get(camera) or _CameraState()
         for one in found:
-            cam.count(one)
             self._offer(camera, "events", scene_event(camera, cam.last_seq, cam.last_ns, one))
 
     def forget(self, camera: str) -> None:
