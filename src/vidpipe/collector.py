@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 import zmq
 
 from vidpipe.link import sockets, wire
-from vidpipe.analytics.scene import Scene, scene_for, strip
+from vidpipe.analytics.scene import Scene, observe, scene_for
 from vidpipe.config import Config
 from vidpipe.link.ordering import DROPPED, OK, CameraOrder, Entry
 from vidpipe.outputs import Output
@@ -221,7 +221,9 @@ class Collector(Role):
         now_ns = time.time_ns()
         for entry in entries:
             if entry.status == OK and entry.message is not None:
-                self._observe(cam, entry)
+                meta = entry.message.meta
+                cam.detect_skipped += bool(isinstance(meta, dict) and meta.get("skipped"))
+                observe(cam.scene, meta, entry.message.header.capture_ns, entry.late)
             latency = None
             if entry.status == OK and not entry.late:
                 latency = (now_ns - entry.message.header.capture_ns) / 1e6
@@ -247,21 +249,6 @@ class Collector(Role):
                     wire.EOS, {}, o.camera, o.stream or 0, o.eos_total or 0), wait=False)
             log.info("collector %s: %s ended: %s", self.name, cam.order.camera,
                      cam.order.summary())
-
-    @staticmethod
-    def _observe(cam: CameraStats, entry: Entry) -> None:
-        """The objects and zone and line events of an in-order frame go into
-        its metadata, for every output; a late frame (tracking has moved on)
-        or a camera that does not track gets none, whatever a handler wrote."""
-        meta = entry.message.meta
-        if not isinstance(meta, dict):
-            return
-        if meta.get("skipped"):
-            cam.detect_skipped += 1
-        if cam.scene is not None and not entry.late:
-            cam.scene.observe(meta, entry.message.header.capture_ns)
-        else:
-            strip(meta)
 
     def output(self, output: Output, what: str, call: Any, *args: Any) -> None:
         """Call one output: an output that fails on a result costs that output

@@ -17,12 +17,13 @@ import zmq
 
 from vidpipe.link import sockets, wire
 from vidpipe.host.accel import for_handler
-from vidpipe.config import CameraConfig, Config, ConfigError
+from vidpipe.config import Config, ConfigError
 from vidpipe.link.intake import DecoderLinks
 from vidpipe.link.payload import FrameReader, ResultWriter
 from vidpipe.runtime import Role
 from vidpipe.service import Notifier, Stopper, pin_cpus
 from vidpipe.stages import I420, Frame, Stage, build_chain
+from vidpipe.stages.base import detect_now
 from vidpipe.stats import LatencyWindow, RateMeter, Tally, fmt_ms
 
 log = logging.getLogger("vidpipe.handler")
@@ -348,22 +349,3 @@ class Handler(Role):
 
     def unmap(self) -> None:
         self.results_out.close()
-
-
-def detect_now(cam: Optional[CameraConfig], frame: Frame) -> bool:
-    """Whether a detector runs on ``frame``. ``detect_fps``: every k-th frame
-    by sequence number (k = the camera's fps over detect_fps, rounded), a
-    rule every handler applies alike without talking to the others;
-    ``detect_when = "motion"``: only when the motion stage found something
-    in this frame."""
-    if cam is None:
-        return True  # a camera udev named without a section: its defaults detect always
-    if cam.detect_fps and cam.fps > cam.detect_fps:
-        every = max(1, int(round(cam.fps / cam.detect_fps)))
-        if frame.seq % every:
-            return False
-    if cam.detect_when == "motion":
-        motion = frame.meta.get("motion")
-        return isinstance(motion, dict) and bool(motion.get("boxes"))
-    return True
-

@@ -122,3 +122,15 @@ def strip(meta: Dict[str, Any]) -> None:
     for key in OWNED:
         meta.pop(key, None)
 
+
+
+def observe(scene: Optional[Scene], meta: Any, capture_ns: int, late: bool) -> None:
+    """The objects and zone and line events of an in-order frame go into its
+    metadata, for every output; a late frame (tracking has moved on) or a
+    camera that does not track gets none, whatever a handler wrote."""
+    if not isinstance(meta, dict):
+        return
+    if scene is not None and not late:
+        scene.observe(meta, capture_ns)
+    else:
+        strip(meta)

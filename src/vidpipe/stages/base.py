@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from vidpipe.config import Rule
+from vidpipe.config import CameraConfig, Rule
 from vidpipe.link.pixels import i420_planes, to_gray
 
 Allocator = Callable[[Tuple[int, ...], str], Optional[np.ndarray]]
@@ -91,3 +91,21 @@ class Stage:
 
     def process(self, frame: Frame) -> None:
         raise NotImplementedError
+
+
+def detect_now(cam: Optional[CameraConfig], frame: Frame) -> bool:
+    """Whether a detector runs on ``frame``. ``detect_fps``: every k-th frame
+    by sequence number (k = the camera's fps over detect_fps, rounded), a
+    rule every handler applies alike without talking to the others;
+    ``detect_when = "motion"``: only when the motion stage found something
+    in this frame."""
+    if cam is None:
+        return True  # a camera udev named without a section: its defaults detect always
+    if cam.detect_fps and cam.fps > cam.detect_fps:
+        every = max(1, int(round(cam.fps / cam.detect_fps)))
+        if frame.seq % every:
+            return False
+    if cam.detect_when == "motion":
+        motion = frame.meta.get("motion")
+        return isinstance(motion, dict) and bool(motion.get("boxes"))
+    return True
