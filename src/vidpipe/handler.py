@@ -33,7 +33,7 @@ log = logging.getLogger("vidpipe.handler")
 PREPARE_TIMEOUT_S = 300.0
 #: how long a prepared handler waits for its link to the collector before it
 #: asks decoders for frames anyway (their results then count as undelivered)
-COLLECTOR_WAIT_S = 5.0
+COLLECTOR_WAIT_S = 10.0
 MAX_CAMERAS = 1024  # per-camera counters: the names come from the wire
 WARMUP = "\0warm-up"
 

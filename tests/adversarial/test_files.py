@@ -15,6 +15,7 @@ from conftest import child_env
 from vidpipe.status import board
 from vidpipe.link import ring
 from vidpipe import safefile
+from vidpipe.config import layout
 from vidpipe.outputs.recording import Retention
 
 
@@ -49,7 +50,7 @@ def test_retention_touches_only_its_own_segments(tmp_path: Path) -> None:
 
 def test_status_entries_ignore_planted_links_fifos_and_forged_units(tmp_path: Path) -> None:
     runtime = tmp_path / "run"
-    status = Path(board.board_dir(str(runtime)))
+    status = Path(layout.board_dir(str(runtime)))
     status.mkdir(parents=True)
     victim = tmp_path / "victim"
     victim.write_text("precious")

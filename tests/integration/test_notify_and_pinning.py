@@ -79,7 +79,7 @@ def test_status_says_why_frames_do_not_flow(pipeline: Any) -> None:
     # ready, the handler waits for its link to the collector before it takes
     # frames (their results would be lost), then takes them anyway
     seen = []
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         status = handler.notify.last("STATUS") or ""
         for why in ("waiting for the collector", "collector unreachable"):

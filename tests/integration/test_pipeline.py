@@ -263,7 +263,7 @@ def test_dispatch_modes_run_without_a_collector(pipeline: Any, dispatch: str) ->
     })
     handler = pipeline.start("handler", "1")
     decoder = pipeline.start("decoder", "cam0")
-    deadline = time.monotonic() + 15  # the handler waits 5 s for the collector first
+    deadline = time.monotonic() + 20  # the handler waits 10 s for the collector first
     status = ""
     while time.monotonic() < deadline:
         status = handler.notify.last("STATUS") or ""

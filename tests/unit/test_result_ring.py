@@ -15,7 +15,8 @@ from vidpipe.config import load_config
 from vidpipe.tools.tomlwrite import dump_toml
 from vidpipe.link.ordering import Entry
 from vidpipe.outputs import Output
-from vidpipe.link.ring import ResultRing, RingError, RingReader, results_dir
+from vidpipe.config.layout import results_dir
+from vidpipe.link.ring import ResultRing, RingError, RingReader
 
 SHAPE = (4, 6)
 NBYTES = 24

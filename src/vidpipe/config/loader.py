@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from vidpipe.config.layout import collector_endpoint, decoder_endpoint, tap_endpoint
+from vidpipe.config.layout import root as runtime_root
 from vidpipe.config.tomlread import TomlError, loads as toml_loads
 from vidpipe.config.schema import (ConfigError, OptionRules, _defaults, fill_section,
                                    fill_tabled_section, unknown_key)
@@ -46,7 +48,7 @@ class Config:
 
     def unconfigured_camera(self, name: str, source: str) -> CameraConfig:
         """Default settings for a camera udev found that has no section."""
-        runtime = self.pipeline.runtime_dir.rstrip("/") or "/"
+        runtime = runtime_root(self.pipeline.runtime_dir)
         return make_camera(self.path, runtime, name, {"source": source})
 
     def handler(self, name: str) -> HandlerConfig:
@@ -138,11 +140,11 @@ def make_camera(path: str, runtime: str, name: str, raw: Mapping[str, Any]) -> C
     camera.sized = "width" in raw or "height" in raw
     camera.zones, camera.lines = _areas(path, section, camera, areas)
     if not camera.bind:
-        camera.bind = "ipc://{}/decoder-{}.sock".format(runtime, name)
+        camera.bind = decoder_endpoint(runtime, name)
     if not camera.connect:
         camera.connect = connect_from_bind(camera.bind)
     if not camera.tap:
-        camera.tap = "ipc://{}/tap-{}.sock".format(runtime, name)
+        camera.tap = tap_endpoint(runtime, name)
     _check_endpoint(path, section + ".bind", camera.bind)
     _check_endpoint(path, section + ".tap", camera.tap)
     if camera.deliver != "bgr" and "://" not in camera.source:
@@ -187,7 +189,7 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<built-in>") -> Confi
             raise unknown_key(path, "", key, TOP_LEVEL)
     pipeline = PipelineConfig(**fill_section(path, "pipeline", data.get("pipeline", {}),
                                              PIPELINE_RULES, _defaults(PipelineConfig)))
-    runtime = pipeline.runtime_dir.rstrip("/") or "/"
+    runtime = runtime_root(pipeline.runtime_dir)
     cameras = _cameras(path, runtime, pipeline, data.get("cameras", {}))
     handler_defaults, overrides = _handlers(path, data.get("handlers", {}))
     _check_detect_when(path, cameras, handler_defaults, overrides)
@@ -258,12 +260,12 @@ def _collector(path: str, runtime: str, raw: Any, warnings: List[str]) -> Collec
         path, "collector", raw, COLLECTOR_RULES, _defaults(CollectorConfig), COLLECTOR_TABLES,
         warnings))
     if not collector.bind:
-        collector.bind = "ipc://{}/collector.sock".format(runtime)
+        collector.bind = collector_endpoint(runtime)
     if not collector.connect:
         collector.connect = connect_from_bind(collector.bind)
     _check_endpoint(path, "collector.bind", collector.bind)
     if not collector.tap:
-        collector.tap = "ipc://{}/tap-collector.sock".format(runtime)
+        collector.tap = tap_endpoint(runtime, "collector")
     _check_endpoint(path, "collector.tap", collector.tap)
     _check_collector_outputs(path, collector)
     if "jsonl" in collector.outputs and not collector.jsonl_path:

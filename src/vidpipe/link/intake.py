@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Set, Tuple
 import zmq
 
 from vidpipe.link import sockets as transport, wire
-from vidpipe.config import Config
+from vidpipe.config import Config, layout
 
 log = logging.getLogger("vidpipe.handler")
 DISCOVERY_INTERVAL = 1.0
@@ -89,7 +89,7 @@ class DecoderLinks:
 
     def discover(self) -> None:
         """Connect to decoder sockets that appeared in the runtime directory."""
-        pattern = os.path.join(self.runtime_dir, "decoder-*.sock")
+        pattern = os.path.join(self.runtime_dir, layout.DECODER_SOCKETS)
         for path in sorted(glob.glob(pattern)):
             if "ipc://" + path in self.inputs or not self._ours(path):
                 continue

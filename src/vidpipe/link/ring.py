@@ -29,6 +29,7 @@ from typing import Deque, Dict, Optional, Tuple
 import numpy as np
 
 from vidpipe import names, safefile
+from vidpipe.config.layout import ring_name
 
 MAGIC = b"VPRING\0\1"
 FILE_HEADER = struct.Struct("<8sIIQQ")  # magic, slots, reserved, slot_size, stream
@@ -68,15 +69,6 @@ def _count(shape: Tuple[int, ...]) -> int:
 
 def _align(n: int) -> int:
     return (n + 63) // 64 * 64
-
-
-def results_dir(runtime_dir: str) -> str:
-    """Where handlers keep their :class:`ResultRing` files."""
-    return os.path.join(runtime_dir, "results")
-
-
-def ring_name(camera: str, stream: int) -> str:
-    return "{}-{:x}.ring".format(camera, stream)
 
 
 class RingSpaceError(OSError):

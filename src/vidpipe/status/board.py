@@ -15,16 +15,13 @@ import time
 from typing import Any, Dict, List, Optional
 
 from vidpipe import names, safefile
+from vidpipe.config.layout import board_dir
 
 log = logging.getLogger("vidpipe.board")
 
 MAX_ENTRY = 256 * 1024
 UNITS = {"decoder": "vid-decoder@{}.service", "handler": "vid-handler@{}.service",
          "collector": "vid-collector.service"}
-
-
-def board_dir(runtime_dir: str) -> str:
-    return os.path.join(runtime_dir, "status")
 
 
 def unit_name(role: Any, name: Any) -> str:

@@ -18,7 +18,8 @@ import numpy as np
 
 from vidpipe.link import encodings, wire
 from vidpipe.config import HandlerConfig
-from vidpipe.link.ring import ResultRing, RingError, RingReader, results_dir
+from vidpipe.config.layout import results_dir
+from vidpipe.link.ring import ResultRing, RingError, RingReader
 from vidpipe.stats import Tally
 
 log = logging.getLogger("vidpipe.payload")
