@@ -98,13 +98,13 @@ def fill_section(path: str, section: str, raw: Mapping[str, Any], rules: Mapping
     return out
 
 
-def key(default: Any, rule: Rule, table: str = "", name: str = "") -> Any:
+def key(default: Any, rule: Rule, table: str = "") -> Any:
     """A config key: its default and the :class:`Rule` its value must meet.
-    With ``table``, the key is written ``name`` in the section's sub-table
-    ``[SECTION.TABLE]`` (``name``: the field's name less ``TABLE_``); the
+    With ``table``, the key is written in the section's sub-table
+    ``[SECTION.TABLE]``, named as the field less its ``TABLE_`` prefix; the
     field's own name, flat in the section, is still read, with a warning
     naming the new key (for one release: files written before sub-tables)."""
-    meta = {"rule": rule, "table": table, "name": name}
+    meta = {"rule": rule, "table": table}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -121,8 +121,8 @@ def tables_of(section: type) -> Dict[str, Dict[str, str]]:
     for f in fields(section):
         table = f.metadata.get("table", "")
         if table:
-            name = f.metadata["name"] or (f.name[len(table) + 1:]
-                                          if f.name.startswith(table + "_") else f.name)
+            prefix = table + "_"
+            name = f.name[len(prefix):] if f.name.startswith(prefix) else f.name
             out.setdefault(table, {})[name] = f.name
     return out
 
@@ -159,28 +159,23 @@ def fill_tabled_section(path: str, section: str, raw: Mapping[str, Any],
     out = fill_section(path, section, flat, rules, defaults)
     for old in flat:
         if old in tabled:
+            where, _, name = dotted[old].rpartition(".")
             warnings.append("{}: {}.{} is the old name of {} (still read in this release; "
-                            "write it in [{}] as {})".format(
-                                path, section, old, dotted[old],
-                                dotted[old].rpartition(".")[0], dotted[old].rpartition(".")[2]))
+                            "write it in [{}] as {})".format(path, section, old, dotted[old],
+                                                             where, name))
     for table, keys in tables.items():
         if table not in raw:
             continue
-        where = _join(section, table)
-        sub = raw[table]
-        if not isinstance(sub, Mapping):
-            raise ConfigError(path, where, "must be a table ([{}]), got {!r}".format(where, sub))
-        for name, value in sub.items():
-            if name not in keys:
-                raise unknown_key(path, where, name, list(keys))
+        given = fill_section(path, _join(section, table), raw[table],
+                             {name: rules[fld] for name, fld in keys.items()}, {})
+        for name, value in given.items():
             fld = keys[name]
             if fld in flat:
                 raise ConfigError(path, dotted[fld], "given twice: here and as {}.{} (its old "
                                   "name); keep this one".format(section, fld))
-            if isinstance(value, list):
-                value = list(value)
-            out[fld] = check_value(path, dotted[fld], value, rules[fld])
+            out[fld] = value
     return out
+
 
 OptionRules = Mapping[str, Tuple[Rule, Any]]
 

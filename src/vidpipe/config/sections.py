@@ -129,7 +129,7 @@ class CollectorConfig:
     #: without a password, who on this box may see the cameras: "group" (root,
     #: the collector's account and group vidpipe) or "anyone" (before 0.2)
     http_local_access: str = key("group", Rule(str, choices=("group", "anyone")), table="http")
-    metrics: bool = key(False, Rule(bool), table="http", name="metrics")
+    metrics: bool = key(False, Rule(bool), table="http")
     preview_fps: float = key(5.0, Rule(float, 0.1, 60), table="preview")
     preview_width: int = key(960, Rule(int, 16, 16384), table="preview")
     preview_quality: int = key(80, Rule(int, 1, 100), table="preview")
@@ -164,7 +164,7 @@ class CollectorConfig:
     events_min_frames: int = key(2, Rule(int, 1, 1000), table="events")
     events_end_after_s: float = key(2.0, Rule(float, 0, 3600), table="events")
     events_update_s: float = key(5.0, Rule(float, 0.1, 86400), table="events")
-    state_hz: float = key(1.0, Rule(float, 0, 100), table="events", name="state_hz")
+    state_hz: float = key(1.0, Rule(float, 0, 100), table="events")
     mqtt_discovery: bool = key(False, Rule(bool), table="mqtt")
     mqtt_discovery_prefix: str = key("homeassistant",
                                      Rule(str, pattern=re.compile(r"^[^#+\s\0]{1,128}$"),
