@@ -1,7 +1,7 @@
 """What a recording keeps on disk: vidpipe's own segments under
-``record_dir`` (nothing else there is ever touched), the oldest deleted first
-to stay within ``record_max_bytes`` and ``record_max_age_s`` and to keep
-``record_min_free_mb`` free."""
+``[collector.record] dir`` (nothing else there is ever touched), the oldest
+deleted first to stay within ``max_bytes`` and ``max_age_s`` and to keep
+``min_free_mb`` free."""
 
 import logging
 import os
@@ -12,14 +12,11 @@ from typing import Callable, List, Tuple
 from vidpipe import names
 
 log = logging.getLogger("vidpipe.recording")
-
-
-
+_STEM = r"(?P<camera>" + names.NAME_PATTERN + r")-[0-9]{8}T[0-9]{6}Z-[0-9]{6,20}"
 #: the names vidpipe gives segments: CAM/CAM-<UTC stamp>-<seq>.mp4|.h5
-SEGMENT_RE = re.compile(r"(?P<camera>" + names.NAME_PATTERN
-                        + r")-[0-9]{8}T[0-9]{6}Z-[0-9]{6,20}\.(mp4|h5)")
-#: ... and of a segment being written
-PART_RE = re.compile(SEGMENT_RE.pattern.replace(r"\.(mp4|h5)", r"\.part\.(mp4|h5)"))
+SEGMENT_RE = re.compile(_STEM + r"\.(mp4|h5)")
+#: ... and a segment being written
+PART_RE = re.compile(_STEM + r"\.part\.(mp4|h5)")
 
 
 def own_segments(root: str) -> List[Tuple[float, str, int]]:

@@ -197,10 +197,13 @@ def reserve_blocks(fd: int, length: int) -> None:
     """Allocate the first ``length`` bytes of the file's blocks without changing
     its size; OSError(ENOSPC) when the disk cannot hold them. A file system
     that cannot reserve (no fallocate) is written without, with one warning."""
-    if _FALLOCATE(fd, FALLOC_FL_KEEP_SIZE, 0, length) == 0:
-        return
     global _warned_unreserved
-    err = ctypes.get_errno()
+    while True:
+        if _FALLOCATE(fd, FALLOC_FL_KEEP_SIZE, 0, length) == 0:
+            return
+        err = ctypes.get_errno()
+        if err != errno.EINTR:  # a signal: again, as os.posix_fallocate does
+            break
     if err in (errno.EOPNOTSUPP, errno.ENOSYS):
         if not _warned_unreserved:
             _warned_unreserved = True
