@@ -167,6 +167,9 @@ def _check_config(args: argparse.Namespace) -> int:
 
     for cam in config.cameras.values():
         make_source(cam, config.path)
+    from vidpipe.outputs.assemble import check_requirements
+
+    check_requirements(config.collector, config.path)
     for warning in config.warnings:
         print("warning: " + warning, file=sys.stderr)
     print("{}: OK ({} camera(s): {}; dispatch {}{})".format(

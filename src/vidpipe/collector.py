@@ -18,7 +18,7 @@ from vidpipe.analytics.scene import Scene, observe, scene_for
 from vidpipe.config import Config
 from vidpipe.link.ordering import DROPPED, OK, CameraOrder, Entry
 from vidpipe.outputs import Output
-from vidpipe.outputs.assemble import Outputs, assemble, web_routes
+from vidpipe.outputs.assemble import Outputs, assemble, check_requirements, web_routes
 from vidpipe.link.payload import ResultReader
 from vidpipe.runtime import Role
 from vidpipe.service import Notifier, Stopper
@@ -80,8 +80,11 @@ class Collector(Role):
         self.timeout = config.pipeline.max_latency_ms / 1000.0
         self.cameras: Dict[str, CameraStats] = {}
         self.output_errors = Tally()
-        built = assemble(self.cc, config.cameras, "collector " + name) if outputs is None \
-            else Outputs(outputs, None, None)
+        if outputs is None:
+            check_requirements(self.cc, config.path)
+            built = assemble(self.cc, config.cameras, "collector " + name)
+        else:
+            built = Outputs(outputs, None, None)
         self.outputs, self.preview, self.recording = built
         for output in self.outputs:  # one count of each camera's figures: ours
             output.figures = self.figures

@@ -125,21 +125,29 @@ def test_garbage_is_counted_and_the_stream_goes_on(rig: Any) -> None:
 
 def test_a_broker_output_that_cannot_start_is_off_and_named(tmp_path: Path,
                                                             caplog: Any) -> None:
-    """A credentials file that is not there: the collector runs without that
-    output and the log names the key; the other broker output still runs."""
+    """A credentials file that is not there, a recording directory that
+    cannot be made: the collector runs without those outputs and the log
+    names the key; the others still run, in the order configured."""
     need_module("pika")
     need_module("paho.mqtt.client")
+    (tmp_path / "a-file").write_text("")
     config = config_from_dict({
         "pipeline": {"runtime_dir": str(tmp_path / "run")},
-        "collector": {"outputs": ["mqtt", "amqp"], "spool_dir": str(tmp_path / "spool"),
-                      "amqp_credentials_file": str(tmp_path / "missing"),
-                      "mqtt_port": 1, "amqp_port": 1}})
+        "collector": {"outputs": ["log", "mqtt", "record", "amqp", "jsonl"],
+                      "spool": {"dir": str(tmp_path / "spool")},
+                      "amqp": {"credentials_file": str(tmp_path / "missing"), "port": 1},
+                      "mqtt": {"port": 1}, "jsonl": {"path": str(tmp_path / "out.jsonl")},
+                      "record": {"dir": str(tmp_path / "a-file" / "rec"), "formats": ["mp4"]}}})
+    assert config.warnings == []
     collector = Collector(config)
     try:
-        assert [o.name for o in collector.outputs] == ["mqtt"]
+        assert [o.name for o in collector.outputs] == ["log", "mqtt", "jsonl"]
+        assert collector.recording is None
         text = caplog.text
         assert "output amqp is off" in text and "collector.amqp.credentials_file = " + \
             str(tmp_path / "missing") in text
+        assert "output record is off" in text and "collector.record.dir = " + \
+            str(tmp_path / "a-file" / "rec") in text
     finally:
         collector.close()
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from vidpipe.config import ConfigError, HandlerConfig, config_from_dict, connect_from_bind
@@ -109,25 +111,54 @@ def test_list_defaults_are_not_shared_between_sections() -> None:
     assert b.stages == ["gray"]
 
 
-@pytest.mark.parametrize("output,module,package", [("mqtt", "paho", "paho-mqtt"),
-                                                    ("amqp", "pika", "pika")])
-def test_a_broker_output_without_its_library_is_a_config_error_naming_the_package(
-        output: str, module: str, package: str) -> None:
+@pytest.mark.parametrize("collector,module,key,message", [
+    ({"outputs": ["mqtt"]}, "paho", "collector.outputs",
+     "'mqtt' needs the paho module (Debian: apt install python3-paho-mqtt)"),
+    ({"outputs": ["amqp"]}, "pika", "collector.outputs",
+     "'amqp' needs the pika module (Debian: apt install python3-pika)"),
+    ({"outputs": ["record"], "record": {"dir": "/tmp/r", "formats": ["hdf5"]}}, "h5py",
+     "collector.record.formats", "'record' needs the h5py module (Debian: apt install "
+     "python3-h5py)")])
+def test_an_output_without_its_library_stops_the_collector_naming_the_package(
+        tmp_path: Path, collector: dict, module: str, key: str, message: str) -> None:
+    """check-config and the collector refuse (EX_CONFIG) before anything
+    starts; a handler or decoder sharing the file does not need the module."""
     import subprocess
     import sys
 
     from conftest import SRC
 
+    path = tmp_path / "pipeline.toml"
+    path.write_text(dump_toml({"pipeline": {"runtime_dir": str(tmp_path / "run")},
+                               "collector": collector}))
     code = ("import sys; sys.modules[{!r}] = None  # as if its Debian package were absent\n"
-            "from vidpipe.config import ConfigError, config_from_dict\n"
-            "try:\n"
-            "    config_from_dict({{'collector': {{'outputs': [{!r}]}}}})\n"
-            "except ConfigError as exc:\n"
-            "    print(exc)\n").format(module, output)
-    out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                         universal_newlines=True, env={"PYTHONPATH": str(SRC)}).stdout
-    assert out.strip() == ("<built-in>: collector.outputs: '{}' needs the {} module (Debian: "
-                           "apt install python3-{})".format(output, package, package))
+            "from vidpipe.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n").format(module)
+    expected = "{}: {}: {}".format(path, key, message)
+    for argv in (["check-config", str(path)], ["--config", str(path), "run", "collector"]):
+        done = subprocess.run([sys.executable, "-c", code] + argv, stderr=subprocess.PIPE,
+                              universal_newlines=True, env={"PYTHONPATH": str(SRC)}, timeout=60)
+        assert done.returncode == 78, (argv, done.stderr)
+        assert expected in done.stderr, (argv, done.stderr)
+    script = ("import sys; sys.modules[{!r}] = None\n"
+              "from vidpipe.config import load_config\n"
+              "print(load_config(sys.argv[1]).collector.outputs)\n").format(module)
+    done = subprocess.run([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE,
+                          universal_newlines=True, env={"PYTHONPATH": str(SRC)}, timeout=60)
+    assert done.returncode == 0 and collector["outputs"][0] in done.stdout
+
+
+def test_every_output_the_config_accepts_is_built_one_way() -> None:
+    from vidpipe.config import OUTPUTS
+    from vidpipe.outputs import Output
+    from vidpipe.outputs.assemble import KINDS, output_class
+
+    assert sorted(KINDS) == sorted(OUTPUTS)
+    for name in OUTPUTS:
+        cls = output_class(name)
+        assert issubclass(cls, Output) and cls.name == name, name
+        # each is made from its keys by its own build(); "log" has nothing to build
+        assert name == "log" or cls.build.__func__ is not Output.build.__func__, name  # type: ignore
 
 
 def test_mqtt_keys_are_checked() -> None:

@@ -7,22 +7,25 @@ file, the machine-readable record that tests and scripts read.
 ``display``: the seed's visualizer, a window per camera (needs a screen).
 
 The others have a module each: ``preview`` (:mod:`.preview`, served by the
-collector's HTTP server in :mod:`.web`, with ``/metrics`` rendered by
-:mod:`.metrics`) and ``record`` (:mod:`.recording`, MP4 and HDF5 segments;
-the HDF5 layout in :mod:`.h5store`, which ``vidpipe tap --save`` shares).
+collector's HTTP server, :mod:`vidpipe.status.web`), ``record``
+(:mod:`.recording`, MP4 and HDF5 segments; the HDF5 layout in
+:mod:`.h5store`, which ``vidpipe tap --save`` shares), ``mqtt`` and ``amqp``
+(:mod:`.mqtt`, :mod:`.amqp` over :mod:`.broker`).
+
+Every output is built one way (:mod:`.assemble`): its class says what it
+needs (:attr:`Output.REQUIRES`, checked before anything starts), where its
+keys are (:attr:`Output.TABLE`, the ``[collector.TABLE]`` sub-table its
+errors point at) and how it is made from the config (:meth:`Output.build`).
 """
 
 import hashlib
 import json
-import logging
 import os
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from vidpipe.link import wire
-from vidpipe.config import CollectorConfig
+from vidpipe.config import CameraConfig, CollectorConfig
 from vidpipe.link.ordering import OK, Entry
-
-log = logging.getLogger("vidpipe.outputs")
 
 
 def bgr8(image: Any) -> Any:
@@ -81,14 +84,70 @@ def no_figures(camera: str) -> Dict[str, Any]:
     return {}
 
 
+class Requirement(NamedTuple):
+    """A Python module an output needs that vidpipe does not depend on."""
+
+    module: str   # what to import, e.g. "paho.mqtt.client"
+    package: str  # the Debian package that has it, e.g. "python3-paho-mqtt"
+    key: str      # the key that asks for it, e.g. "collector.outputs"
+
+
+def needs(output: str, module: str, package: str) -> str:
+    """What to tell an operator whose ``output`` lacks ``module``."""
+    return "{!r} needs the {} module (Debian: apt install {})".format(
+        output, module.split(".")[0], package)
+
+
+class Site(NamedTuple):
+    """What an output is built for besides its own keys: the configured cameras."""
+
+    cameras: Mapping[str, CameraConfig]
+
+    def names(self) -> List[str]:
+        return sorted(self.cameras)
+
+    def areas(self) -> Dict[str, Tuple[Sequence[str], Sequence[str]]]:
+        """camera -> (its zone names, its line names), for cameras with any."""
+        return {n: (sorted(c.zones), sorted(c.lines)) for n, c in self.cameras.items()
+                if c.zones or c.lines}
+
+    def fps(self, camera: str) -> float:
+        """``camera``'s configured frame rate (30 when it has none or is unknown)."""
+        cam = self.cameras.get(camera)
+        return cam.fps if cam is not None and cam.fps else 30.0
+
+
 class Output:
-    #: the name its status is shown under (``vidpipe status``, /metrics)
+    #: the name its status is shown under (``vidpipe status``, /metrics) and
+    #: that ``collector.outputs`` lists
     name = ""
+    #: the ``[collector.TABLE]`` sub-table holding its keys ("" for none)
+    TABLE = ""
+    #: (Python module, Debian package) it always needs beyond vidpipe's own
+    #: dependencies; :meth:`requirements` adds what its keys ask for
+    REQUIRES: Tuple[Tuple[str, str], ...] = ()
     #: the collector's figures for a camera, as its status board shows them
     #: (``frames``, ``dropped`` by reason, ``missing``, ``fps``,
     #: ``latency_p50_ms``/``p99``, ``areas``: zone and line counts); the
     #: collector sets it. An output shows these, never a count of its own.
     figures: Callable[[str], Dict[str, Any]] = staticmethod(no_figures)
+
+    @classmethod
+    def requirements(cls, cc: CollectorConfig) -> List[Requirement]:
+        """What this output needs with ``cc`` (checked before any output is built)."""
+        return [Requirement(module, package, "collector.outputs")
+                for module, package in cls.REQUIRES]
+
+    @classmethod
+    def build(cls, cc: CollectorConfig, site: Site) -> "Output":
+        """This output as ``cc`` configures it. Raises OSError, ValueError or
+        RuntimeError when it cannot start (the collector runs without it)."""
+        return cls()
+
+    @classmethod
+    def keys_to_check(cls, cc: CollectorConfig) -> str:
+        """The keys (with their values) to look at when :meth:`build` failed."""
+        return "[collector.{}]".format(cls.TABLE) if cls.TABLE else "collector.outputs"
 
     def emit(self, camera: str, entry: Entry, latency_ms: Optional[float]) -> None:
         pass
@@ -115,7 +174,24 @@ class Output:
         pass
 
 
+class LogOutput(Output):
+    """Nothing per frame: the collector logs each camera's figures as it goes."""
+
+    name = "log"
+
+
 class JsonlOutput(Output):
+    name = "jsonl"
+    TABLE = "jsonl"
+
+    @classmethod
+    def build(cls, cc: CollectorConfig, site: Site) -> "Output":
+        return cls(cc.jsonl_path, cc.jsonl_checksum)
+
+    @classmethod
+    def keys_to_check(cls, cc: CollectorConfig) -> str:
+        return "collector.jsonl.path = {}".format(cc.jsonl_path)
+
     def __init__(self, path: str, checksum: bool) -> None:
         directory = os.path.dirname(path)
         if directory:
@@ -133,6 +209,14 @@ class JsonlOutput(Output):
 
 class DisplayOutput(Output):
     """``cv2.imshow`` per camera; 'q' in a window closes the displays."""
+
+    name = "display"
+
+    @classmethod
+    def build(cls, cc: CollectorConfig, site: Site) -> "Output":
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise RuntimeError("it needs a screen ($DISPLAY is not set)")
+        return cls()
 
     def __init__(self) -> None:
         import cv2
@@ -152,16 +236,3 @@ class DisplayOutput(Output):
         if self.open:
             self.open = False
             self.cv2.destroyAllWindows()
-
-
-def make_outputs(cc: CollectorConfig) -> List[Output]:
-    outputs: List[Output] = []
-    for name in cc.outputs:
-        if name == "jsonl":
-            outputs.append(JsonlOutput(cc.jsonl_path, cc.jsonl_checksum))
-        elif name == "display":
-            if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-                log.error("output 'display' needs a screen ($DISPLAY is not set); disabled")
-                continue
-            outputs.append(DisplayOutput())
-    return outputs

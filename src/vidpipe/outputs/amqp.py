@@ -42,10 +42,12 @@ RECONNECT_MAX_S = 5.0
 
 class AmqpOutput(BrokerOutput):
     name = "amqp"
+    TABLE = "amqp"
+    REQUIRES = (("pika", "python3-pika"),)
 
     def __init__(self, cc: CollectorConfig, cameras: Optional[List[str]] = None,
                  areas: Optional[Areas] = None) -> None:
-        self.pika = require("amqp", "pika", "pika")
+        self.pika = require(self)
         super().__init__(cc, cameras, results=cc.amqp_results, areas=areas)
         self.cc = cc
         self.exchange = cc.amqp_exchange

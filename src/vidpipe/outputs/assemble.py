@@ -1,23 +1,41 @@
-"""The collector's outputs as ``[collector]`` asks for them, and the routes
-its HTTP server answers: one place that knows which output needs what (a
-broker's client library only when that broker is configured, OpenCV only
-for image outputs). An output that cannot start is logged with the key to
-look at and left out; the collector runs with the rest."""
+"""The collector's outputs as ``[collector]`` asks for them, built one way,
+and the routes its HTTP server answers.
+
+:data:`KINDS` names the class of each output ``collector.outputs`` may list;
+its module is imported only when the output is configured (a broker's client
+library, OpenCV for image outputs). Before any is built,
+:func:`check_requirements` makes sure each has what its class says it needs
+(:meth:`~vidpipe.outputs.Output.requirements`): a missing module is a config
+error naming the Debian package. An output that then cannot start (its
+directory, its credentials file) is logged with the keys to look at and left
+out; the collector runs with the rest.
+"""
 
 import importlib
 import json
 import logging
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Type
 
-from vidpipe.status.board import read_board
-from vidpipe.config import CameraConfig, CollectorConfig
-from vidpipe.outputs import Output, make_outputs
-from vidpipe.status import metrics
+from vidpipe.config import CameraConfig, CollectorConfig, ConfigError
+from vidpipe.outputs import Output, Site, needs
 from vidpipe.outputs.preview import PreviewOutput
 from vidpipe.outputs.recording import RecordOutput
+from vidpipe.status import metrics
+from vidpipe.status.board import read_board
 
-#: outputs that publish to a broker: vidpipe.outputs.NAME.OUTPUT
-BROKERS = ("mqtt", "amqp")
+#: output name -> "module:Class"; the names are config's OUTPUTS (a test
+#: holds the two together)
+KINDS = {
+    "log": "vidpipe.outputs:LogOutput",
+    "jsonl": "vidpipe.outputs:JsonlOutput",
+    "display": "vidpipe.outputs:DisplayOutput",
+    "preview": "vidpipe.outputs.preview:PreviewOutput",
+    "record": "vidpipe.outputs.recording:RecordOutput",
+    "mqtt": "vidpipe.outputs.mqtt:MqttOutput",
+    "amqp": "vidpipe.outputs.amqp:AmqpOutput",
+}
+#: what can keep a built output from starting: logged, the others go on
+BUILD_ERRORS = (OSError, ValueError, RuntimeError)
 log = logging.getLogger("vidpipe.collector")
 
 
@@ -27,37 +45,35 @@ class Outputs(NamedTuple):
     recording: Optional[RecordOutput]
 
 
-def assemble(cc: CollectorConfig, cameras: Dict[str, CameraConfig], label: str) -> Outputs:
-    """The outputs ``cc.outputs`` names (``label``: whose log lines these are)."""
-    every = make_outputs(cc)
-    preview = recording = None
-    if "preview" in cc.outputs:
-        preview = PreviewOutput(cc.preview_fps, cc.preview_width, cc.preview_quality,
-                                cc.preview_boxes, sorted(cameras),
-                                {n: (c.zones, c.lines) for n, c in cameras.items()
-                                 if c.zones or c.lines})
-        every.append(preview)
-    for name in BROKERS:
-        if name in cc.outputs:  # its client library only when configured
-            module = importlib.import_module("vidpipe.outputs." + name)
+def output_class(name: str) -> Type[Output]:
+    module, _, cls = KINDS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+
+
+def check_requirements(cc: CollectorConfig, path: str) -> None:
+    """Raise ConfigError, naming the key and the Debian package, if an output
+    ``cc`` configures lacks a module it needs."""
+    for name in cc.outputs:
+        for req in output_class(name).requirements(cc):
             try:
-                every.append(module.OUTPUT(cc, sorted(cameras), areas={
-                    n: (sorted(c.zones), sorted(c.lines)) for n, c in cameras.items()
-                    if c.zones or c.lines}))
-            except (OSError, ValueError) as exc:  # the spool or the credentials file
-                log.error("%s: output %s is off: %s (collector.spool.dir = %s, "
-                          "collector.%s.credentials_file = %s)", label, name, exc,
-                          cc.spool_dir, name, getattr(cc, name + "_credentials_file") or '""')
-    if "record" in cc.outputs:
+                importlib.import_module(req.module)
+            except ImportError:
+                raise ConfigError(path, req.key, needs(name, req.module, req.package)) from None
+
+
+def assemble(cc: CollectorConfig, cameras: Dict[str, CameraConfig], label: str) -> Outputs:
+    """The outputs ``cc.outputs`` names, in that order (``label``: whose log
+    lines these are). Call :func:`check_requirements` first."""
+    site = Site(cameras)
+    every: List[Output] = []
+    for name in cc.outputs:
+        cls = output_class(name)
         try:
-            recording = RecordOutput(
-                cc.record_dir, cc.record_formats, cc.record_segment_s, cc.record_max_bytes,
-                cc.record_max_age_s, cc.record_min_free_mb * 2 ** 20,
-                lambda cam: cameras[cam].fps if cam in cameras and cameras[cam].fps else 30.0)
-            every.append(recording)
-        except (OSError, RuntimeError) as exc:
-            log.error("%s: recording is off: %s (collector.record.dir = %s)", label, exc,
-                      cc.record_dir)
+            every.append(cls.build(cc, site))
+        except BUILD_ERRORS as exc:
+            log.error("%s: output %s is off: %s (%s)", label, name, exc, cls.keys_to_check(cc))
+    preview = next((o for o in every if isinstance(o, PreviewOutput)), None)
+    recording = next((o for o in every if isinstance(o, RecordOutput)), None)
     return Outputs(every, preview, recording)
 
 

@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from vidpipe.config import CollectorConfig
 from vidpipe.outputs.events import VERSION, Tracker
 from vidpipe.link.ordering import OK, Entry
-from vidpipe.outputs import Output, bgr8, frame_record, picture
+from vidpipe.outputs import Output, Site, bgr8, frame_record, needs, picture
 from vidpipe.outputs.spool import EVENT, RESULT, STATE, Spool, SpoolError
 from vidpipe.names import one_line
 from vidpipe.stats import Tally, Throttle
@@ -57,14 +57,14 @@ def spool_share(cc: CollectorConfig) -> int:
     return max(1 << 20, (cc.spool_max_mb << 20) // len(brokers))
 
 
-def require(output: str, module: str, package: str) -> Any:
-    """The client library an output needs, or an ImportError naming the
-    Debian package (imported only when the output is configured)."""
+def require(output: Output) -> Any:
+    """The client library ``output`` needs (imported only when the output is
+    built), or an ImportError naming the Debian package."""
+    module, package = output.REQUIRES[0]
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError("output {!r} needs the {} module (Debian: apt install python3-{})"
-                          .format(output, package, package)) from None
+        raise ImportError(needs(output.name, module, package)) from None
 
 
 def jpeg_under(image: Any, max_bytes: int) -> Optional[bytes]:
@@ -158,6 +158,16 @@ def scene_event(camera: str, seq: int, capture_ns: int, found: Dict[str, Any]) -
 class BrokerOutput(Output):
     """The shared half; a subclass connects, publishes and says where each
     stream goes. It calls :meth:`start` once its client is set up."""
+
+    @classmethod
+    def build(cls, cc: CollectorConfig, site: Site) -> Output:
+        return cls(cc, site.names(), areas=site.areas())  # type: ignore[call-arg]
+
+    @classmethod
+    def keys_to_check(cls, cc: CollectorConfig) -> str:
+        # the spool and the credentials file: what can keep a broker output from starting
+        return "collector.spool.dir = {}, collector.{}.credentials_file = {}".format(
+            cc.spool_dir, cls.TABLE, getattr(cc, cls.TABLE + "_credentials_file") or '""')
 
     def __init__(self, cc: CollectorConfig, cameras: Optional[List[str]] = None,
                  results: bool = False, areas: Optional[Areas] = None) -> None:

@@ -31,10 +31,12 @@ RECONNECT_MAX_S = 10.0  # the longest between attempts: a broker back is seen so
 
 class MqttOutput(BrokerOutput):
     name = "mqtt"
+    TABLE = "mqtt"
+    REQUIRES = (("paho.mqtt.client", "python3-paho-mqtt"),)
 
     def __init__(self, cc: CollectorConfig, cameras: Optional[List[str]] = None,
                  areas: Optional[Areas] = None) -> None:
-        self.mqtt = require("mqtt", "paho.mqtt.client", "paho-mqtt")
+        self.mqtt = require(self)
         self.cc = cc
         super().__init__(cc, cameras, areas=areas)
         self.discovery = cc.mqtt_discovery_prefix if cc.mqtt_discovery else ""

@@ -19,7 +19,8 @@ import numpy as np
 
 from vidpipe import names
 from vidpipe.link.ordering import OK, Entry
-from vidpipe.outputs import Output, bgr8, picture
+from vidpipe.config import CollectorConfig
+from vidpipe.outputs import Output, Site, bgr8, picture
 from vidpipe.status.web import Request
 
 log = logging.getLogger("vidpipe.preview")
@@ -100,6 +101,15 @@ def box_list(meta: Dict[str, Any]) -> List[Tuple[List[float], str]]:
 
 
 class PreviewOutput(Output):
+    name = "preview"
+    TABLE = "preview"
+
+    @classmethod
+    def build(cls, cc: CollectorConfig, site: Site) -> "Output":
+        return cls(cc.preview_fps, cc.preview_width, cc.preview_quality, cc.preview_boxes,
+                   site.names(), {n: (c.zones, c.lines) for n, c in site.cameras.items()
+                                  if c.zones or c.lines})
+
     def __init__(self, fps: float, width: int, quality: int, boxes: bool,
                  cameras: List[str], areas: Optional[Dict[str, Tuple[Any, Any]]] = None) -> None:
         import cv2  # here, not at the top: a collector without a preview never loads OpenCV

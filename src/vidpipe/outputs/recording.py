@@ -36,7 +36,8 @@ import numpy as np
 from vidpipe import names
 from vidpipe.outputs.h5store import HEADER_BYTES, require_h5py
 from vidpipe.link.ordering import OK, Entry
-from vidpipe.outputs import Output, picture
+from vidpipe.config import CollectorConfig
+from vidpipe.outputs import Output, Requirement, Site, picture
 from vidpipe.outputs.retention import Retention
 from vidpipe.outputs.segments import EXTENSIONS, MP4_SLACK, SEGMENT_TYPES, Segment
 from vidpipe.stats import Tally
@@ -47,6 +48,23 @@ RETRY_S = 30.0  # after a writer error
 
 
 class RecordOutput(Output):
+    name = "record"
+    TABLE = "record"
+
+    @classmethod
+    def requirements(cls, cc: CollectorConfig) -> List[Requirement]:
+        return [Requirement("h5py", "python3-h5py", "collector.record.formats")] \
+            if "hdf5" in cc.record_formats else []
+
+    @classmethod
+    def build(cls, cc: CollectorConfig, site: Site) -> "Output":
+        return cls(cc.record_dir, cc.record_formats, cc.record_segment_s, cc.record_max_bytes,
+                   cc.record_max_age_s, cc.record_min_free_mb * 2 ** 20, site.fps)
+
+    @classmethod
+    def keys_to_check(cls, cc: CollectorConfig) -> str:
+        return "collector.record.dir = {}".format(cc.record_dir)
+
     def __init__(self, root: str, formats: List[str], segment_s: float, max_bytes: int,
                  max_age_s: float, min_free_bytes: int, fps: Callable[[str], float],
                  queue_bytes: int = 128 * 2 ** 20) -> None:
