@@ -125,6 +125,31 @@ def test_classes_are_never_mixed_and_hostile_metadata_is_left_out() -> None:
     assert detections_from_meta({"detections": "x", "faces": {}, "motion": []}) == []
 
 
+def test_tracker_events_and_preview_read_what_stages_found_alike() -> None:
+    """One observation schema: on the same hostile and valid metadata the
+    tracker, the broker events and the preview see the same boxes and
+    labels (each read it its own way before)."""
+    from vidpipe.outputs.events import by_label
+    from vidpipe.outputs.preview import box_list
+
+    meta = {"detections": [{"box": [1, 2, 3, 4], "label": "car", "confidence": 0.7},
+                           {"box": [5, 5, 5, 5], "label": "a#b/\ud800"},
+                           {"label": "no box"}, {"box": None}, {"box": [1, 2, 0, 4]},
+                           {"box": [1, 2, 3, float("inf")], "label": "car"}, 7],
+            "faces": [[5, 5, 10, 10], [1, 1, 1], "x"],
+            "motion": {"boxes": [[0, 0, 8, 8], [0, 0, -1, 1]], "fraction": 0.25}}
+    tracked = {(d.label, d.box) for d in detections_from_meta(meta)}
+    events = {(label, tuple(b)) for label, (boxes, _s) in by_label(meta).items() for b in boxes}
+    shown = {b for b, _label in box_list(meta)}
+    assert tracked == events
+    assert {b for _l, b in tracked} == shown == {(1, 2, 3, 4), (5, 5, 5, 5), (5, 5, 10, 10),
+                                                 (0, 0, 8, 8)}
+    hostile = next(label for label, _b in tracked if label not in ("car", "face", "motion"))
+    assert "#" not in hostile and "/" not in hostile and hostile.isprintable()
+    assert by_label(meta)["motion"][1] == 0.25  # events: the share that moved
+    assert {d.score for d in detections_from_meta(meta) if d.label == "motion"} == {1.0}
+
+
 # ---------------------------------------------------------------- zones and lines
 
 class _T:

@@ -3,7 +3,7 @@ camera and label, from the metadata the stages write."""
 
 from typing import Any, Dict, List
 
-from vidpipe.outputs.events import MAX_LABELS, Tracker, observations
+from vidpipe.outputs.events import MAX_LABELS, Tracker, by_label
 
 MS = 1_000_000
 
@@ -65,8 +65,7 @@ def test_cameras_and_labels_are_tracked_apart() -> None:
 
 
 def test_hostile_metadata_is_read_defensively() -> None:
-    assert observations({"motion": "yes", "faces": 3, "detections": [1, None, {}]}) == \
-        {"object": ([None], 0.0)}
+    assert by_label({"motion": "yes", "faces": 3, "detections": [1, None, {}]}) == {}
     tracker = Tracker(min_frames=1)
     for n in range(MAX_LABELS + 50):  # a model with endless labels
         tracker.feed("cam0", n, n, {"detections": [{"label": "l%d" % n, "box": [0, 0, 1, 1]}]})

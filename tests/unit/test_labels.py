@@ -5,7 +5,7 @@ metrics label is short, of a fixed alphabet, stable, and tells labels apart."""
 from hypothesis import given, settings, strategies as st
 
 from vidpipe import names
-from vidpipe.outputs.events import observations
+from vidpipe.outputs.events import by_label
 
 
 @settings(max_examples=500, deadline=None)
@@ -37,7 +37,7 @@ def test_an_event_id_fits_amqps_message_id_whatever_the_label() -> None:
     events = tracker.feed("c" * 31, 1, 2 ** 63 - 1, meta)
     assert len(events) == 2
     assert all(len(e["id"].encode()) <= 255 for e in events)
-    assert set(observations(meta)) == {e["label"] for e in events}
+    assert set(by_label(meta)) == {e["label"] for e in events}
 
 
 def test_one_line_keeps_text_on_one_printable_line() -> None:

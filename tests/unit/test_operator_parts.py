@@ -211,8 +211,8 @@ def test_box_list_reads_every_stage_that_finds_boxes() -> None:
     meta = {"faces": [[1, 2, 3, 4]], "motion": {"boxes": [[5, 6, 7, 8]]},
             "detections": [{"box": [9, 10, 11, 12], "label": "red", "confidence": 0.9},
                            {"nobox": 1}], "gray": True}
-    assert box_list(meta) == [([1, 2, 3, 4], "face"), ([5, 6, 7, 8], ""),
-                              ([9, 10, 11, 12], "red 0.90")]
+    assert box_list(meta) == [((9, 10, 11, 12), "red 0.90"), ((1, 2, 3, 4), "face"),
+                              ((5, 6, 7, 8), "")]
     assert box_list({"faces": "garbage", "detections": [{"box": [1, 2]}]}) == []
 
 

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from vidpipe.analytics.assign import assign
+from vidpipe.analytics.observations import MOTION, observations
 
 
 @dataclass
@@ -206,37 +207,8 @@ def _store(tracks: List[Track], mean: np.ndarray, cov: np.ndarray) -> None:
 
 
 def detections_from_meta(meta: Dict[str, object]) -> List[Detection]:
-    """The boxes a result's metadata carries, as the stages write them:
-    ``detections`` (dnn: box, label, confidence), ``faces`` (boxes) and
-    ``motion.boxes``. Anything malformed is left out (the metadata crossed
-    the wire: hostile until shown otherwise)."""
-    out: List[Detection] = []
-    dets = meta.get("detections")
-    if isinstance(dets, list):
-        for d in dets:
-            if isinstance(d, dict) and _is_box(d.get("box")):
-                score = d.get("confidence", 1.0)
-                label = d.get("label")
-                out.append(Detection(tuple(float(v) for v in d["box"]),  # type: ignore[arg-type]
-                                     label if isinstance(label, str) else str(label),
-                                     float(score) if _is_number(score) else 1.0))
-    faces = meta.get("faces")
-    if isinstance(faces, list):
-        out.extend(Detection(tuple(float(v) for v in b), "face")  # type: ignore[arg-type]
-                   for b in faces if _is_box(b))
-    motion = meta.get("motion")
-    if isinstance(motion, dict) and isinstance(motion.get("boxes"), list):
-        out.extend(Detection(tuple(float(v) for v in b), "motion")  # type: ignore[arg-type]
-                   for b in motion["boxes"] if _is_box(b))
-    return out
-
-
-def _is_number(v: object) -> bool:
-    return (type(v) is float or type(v) is int) and -1e9 < v < 1e9  # type: ignore[operator]
-
-
-def _is_box(b: object) -> bool:
-    """Four finite numbers (not bools: ``type`` is exact), positive size."""
-    return (type(b) is list or type(b) is tuple) and len(b) == 4 and \
-        _is_number(b[0]) and _is_number(b[1]) and _is_number(b[2]) and \
-        _is_number(b[3]) and b[2] > 0 and b[3] > 0  # type: ignore[index,operator]
+    """What the stages found (:mod:`.observations`), as boxes to track;
+    motion blobs score 1.0 (a blob that moved is certain, however small)."""
+    return [Detection((float(o.box[0]), float(o.box[1]), float(o.box[2]), float(o.box[3])),
+                      o.label, 1.0 if o.kind == MOTION else o.score)
+            for o in observations(meta)]

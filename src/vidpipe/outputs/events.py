@@ -20,36 +20,21 @@ once), so consumers can de-duplicate on (``id``, ``type``, ``seq``).
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from vidpipe import names
+from vidpipe.analytics.observations import observations
 
 VERSION = 2  # 2: object, zone and line events (vidpipe.analytics) beside these
 MAX_BOXES = 32  # per event: a noisy motion mask must not make a huge message
 MAX_LABELS = 64  # per camera: labels come from models, not from the wire
 
 
-def observations(meta: Dict[str, Any]) -> Dict[str, Tuple[List[Any], float]]:
-    """label -> (boxes, best score) of what ``meta`` says was seen. A
-    detection's label is brought to the label rule (:func:`vidpipe.names.label`)
-    here, before it reaches a topic, routing key or event id."""
+def by_label(meta: Dict[str, Any]) -> Dict[str, Tuple[List[Any], float]]:
+    """label -> (boxes, best score) of what the stages found
+    (:func:`vidpipe.analytics.observations.observations`: labels already of
+    the label rule; motion's score is the share of the picture that moved)."""
     seen: Dict[str, Tuple[List[Any], float]] = {}
-    motion = meta.get("motion")
-    if isinstance(motion, dict) and motion.get("boxes"):
-        fraction = motion.get("fraction", 0.0)
-        seen["motion"] = (list(motion["boxes"]),
-                          float(fraction) if isinstance(fraction, (int, float)) else 0.0)
-    faces = meta.get("faces")
-    if isinstance(faces, list) and faces:
-        seen["face"] = (list(faces), 1.0)
-    detections = meta.get("detections")
-    if isinstance(detections, list):
-        for det in detections:
-            if not isinstance(det, dict):
-                continue
-            label = names.label(det.get("label"))
-            score = det.get("confidence", 0.0)
-            score = float(score) if isinstance(score, (int, float)) else 0.0
-            boxes, best = seen.get(label, ([], 0.0))
-            seen[label] = (boxes + [det.get("box")], max(best, score))
+    for o in observations(meta):
+        boxes, best = seen.get(o.label, ([], 0.0))
+        seen[o.label] = (boxes + [list(o.box)], max(best, o.score))
     return seen
 
 
@@ -84,7 +69,7 @@ class Tracker:
              meta: Dict[str, Any]) -> List[Dict[str, Any]]:
         """The events one in-order result makes (often none)."""
         labels = self.cameras.setdefault(camera, {})
-        seen = observations(meta)
+        seen = by_label(meta)
         out: List[Dict[str, Any]] = []
         for label, (boxes, score) in seen.items():
             state = labels.get(label)

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from vidpipe import names
+from vidpipe.analytics.observations import FACE, MOTION, Box, observations
 from vidpipe.link.ordering import OK, Entry
 from vidpipe.config import CollectorConfig
 from vidpipe.outputs import Output, Site, bgr8, picture
@@ -80,24 +81,12 @@ class Feed:
         return self.viewers > 0 or now < self.wanted_until
 
 
-def box_list(meta: Dict[str, Any]) -> List[Tuple[List[float], str]]:
-    """Boxes ``[x, y, w, h]`` (with a label) found by the stages: faces,
-    motion, dnn detections."""
-    found: List[Tuple[List[float], str]] = []
-    for box in meta.get("faces") or []:
-        found.append((box, "face"))
-    motion = meta.get("motion")
-    if isinstance(motion, dict):
-        for box in motion.get("boxes") or []:
-            found.append((box, ""))
-    for det in meta.get("detections") or []:
-        if isinstance(det, dict) and "box" in det:
-            label = names.label(det.get("label"))
-            score = det.get("confidence")
-            if isinstance(score, (int, float)) and not isinstance(score, bool):
-                label += " {:.2f}".format(score)
-            found.append((det["box"], label.strip()))
-    return [(b, lab) for b, lab in found if isinstance(b, (list, tuple)) and len(b) == 4]
+def box_list(meta: Dict[str, Any]) -> List[Tuple[Box, str]]:
+    """Boxes ``[x, y, w, h]`` (with a label) found by the stages
+    (:mod:`vidpipe.analytics.observations`): faces, motion (no label),
+    detections (label and score)."""
+    return [(o.box, "face" if o.kind == FACE else "" if o.kind == MOTION else
+             "{} {:.2f}".format(o.label, o.score)) for o in observations(meta)]
 
 
 class PreviewOutput(Output):
