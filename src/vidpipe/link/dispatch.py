@@ -27,7 +27,8 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 import zmq
 
 from vidpipe import names
-from vidpipe.link import sockets as transport, wire
+from vidpipe.link import wire
+from vidpipe.link.sockets import CONTROL_PART, Sockets, poll, send_nowait
 from vidpipe.config import PipelineConfig
 from vidpipe.stats import Tally
 
@@ -208,7 +209,7 @@ class PushDispatcher:
 
     credits = False
 
-    def __init__(self, owner: Owner, sockets: transport.Sockets, pipe: PipelineConfig,
+    def __init__(self, owner: Owner, sockets: Sockets, pipe: PipelineConfig,
                  camera: str) -> None:
         self.owner = owner
         self.sockets = sockets
@@ -227,7 +228,7 @@ class PushDispatcher:
 
     def send(self, seq: int, parts: List[Any], now: float) -> str:
         """Hand a frame out; ``""`` when sent, else why not (a drop reason)."""
-        return "" if transport.send_nowait(self.out, parts) else "no_capacity"
+        return "" if send_nowait(self.out, parts) else "no_capacity"
 
     def wait(self, timeout: float) -> None:
         """Handle what handlers sent, waiting up to ``timeout`` for the first."""
@@ -253,13 +254,13 @@ class CreditDispatcher(PushDispatcher):
 
     credits = True
 
-    def __init__(self, owner: Owner, sockets: transport.Sockets, pipe: PipelineConfig,
+    def __init__(self, owner: Owner, sockets: Sockets, pipe: PipelineConfig,
                  camera: str) -> None:
         self.owner = owner
         self.sockets = sockets
         self.balancer = Balancer(pipe.dispatch, camera, pipe.handler_timeout_ms / 1000.0)
         self.out = sockets.make(zmq.ROUTER, sndhwm=64, rcvhwm=1000,
-                                max_part=transport.CONTROL_PART)
+                                max_part=CONTROL_PART)
         self.out.setsockopt(zmq.ROUTER_MANDATORY, 1)
         # ZMTP heartbeats run in libzmq's I/O thread: a handler busy in a slow
         # stage still answers, a dead host's connection is dropped
@@ -286,14 +287,14 @@ class CreditDispatcher(PushDispatcher):
             peer = self.balancer.choose(now)
             if peer is None:
                 return "no_handler" if not len(self.balancer) else "no_capacity"
-            if transport.send_nowait(self.out, [peer.identity] + parts):
+            if send_nowait(self.out, [peer.identity] + parts):
                 self.balancer.sent(peer, seq, parts, now)
                 return ""
             # the handler vanished under us (ROUTER_MANDATORY) or its pipe is full
             self._lose(peer, "unreachable")
 
     def wait(self, timeout: float) -> None:
-        events = transport.poll(self.poller, timeout)
+        events = poll(self.poller, timeout)
         if self.monitor is not None and self.monitor in events:
             self._disconnects()
         if self.out in events:
@@ -372,7 +373,7 @@ class CreditDispatcher(PushDispatcher):
             self._lose(peer, "went silent (presumed dead)")
         for peer, seq in self.balancer.overdue(now, OVERDUE_S):
             _sent, parts = peer.inflight.pop(seq)
-            self.owner.drop(seq, wire.parse_header(parts[0]).capture_ns, "handler_timeout")
+            self.owner.drop(seq, wire.parse_header(parts[0]).capture_ns, "handler_overdue")
 
     def in_flight(self) -> int:
         return self.balancer.in_flight()
@@ -390,7 +391,7 @@ class CreditDispatcher(PushDispatcher):
             self.monitor = None
 
 
-def make_dispatcher(owner: Owner, sockets: transport.Sockets, pipe: PipelineConfig,
+def make_dispatcher(owner: Owner, sockets: Sockets, pipe: PipelineConfig,
                     camera: str) -> PushDispatcher:
     """The strategy ``pipeline.dispatch`` names."""
     kind = PushDispatcher if pipe.dispatch == "round-robin" else CreditDispatcher

@@ -19,7 +19,8 @@ from typing import Any, Dict, Iterator, List, Set, Tuple
 
 import zmq
 
-from vidpipe.link import sockets as transport, wire
+from vidpipe.link import wire
+from vidpipe.link.sockets import Sockets, poll, recv_parts, send_nowait
 from vidpipe.config import Config, layout
 
 log = logging.getLogger("vidpipe.handler")
@@ -50,7 +51,7 @@ class Serving:
 
 
 class DecoderLinks:
-    def __init__(self, sockets: transport.Sockets, config: Config, handler: str,
+    def __init__(self, sockets: Sockets, config: Config, handler: str,
                  window: int) -> None:
         self.sockets = sockets
         self.runtime_dir = config.pipeline.runtime_dir
@@ -121,7 +122,7 @@ class DecoderLinks:
             self.serving.note(camera, now)
         meta = {"handler": self.handler, "window": self.window,
                 "serving": self.serving.names(now)}
-        transport.send_nowait(sock, wire.control_parts(wire.CREDIT, meta, stream=stream,
+        send_nowait(sock, wire.control_parts(wire.CREDIT, meta, stream=stream,
                                                        seq=seq))
 
     def tick(self, now: float) -> None:
@@ -137,11 +138,11 @@ class DecoderLinks:
     def receive(self, timeout: float) -> Iterator[Tuple[zmq.Socket, List[Any], float]]:
         """One message from each decoder that has one, waiting up to ``timeout``
         for the first: (socket, parts, ``perf_counter()`` before reading it)."""
-        events = transport.poll(self.poller, timeout)
+        events = poll(self.poller, timeout)
         for sock in list(self.inputs.values()):
             if sock in events:
                 started = time.perf_counter()
-                parts = transport.recv_parts(sock)
+                parts = recv_parts(sock)
                 if parts is not None:
                     yield sock, parts, started
 
@@ -150,5 +151,5 @@ class DecoderLinks:
         if not self.credits:
             return
         for sock in self.inputs.values():
-            transport.send_nowait(sock, wire.control_parts(wire.BYE, {"handler": self.handler}))
+            send_nowait(sock, wire.control_parts(wire.BYE, {"handler": self.handler}))
             sock.setsockopt(zmq.LINGER, 200)  # let the BYE out

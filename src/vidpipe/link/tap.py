@@ -16,7 +16,7 @@ from typing import Any, Dict, List
 
 import zmq
 
-from vidpipe.link import sockets as transport
+from vidpipe.link.sockets import SUBSCRIPTION_PART, Sockets
 
 log = logging.getLogger("vidpipe.tap")
 #: libzmq before 4.3.4 (4.3.2 on Ubuntu 20.04 / JetPack 5) crashes an XPUB
@@ -30,14 +30,14 @@ CHECK_S = 0.05
 
 
 class TapPublisher:
-    def __init__(self, sockets: transport.Sockets, endpoint: str, hwm: int) -> None:
+    def __init__(self, sockets: Sockets, endpoint: str, hwm: int) -> None:
         self.endpoint = endpoint
         self.knows_subscribers = zmq.zmq_version_info() >= XPUB_SAFE
         if self.knows_subscribers:
             self.sock = sockets.make(zmq.XPUB, sndhwm=hwm, rcvhwm=1000,
-                                     max_part=transport.SUBSCRIPTION_PART)
+                                     max_part=SUBSCRIPTION_PART)
         else:
-            self.sock = sockets.make(zmq.PUB, sndhwm=hwm, max_part=transport.SUBSCRIPTION_PART)
+            self.sock = sockets.make(zmq.PUB, sndhwm=hwm, max_part=SUBSCRIPTION_PART)
             log.warning("libzmq %s: taps publish every frame on %s (an XPUB socket, which "
                         "asks first, can be crashed by a hostile subscriber before libzmq "
                         "4.3.4); set [pipeline] taps = false if none is used", zmq.zmq_version(),
