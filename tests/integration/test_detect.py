@@ -79,9 +79,31 @@ def test_detect_when_motion_runs_the_detector_only_on_frames_with_motion(
     assert any("faces" in r["meta"] for r in ok) and any("skipped" in r["meta"] for r in ok)
 
 
-@pytest.mark.parametrize("stages", [["faces"], ["faces", "motion"]])
+class _PluginDetector:
+    """A plugin that finds things: its class says so, as dnn and faces do."""
+
+    name = "plugin-detector"
+    detector = True
+
+    def __init__(self, options: dict) -> None:
+        self.options = options
+
+    def process(self, frame: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("stages", [["faces"], ["faces", "motion"],
+                                    ["gray", "test_detect:_PluginDetector", "motion"]])
 def test_detect_when_motion_needs_the_motion_stage_first(stages: List[str]) -> None:
+    """Checked where the stage classes are known (a plugin detector too), when
+    a handler builds its chain and by check-config."""
+    from vidpipe.stages import build_chain
+
+    config = config_from_dict({"cameras": {"cam0": {"source": "testsrc",
+                                                    "detect_when": "motion"}},
+                               "handlers": {"stages": stages}}, "p.toml")
     with pytest.raises(ConfigError) as err:
-        config_from_dict({"cameras": {"cam0": {"source": "testsrc", "detect_when": "motion"}},
-                          "handlers": {"stages": stages}}, "p.toml")
+        build_chain(config, stages, "handlers")
     assert err.value.key == "cameras.cam0.detect_when" and "motion stage" in err.value.message
+    fine = ["motion"] + [s for s in stages if s != "motion"]
+    assert [type(s).__name__ for s in build_chain(config, fine, "handlers")][0] == "Motion"

@@ -176,7 +176,6 @@ def config_from_dict(data: Mapping[str, Any], path: str = "<built-in>") -> Confi
     runtime = runtime_root(pipeline.runtime_dir)
     cameras = _cameras(path, runtime, pipeline, data.get("cameras", {}))
     handler_defaults, overrides = _handlers(path, data.get("handlers", {}))
-    _check_detect_when(path, cameras, handler_defaults, overrides)
     warnings: List[str] = []
     collector = _collector(path, runtime, data.get("collector", {}), warnings)
     _check_result_transport(path, collector, handler_defaults, overrides)
@@ -219,23 +218,6 @@ def _handlers(path: str, raw_handlers: Any) -> Tuple[Dict[str, Any], Dict[str, D
         if "cpus" in overrides[name]:
             _check_cpus(path, section + ".cpus", overrides[name]["cpus"])
     return defaults, overrides
-
-
-def _check_detect_when(path: str, cameras: Mapping[str, CameraConfig], defaults: Dict[str, Any],
-                       overrides: Mapping[str, Dict[str, Any]]) -> None:
-    """``detect_when = "motion"`` reads what the motion stage found before the
-    detector: every handler's chain must run ``motion`` before its detectors."""
-    for name, cam in sorted(cameras.items()):
-        if cam.detect_when != "motion":
-            continue
-        for section, values in [("handlers", defaults)] + [
-                ("handlers." + h, dict(defaults, **o)) for h, o in sorted(overrides.items())]:
-            stages = list(values.get("stages") or [])
-            detectors = [i for i, s in enumerate(stages) if s in ("dnn", "faces")]
-            if detectors and ("motion" not in stages or stages.index("motion") > detectors[0]):
-                raise ConfigError(path, "cameras.{}.detect_when".format(name), "\"motion\" "
-                                  "needs the motion stage before the detectors in {}.stages "
-                                  "(got {})".format(section, stages))
 
 
 def _collector(path: str, runtime: str, raw: Any, warnings: List[str]) -> CollectorConfig:

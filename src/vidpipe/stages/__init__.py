@@ -74,10 +74,11 @@ def build_chain(config: Config, names: List[str], section: str,
                 accelerator: str = "cpu") -> List[Stage]:
     """Instantiate the stage chain ``names`` with their validated options, for a
     handler on ``accelerator`` (stages that can use it read ``self.accelerator``)."""
+    classes = [resolve(name, config, "{}.stages[{}]".format(section, index))
+               for index, name in enumerate(names)]
+    _check_detect_when(config, names, classes, section)
     chain = []
-    for index, name in enumerate(names):
-        key = "{}.stages[{}]".format(section, index)
-        cls = resolve(name, config, key)
+    for name, cls in zip(names, classes):
         rules = getattr(cls, "OPTIONS", {}) or {}
         options = stage_options(config, name, rules)
         stage = cls(options)
@@ -89,3 +90,21 @@ def build_chain(config: Config, names: List[str], section: str,
             raise ConfigError(config.path, "stage.{}".format(name), str(exc)) from None
         chain.append(stage)
     return chain
+
+
+def _check_detect_when(config: Config, names: List[str], classes: List[type],
+                       section: str) -> None:
+    """``detect_when = "motion"`` reads what the motion stage found before the
+    detectors (stages whose class says ``detector``, plugins too): a chain that
+    runs a detector first, or no motion stage, would never detect."""
+    detectors = [i for i, cls in enumerate(classes) if getattr(cls, "detector", False)]
+    if not detectors:
+        return
+    motion = [i for i, cls in enumerate(classes) if getattr(cls, "name", "") == "motion"]
+    if motion and motion[0] < detectors[0]:
+        return
+    for camera in sorted(config.cameras):
+        if config.cameras[camera].detect_when == "motion":
+            raise ConfigError(config.path, "cameras.{}.detect_when".format(camera),
+                              "\"motion\" needs the motion stage before the detectors in "
+                              "{}.stages (got {})".format(section, names))
