@@ -23,7 +23,14 @@ Outputs (``output``):
   detector and most SSD exports).
 * ``"heatmap"``: one score per pixel (1 x 1 x H x W, 0..1); every connected
   region above ``confidence`` becomes a box.
+* ``"yolov5"``, ``"yolov8"`` (YOLO11 too), ``"yolox"`` and ``"detr"`` (RT-DETR,
+  RF-DETR): read by :mod:`vidpipe.stages.layouts`, the frame letterboxed to
+  the model's input (``resize = "auto"``: letterbox for the YOLOs, stretch
+  for the rest), class-aware NMS at ``nms_iou`` for the YOLOs.
 
+The model's outputs are checked against ``output`` when the stage is set up
+(one inference on a blank frame), and so are the class names: ``labels`` or
+``labels_file`` (one name a line) must name every class the model has.
 Boxes go to ``frame.meta["detections"]`` as
 ``{"box": [x, y, w, h], "confidence": c, "label": ...}`` in frame pixels.
 """
@@ -36,6 +43,8 @@ import cv2
 import numpy as np
 
 from vidpipe.config import Rule
+from vidpipe.stages.layouts import (
+    LAYOUTS, READERS, YOLO, LayoutError, Rows, letterbox, nms, stretch)
 from vidpipe.stages.base import Frame, Stage
 
 log = logging.getLogger("vidpipe.stages.dnn")
@@ -93,7 +102,10 @@ class Dnn(Stage):
     OPTIONS = {
         "model": (Rule(str), ""),
         "runtime": (Rule(str, choices=("auto", "opencv", "onnxruntime")), "auto"),
-        "output": (Rule(str, choices=("ssd", "heatmap")), "ssd"),
+        "output": (Rule(str, choices=LAYOUTS), "ssd"),
+        "resize": (Rule(str, choices=("auto", "letterbox", "stretch")), "auto"),
+        "nms_iou": (Rule(float, 0.0, 1.0), 0.45),
+        "labels_file": (Rule(str), ""),
         "input_width": (Rule(int, 16, 4096), 300),
         "input_height": (Rule(int, 16, 4096), 300),
         "scale": (Rule(float, 0.0, 1000.0), 1.0 / 255.0),
@@ -111,6 +123,10 @@ class Dnn(Stage):
         self.session: Any = None
         self.runtime = ""
         self.running_on = ""
+        self.labels: List[str] = list(options.get("labels") or [])
+        self.class_count = 0  # the model's, once it ran
+        self.letterbox = options.get("resize") == "letterbox" or (
+            options.get("resize") == "auto" and options.get("output") in YOLO)
 
     def model_path(self) -> str:
         model = self.options["model"]
@@ -132,7 +148,51 @@ class Dnn(Stage):
             self._setup_ort(path)
         else:
             self._setup_opencv(path)
+        self._read_labels()
+        self._check_layout()
         log.info("dnn: %s on %s via %s", os.path.basename(path), self.running_on, self.runtime)
+
+    def _read_labels(self) -> None:
+        name = self.options["labels_file"]
+        if not name:
+            return
+        if self.options["labels"]:
+            raise ValueError("labels_file: give the class names once, in labels or in "
+                             "labels_file, not both")
+        path = name if os.path.isabs(name) else os.path.join(MODEL_DIR, name)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                self.labels = [line.strip() for line in handle.read(1 << 20).splitlines()
+                               if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError("labels_file: cannot read {}: {}".format(path, exc)) from None
+        if not self.labels:
+            raise ValueError("labels_file: {} names no class".format(path))
+
+    def _check_layout(self) -> None:
+        """One inference on a blank frame: the outputs must be of the
+        configured layout, and the class names (if any) cover its classes."""
+        layout = self.options["output"]
+        if layout not in READERS:
+            return
+        blank = np.zeros((self.options["input_height"], self.options["input_width"], 3),
+                         np.uint8)
+        try:
+            self.read(self.infer_all(self.blob(blank)))
+        except LayoutError as exc:
+            raise ValueError("output: {} (output = {!r})".format(exc, layout)) from None
+        except cv2.error as exc:
+            raise ValueError("model: OpenCV {} cannot run {} on a blank {}x{} input "
+                             "(input_width/input_height must be the model's input size): "
+                             "{}".format(cv2.__version__, os.path.basename(self.model_path()),
+                                         self.options["input_width"],
+                                         self.options["input_height"],
+                                         str(exc).strip().splitlines()[-1])) from None
+        count = self.class_count
+        if self.labels and len(self.labels) < count:
+            key = "labels_file" if self.options["labels_file"] else "labels"
+            raise ValueError("{}: names {} classes, the model has {}".format(
+                key, len(self.labels), count))
 
     def _setup_opencv(self, path: str) -> None:
         if self.accelerator.startswith("dla"):
@@ -192,25 +252,68 @@ class Dnn(Stage):
             (self.options["input_width"], self.options["input_height"]),
             mean, swapRB=self.options["swap_rb"], crop=False)
 
-    def infer(self, blob: np.ndarray) -> np.ndarray:
+    def infer_all(self, blob: np.ndarray) -> List[np.ndarray]:
+        """Every output of the model, in its order."""
         if self.session is not None:
             name = self.session.get_inputs()[0].name
-            return np.asarray(self.session.run(None, {name: blob})[0])
+            return [np.asarray(o) for o in self.session.run(None, {name: blob})]
         self.net.setInput(blob)
-        return np.asarray(self.net.forward())
+        names = self.net.getUnconnectedOutLayersNames()
+        if len(names) > 1:
+            return [np.asarray(o) for o in self.net.forward(names)]
+        return [np.asarray(self.net.forward())]
 
     def process(self, frame: Frame) -> None:
-        out = self.infer(self.blob(frame.bgr() if frame.format else frame.image))
+        image = frame.bgr() if frame.format else frame.image
         height, width = frame.size()
-        if self.options["output"] == "heatmap":
-            found = self.from_heatmap(out, width, height)
+        layout = self.options["output"]
+        if layout in READERS:
+            found = self.from_model(image, width, height)
         else:
-            found = self.from_ssd(out, width, height)
+            out = self.infer_all(self.blob(image))[0]
+            found = self.from_heatmap(out, width, height) if layout == "heatmap" else \
+                self.from_ssd(out, width, height)
         frame.meta["detections"] = found[:self.options["max_detections"]]
 
     def label(self, index: int) -> Optional[str]:
-        labels = self.options["labels"]
-        return labels[index] if 0 <= index < len(labels) else None
+        return self.labels[index] if 0 <= index < len(self.labels) else None
+
+    # ------------------------------------------------------------------ YOLO, DETR
+
+    def read(self, outputs: List[np.ndarray]) -> Rows:
+        boxes, scores, classes = READERS[self.options["output"]](
+            outputs, self.options["input_width"], self.options["input_height"])
+        self.class_count = int(_classes_in(outputs, self.options["output"]))
+        return boxes, scores, classes
+
+    def from_model(self, image: np.ndarray, width: int, height: int) -> List[Dict[str, Any]]:
+        in_w, in_h = self.options["input_width"], self.options["input_height"]
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        if self.letterbox:
+            image, fit = letterbox(image, in_w, in_h,
+                                           centre=self.options["output"] != "yolox")
+        else:
+            fit = stretch(width, height, in_w, in_h)
+        boxes, scores, classes = self.read(self.infer_all(self.blob(image)))
+        confidence = self.options["confidence"]
+        if self.options["output"] == "detr":  # end to end: nothing to suppress
+            keep = [int(i) for i in np.argsort(-scores, kind="stable") if scores[i] >= confidence]
+        else:
+            keep = nms(boxes, scores, classes, confidence, self.options["nms_iou"])
+        framed = fit.to_frame(boxes[keep]) if keep else np.zeros((0, 4))
+        found = []
+        for (x, y, w, h), i in zip(framed, keep):
+            left, top = max(0, int(round(x))), max(0, int(round(y)))
+            right, bottom = min(width, int(round(x + w))), min(height, int(round(y + h)))
+            if right - left < 1 or bottom - top < 1 or (right - left) * (bottom - top) < \
+                    self.options["min_area"]:
+                continue
+            cls = int(classes[i])
+            found.append({"box": [left, top, right - left, bottom - top],
+                          "confidence": round(float(scores[i]), 4),
+                          "label": self.label(cls) or cls})
+        return found
 
     def from_ssd(self, out: np.ndarray, width: int, height: int) -> List[Dict[str, Any]]:
         rows = out.reshape(-1, 7) if out.size % 7 == 0 else np.zeros((0, 7))
@@ -247,3 +350,16 @@ class Dnn(Stage):
                           "label": self.label(0) or 0})
         found.sort(key=lambda d: -d["confidence"])
         return found
+
+
+def _classes_in(outputs: List[np.ndarray], layout: str) -> int:
+    """How many classes a model of ``layout`` scores (its outputs' width)."""
+    first = outputs[0][0] if outputs[0].ndim == 3 else outputs[0]
+    if layout == "yolov8":
+        return min(first.shape) - 4
+    if layout in ("yolov5", "yolox"):
+        return first.shape[1] - 5
+    if len(outputs) >= 2:
+        second = outputs[1][0] if outputs[1].ndim == 3 else outputs[1]
+        return second.shape[1] if first.shape[1] == 4 else first.shape[1]
+    return first.shape[1] - 4
