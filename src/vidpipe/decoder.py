@@ -24,6 +24,7 @@ from vidpipe.link.payload import FrameWriter
 from vidpipe.link.payload.frames import FrameRefused
 from vidpipe.runtime import Role
 from vidpipe.service import Notifier, Stopper
+from vidpipe.capture.passthrough import make_recorder
 from vidpipe.capture.sources import Source, SourceError, make_source
 from vidpipe.stats import RateMeter, Tally
 from vidpipe.link.tap import TapPublisher
@@ -82,6 +83,8 @@ class Decoder(Role):
             else None
         self.notices = self.sockets.make(zmq.PUSH, sndhwm=10000, receives=False,
                                          immediate=True)
+        # the camera's own stream to disk (record = "passthrough"): its own thread
+        self.recorder = make_recorder(self.cam, config.collector)
 
     # ------------------------------------------------------------------ setup
 
@@ -92,6 +95,8 @@ class Decoder(Role):
             self.tap.bind()
         log.info("%s: %s, dispatch %s, frames on %s, %s", self.name, self.source.describe(),
                  self.config.pipeline.dispatch, self.cam.bind, self.framer.describe())
+        if self.recorder is not None:
+            self.recorder.start()
         pace = self.source.pace_fps if not self.source.live else 0.0
         self.period = 1.0 / pace if pace > 0 else 0.0
         self._try_open(time.monotonic())
@@ -340,6 +345,8 @@ class Decoder(Role):
             "?" if handlers is None else handlers)
         if self.source_open and self.source.info.get("decoder"):  # a network camera's
             head += ", " + self.source.info["decoder"]
+        if self.recorder is not None:
+            head += ", " + self.recorder.text()
         return self.compose_status(head, [("re-sent", self.redispatched),
                                           ("malformed", self.bad)], self.why_idle())
 
@@ -352,7 +359,8 @@ class Decoder(Role):
                 "handlers": self.out.handlers(),
                 "queue_depth": self.out.in_flight(), "resent": self.redispatched,
                 "malformed": self.bad.as_dict(), "why_idle": self.why_idle(),
-                "tapped": bool(self.tap is not None and self.tap.wanted(self.name))}
+                "tapped": bool(self.tap is not None and self.tap.wanted(self.name)),
+                "recording": self.recorder.status() if self.recorder is not None else None}
 
     def finish(self) -> int:
         """Drain frames in flight, then tell the collector the totals."""
@@ -378,6 +386,8 @@ class Decoder(Role):
         return 0
 
     def release(self) -> None:
+        if self.recorder is not None:
+            self.recorder.stop()
         self.source.close()
         self.out.close()
 

@@ -178,3 +178,20 @@ def test_amqp_keys_are_checked() -> None:
         config_from_dict({"collector": {"events_snapshot_kb": 5000}})
     cc = config_from_dict({"collector": {"amqp_queue": ""}}).collector
     assert cc.amqp_queue == "" and cc.amqp_exchange == "vidpipe" and cc.amqp_port == 5672
+
+
+@pytest.mark.parametrize("camera,key,text", [
+    ({"source": "/dev/video0", "record": "passthrough"}, "cameras.c.record",
+     "network camera's own stream"),
+    ({"source": "rtsp://h/sub", "record_url": "rtsp://h/main"}, "cameras.c.record_url",
+     "only with record = \"passthrough\""),
+    ({"source": "rtsp://h/sub", "record": "passthrough", "record_url": "http://h/x.mjpg"},
+     "cameras.c.record_url", "rtsp://"),
+    ({"source": "rtsp://h/sub", "record": "keep"}, "cameras.c.record", "passthrough")])
+def test_passthrough_keys_are_checked(camera: dict, key: str, text: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"cameras": {"c": camera}})
+    assert err.value.key == key and text in err.value.message, err.value
+    ok = config_from_dict({"cameras": {"c": {"source": "rtsp://h/sub", "record": "passthrough",
+                                             "record_url": "rtsps://h/main"}}})
+    assert ok.cameras["c"].record_url == "rtsps://h/main"

@@ -170,6 +170,28 @@ def test_retention_expires_by_age_and_keeps_free_space(tmp_path: Path) -> None:
     assert "below record.min_free_mb" in why and not young.exists()
 
 
+def test_the_keeper_holds_other_processes_segments_to_the_limits(tmp_path: Path) -> None:
+    """The decoders write the cameras' own streams (.camera.mp4); the
+    collector's keeper finds new ones on each look and deletes the oldest of
+    vidpipe's segments only, never one being written or a stranger's file."""
+    from vidpipe.outputs.retention import Keeper
+
+    cam = tmp_path / "door"
+    cam.mkdir()
+    first = _segment(cam, "door-20261130T100000Z-000001.camera.mp4", 600, age=30)
+    keeper = Keeper(str(tmp_path), 1000, 0, 0, period_s=3600)
+    try:
+        assert first.exists()  # 600 <= 1000
+        second = _segment(cam, "door-20261130T100002Z-000002.camera.mp4", 600, age=20)
+        writing = _segment(cam, "door-20261130T100004Z-000003.camera.part.mp4", 5000, age=0)
+        stranger = _segment(cam, "door-20261130T100000Z-000001.camera.mp4.bak", 5000, age=40)
+        keeper.keep()
+        assert not first.exists() and second.exists() and writing.exists() \
+            and stranger.exists() and keeper.short == ""
+    finally:
+        keeper.close()
+
+
 # ---------------------------------------------------------------- preview
 
 def gradient_frames(count: int) -> Any:

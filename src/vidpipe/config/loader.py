@@ -139,6 +139,14 @@ def make_camera(path: str, runtime: str, name: str, raw: Mapping[str, Any]) -> C
         raise ConfigError(path, section + ".deliver", "\"i420\" needs an even width and "
                           "height (its colour planes are half size); got {}x{}".format(
                               camera.width, camera.height))
+    if camera.record == "passthrough" and not camera.record_url and \
+            not camera.source.lower().startswith(("rtsp://", "rtsps://")):
+        raise ConfigError(path, section + ".record", "\"passthrough\" records a network "
+                          "camera's own stream: set record_url (rtsp://...) or use an rtsp:// "
+                          "source")
+    if camera.record_url and camera.record != "passthrough":
+        raise ConfigError(path, section + ".record_url", "is recorded only with record = "
+                          "\"passthrough\"")
     if camera.encoding == "lz4":
         try:
             import lz4.block  # noqa: F401

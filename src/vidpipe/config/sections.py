@@ -79,6 +79,9 @@ class CameraConfig:
                                          allowed="an absolute path, or \"\""))
     detect_fps: float = key(0.0, Rule(float, 0, 1000))
     detect_when: str = key("always", Rule(str, choices=("always", "motion")))
+    record: str = key("off", Rule(str, choices=("off", "passthrough")))
+    record_url: str = key("", Rule(str, pattern=re.compile(r"^((rtsps?)://.+)?$", re.I),
+                                   allowed="an rtsp:// or rtsps:// URL, or \"\""))
     track: bool = key(False, Rule(bool))
     track_lost_s: float = key(2.0, Rule(float, 0.1, 600))
     #: not a key but derived: whether the section gave width or height. A network

@@ -20,6 +20,7 @@ from vidpipe.config import CameraConfig, CollectorConfig, ConfigError
 from vidpipe.outputs import Output, Site, needs
 from vidpipe.outputs.preview import PreviewOutput
 from vidpipe.outputs.recording import RecordOutput
+from vidpipe.outputs.retention import Keeper
 from vidpipe.status import metrics
 from vidpipe.status.board import read_board
 
@@ -43,6 +44,23 @@ class Outputs(NamedTuple):
     every: List[Output]  # in the order results go through them
     preview: Optional[PreviewOutput]
     recording: Optional[RecordOutput]
+
+
+class KeeperOutput(Output):
+    """Retention of the passthrough recordings (the cameras' own streams,
+    written by the decoders) under ``[collector.record]``'s limits."""
+
+    name = "retention"
+
+    def __init__(self, cc: CollectorConfig) -> None:
+        self.keeper = Keeper(cc.record_dir, cc.record_max_bytes, cc.record_max_age_s,
+                             cc.record_min_free_mb * 2 ** 20)
+
+    def status(self) -> Optional[Dict[str, Any]]:
+        return {"deleted": self.keeper.retention.deleted, "short": self.keeper.short}
+
+    def close(self) -> None:
+        self.keeper.close()
 
 
 def output_class(name: str) -> Type[Output]:
@@ -72,6 +90,12 @@ def assemble(cc: CollectorConfig, cameras: Dict[str, CameraConfig], label: str) 
             every.append(cls.build(cc, site))
         except BUILD_ERRORS as exc:
             log.error("%s: output %s is off: %s (%s)", label, name, exc, cls.keys_to_check(cc))
+    if any(c.record == "passthrough" for c in cameras.values()):
+        try:  # the decoders write the cameras' own streams; retention is kept here
+            every.append(KeeperOutput(cc))
+        except OSError as exc:
+            log.error("%s: retention of the cameras' recordings is off: %s (collector.record"
+                      ".dir = %s)", label, exc, cc.record_dir)
     preview = next((o for o in every if isinstance(o, PreviewOutput)), None)
     recording = next((o for o in every if isinstance(o, RecordOutput)), None)
     return Outputs(every, preview, recording)

@@ -7,16 +7,20 @@ import logging
 import os
 import re
 import stat
+import threading
+import time
 from typing import Callable, List, Tuple
 
 from vidpipe import names
 
 log = logging.getLogger("vidpipe.recording")
 _STEM = r"(?P<camera>" + names.NAME_PATTERN + r")-[0-9]{8}T[0-9]{6}Z-[0-9]{6,20}"
-#: the names vidpipe gives segments: CAM/CAM-<UTC stamp>-<seq>.mp4|.h5
-SEGMENT_RE = re.compile(_STEM + r"\.(mp4|h5)")
+#: the names vidpipe gives segments: CAM/CAM-<UTC stamp>-<seq>.mp4|.h5 (processed
+#: frames) and CAM/CAM-<UTC stamp>-<number>.camera.mp4 (the camera's own stream,
+#: vidpipe.capture.passthrough)
+SEGMENT_RE = re.compile(_STEM + r"(\.mp4|\.h5|\.camera\.mp4)")
 #: ... and a segment being written
-PART_RE = re.compile(_STEM + r"\.part\.(mp4|h5)")
+PART_RE = re.compile(_STEM + r"(\.part\.mp4|\.part\.h5|\.camera\.part\.mp4)")
 
 
 def own_segments(root: str) -> List[Tuple[float, str, int]]:
@@ -133,3 +137,38 @@ class Retention:
             return
         while self.closed and self.closed[0][0] < now_wall - self.max_age_s:
             self.delete_oldest()
+
+
+class Keeper:
+    """Retention for segments other processes write: the decoders' passthrough
+    recordings. Every ``period_s`` it looks at what is on disk again and
+    deletes the oldest of vidpipe's segments as :class:`Retention` does (the
+    segments being written are not counted: their ``.part`` names are not
+    those of closed segments)."""
+
+    def __init__(self, root: str, max_bytes: int, max_age_s: float, min_free_bytes: int,
+                 period_s: float = 10.0) -> None:
+        os.makedirs(root, exist_ok=True)
+        self.retention = Retention(root, max_bytes, max_age_s, min_free_bytes, lambda: 0)
+        self.period_s = period_s
+        self.short = ""  # why retention cannot keep the limits ("" when it can)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="retention", daemon=True)
+        self.thread.start()
+
+    def keep(self) -> None:
+        self.retention.scan()
+        self.retention.expire(time.time())
+        self.short = self.retention.make_room(0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.keep()
+            except OSError as exc:  # the folder went away, a file system error
+                log.error("retention of %s: %s", self.retention.root, exc)
+            self._stop.wait(self.period_s)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(5.0)

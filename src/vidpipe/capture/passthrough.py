@@ -1,0 +1,302 @@
+"""Passthrough recording: a network camera's stream kept as the camera sent
+it (``record = "passthrough"``).
+
+The H.264 or H.265 stream of ``record_url`` (the camera's main stream; by
+default its ``source``) is written to MP4 segments without being decoded or
+encoded again: ``rtspsrc`` -> depayloader -> parser -> ``splitmuxsink``
+(``mp4mux``), a new segment at the first key frame after
+``[collector.record] segment_s`` seconds. The MP4s are fragmented (a
+fragment a second), so a segment cut short -- the camera rebooted, the power
+went -- plays up to its last second instead of being lost for want of an
+index. They go where the processed recordings go, as
+
+    [collector.record] dir/CAMERA/CAMERA-<UTC time>-<number>.camera.mp4
+
+(``.camera.part.mp4`` while written), and the collector's retention keeps
+them within ``max_bytes``, ``max_age_s`` and ``min_free_mb`` with the rest.
+
+The recorder runs in the camera's decoder process, in a thread of its own
+with its own connection to the camera, its own reconnect (with back-off) and
+its own status: the analysis stream (``source``, often the camera's small
+sub-stream) and the recording come and go apart. Nothing it meets stops the
+decoder: a stream that is not H.264/H.265, a camera away, a full disk are a
+status and a retry.
+"""
+
+import datetime
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable, Dict, Optional
+
+from vidpipe import names, redact
+from vidpipe.capture import rtsp
+from vidpipe.capture.gstreamer import CODECS, PlayerError, codec_text, gst_modules
+from vidpipe.config import CameraConfig, CollectorConfig, credentials
+
+log = logging.getLogger("vidpipe.passthrough")
+#: a closed segment's name: CAMERA-<UTC time>-<number>.camera.mp4
+SUFFIX = ".camera.mp4"
+PART_SUFFIX = ".camera.part.mp4"
+BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+FREE_CHECK_S = 5.0
+POLL_NS = 200 * 1000 * 1000
+STOP_WAIT_S = 3.0
+
+
+class RecordError(Exception):
+    """Why the recording stopped (the camera, the stream, the disk)."""
+
+
+def record_url(camera: CameraConfig) -> str:
+    """The URL recorded: ``record_url``, else the camera's ``source``."""
+    return camera.record_url or camera.source
+
+
+def describe_pipeline(url: str, codec: str, segment_s: float, transport: str = "tcp",
+                      latency_ms: int = 200, timeout_s: float = 5.0) -> str:
+    """The ``gst-launch`` description: no decoder in it, only parsers."""
+    protocols = {"tcp": "tcp", "udp": "udp", "auto": "tcp+udp"}[transport]
+    quoted = '"{}"'.format(url.replace("\\", "\\\\").replace('"', '\\"'))
+    return ("rtspsrc location={} protocols={} latency={} timeout={} tcp-timeout={} ! "
+            "rtp{}depay ! {}parse config-interval=-1 ! splitmuxsink name=mux "
+            "muxer-factory=mp4mux muxer-properties=\"properties,fragment-duration=1000\" "
+            "max-size-time={} async-finalize=false").format(
+                quoted, protocols, int(latency_ms), int(timeout_s * 1e6),
+                int(timeout_s * 1e6), codec, codec, int(segment_s * 1e9))
+
+
+class Recorder:
+    """Records one camera's stream while it runs (:meth:`start`, :meth:`stop`)."""
+
+    def __init__(self, camera: CameraConfig, cc: CollectorConfig,
+                 free_bytes: Optional[Callable[[str], int]] = None) -> None:
+        if not names.valid(camera.name):  # it becomes a path
+            raise ValueError("camera name {!r} is not a valid name".format(camera.name))
+        self.camera = camera
+        self.folder = os.path.join(cc.record_dir, camera.name)
+        self.segment_s = cc.record_segment_s
+        self.min_free = cc.record_min_free_mb * 2 ** 20
+        self.free_bytes = free_bytes or _free_bytes
+        self.state = "starting"
+        self.last_error = ""
+        self.segments = 0  # closed since start
+        self.bytes = 0
+        self.current = ""  # the .part file being written
+        self.number = 0
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="passthrough", daemon=True)
+
+    # ------------------------------------------------------------------ the decoder's side
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        """End the segment being written cleanly and stop (at most a few seconds)."""
+        self._stop.set()
+        self.thread.join(STOP_WAIT_S + 2.0)
+
+    def status(self) -> Dict[str, Any]:
+        with self.lock:
+            return {"state": self.state, "segments": self.segments, "bytes": self.bytes,
+                    "error": self.last_error}
+
+    def text(self) -> str:
+        """For the decoder's STATUS line."""
+        with self.lock:
+            if self.state == "recording":
+                return "recording the camera's stream ({} segments)".format(self.segments)
+            return "recording {}".format(self.state)
+
+    # ------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self._record_once()
+            except RecordError as exc:
+                self._set("waiting: {}".format(exc), str(exc))
+                if failures == 0 or time.monotonic() - started > 60:
+                    log.error("%s: recording: %s", self.camera.name, exc)
+            except Exception as exc:  # noqa: BLE001 - the decoder must go on whatever this meets
+                self._set("waiting: internal error", repr(exc))
+                log.exception("%s: recording failed", self.camera.name)
+            if self._stop.is_set():
+                break
+            failures = 0 if time.monotonic() - started > 60 else failures + 1
+            self._stop.wait(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)])
+        self._set("stopped", self.last_error)
+
+    def _set(self, state: str, error: str = "") -> None:
+        with self.lock:
+            self.state = state
+            self.last_error = error
+
+    def _codec(self, url: str) -> str:
+        cam = self.camera
+        if cam.codec != "auto":
+            return cam.codec
+        answer = rtsp.probe(url)
+        if not answer.up:
+            raise RecordError("{}: {}".format(redact.url(record_url(cam)), answer.reason))
+        found = answer.codec
+        if found not in CODECS:
+            raise RecordError("{} sends {}; passthrough records H.264 and H.265 only "
+                              "(cameras.{}.record_url)".format(
+                                  redact.url(record_url(cam)),
+                                  codec_text(found) if found else "no codec it names",
+                                  cam.name))
+        return found
+
+    def _url(self) -> str:
+        cam = self.camera
+        url = record_url(cam)
+        if not cam.credentials_file:
+            return url
+        try:
+            return credentials.with_credentials(url, cam.credentials_file)
+        except (OSError, ValueError) as exc:
+            raise RecordError("cameras.{}.credentials_file: {}".format(cam.name, exc)) \
+                from None
+
+    def _record_once(self) -> None:
+        self._check_space()
+        url = self._url()
+        codec = self._codec(url)
+        try:
+            Gst = gst_modules()[0]
+        except PlayerError as exc:
+            raise RecordError(str(exc)) from None
+        self._set("connecting")
+        try:
+            pipeline = Gst.parse_launch(describe_pipeline(
+                url, codec, self.segment_s, self.camera.rtsp_transport,
+                self.camera.rtsp_latency_ms))
+        except Exception as exc:  # GLib.Error: an element missing
+            raise RecordError("the recording pipeline does not build: {}".format(
+                getattr(exc, "message", exc))) from None
+        pipeline.get_by_name("mux").connect("format-location", self._next_path)
+        bus = pipeline.get_bus()
+        try:
+            if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+                raise RecordError(_reason(Gst, bus) or "the recording would not start")
+            self._watch(Gst, pipeline, bus)
+        finally:
+            pipeline.set_state(Gst.State.NULL)
+            self._close_current()
+
+    def _watch(self, Gst: Any, pipeline: Any, bus: Any) -> None:
+        kinds = Gst.MessageType.ERROR | Gst.MessageType.EOS | Gst.MessageType.ELEMENT
+        next_check = time.monotonic() + FREE_CHECK_S
+        while True:
+            if self._stop.is_set():
+                pipeline.send_event(Gst.Event.new_eos())  # the muxer ends its fragment
+                bus.timed_pop_filtered(int(STOP_WAIT_S * 1e9),
+                                       Gst.MessageType.EOS | Gst.MessageType.ERROR)
+                return
+            if time.monotonic() > next_check:
+                next_check = time.monotonic() + FREE_CHECK_S
+                self._check_space()
+            message = bus.timed_pop_filtered(POLL_NS, kinds)
+            if message is None:
+                continue
+            if message.type == Gst.MessageType.ERROR:
+                err, _debug = message.parse_error()
+                raise RecordError("{} ({})".format(err.message, message.src.get_name()
+                                                   if message.src else "?"))
+            if message.type == Gst.MessageType.EOS:
+                raise RecordError("the camera ended the stream")
+            structure = message.get_structure()
+            if structure is None:
+                continue
+            if structure.get_name() == "splitmuxsink-fragment-opened":
+                self._set("recording")
+            elif structure.get_name() == "splitmuxsink-fragment-closed":
+                self._finish(structure.get_value("location"))
+
+    def _check_space(self) -> None:
+        free = self.free_bytes(self.folder if os.path.isdir(self.folder)
+                               else os.path.dirname(self.folder))
+        if free < self.min_free:
+            raise RecordError("{} MB free under {}, below [collector.record] min_free_mb; "
+                              "waiting for retention to make room".format(
+                                  free // 2 ** 20, os.path.dirname(self.folder)))
+
+    def _next_path(self, _mux: Any, _fragment: int) -> str:
+        """splitmuxsink asks where its next segment goes: a new file of ours,
+        made here (O_EXCL, no link followed) before the muxer opens it."""
+        self._close_current()
+        os.makedirs(self.folder, mode=0o750, exist_ok=True)
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        while True:
+            self.number += 1
+            path = os.path.join(self.folder, "{}-{}-{:06d}{}".format(
+                self.camera.name, stamp, self.number, PART_SUFFIX))
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                                 0o640))
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                log.error("%s: recording: cannot make %s: %s", self.camera.name, path, exc)
+                return path  # the muxer fails on it: an error, then a retry
+            break
+        with self.lock:
+            self.current = path
+        return path
+
+    def _finish(self, part: Any) -> None:
+        """A segment the muxer closed: give it its final name."""
+        with self.lock:
+            if not isinstance(part, str) or part != self.current:
+                return
+            self.current = ""
+        final = part[:-len(PART_SUFFIX)] + SUFFIX
+        try:
+            size = os.stat(part).st_size
+            if size == 0:
+                os.unlink(part)
+                return
+            os.rename(part, final)
+        except OSError as exc:
+            log.error("%s: recording: cannot close %s: %s", self.camera.name, part, exc)
+            return
+        with self.lock:
+            self.segments += 1
+            self.bytes += size
+        log.info("%s: recorded %s (%d bytes)", self.camera.name, final, size)
+
+    def _close_current(self) -> None:
+        """The segment being written, as far as it got (a fragmented MP4
+        plays up to its last whole fragment)."""
+        with self.lock:
+            part = self.current
+        if part:
+            self._finish(part)
+
+
+def _reason(Gst: Any, bus: Any) -> str:
+    message = bus.pop_filtered(Gst.MessageType.ERROR)
+    if message is None:
+        return ""
+    err, _debug = message.parse_error()
+    return err.message
+
+
+def _free_bytes(path: str) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def make_recorder(camera: CameraConfig, cc: CollectorConfig) -> Optional[Recorder]:
+    """The camera's recorder, if it records passthrough."""
+    return Recorder(camera, cc) if camera.record == "passthrough" else None
+

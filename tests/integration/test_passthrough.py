@@ -1,0 +1,132 @@
+"""Keep what the camera sent (issue 28): the decoder records a network
+camera's own H.264 stream (``record = "passthrough"``) to MP4 segments
+without decoding it, from the camera's main stream (``record_url``) while it
+analyses another (``source``); the real RTSP test camera, ffprobe and
+ffmpeg (Debian's) judge the files."""
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from conftest import wait_until
+from test_rtsp import RtspCamera
+
+pytestmark = pytest.mark.once
+
+
+def probe(path: Path) -> Dict[str, Any]:
+    """ffprobe's view of a segment's video: codec, size, frames, duration."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0",
+                          "-show_entries", "stream=codec_name,width,height,nb_read_packets"
+                          ":format=duration", "-of", "json", str(path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, timeout=30)
+    assert out.returncode == 0 and not out.stderr.strip(), (path, out.stderr)
+    data = json.loads(out.stdout)
+    stream = data["streams"][0]
+    return {"codec": stream["codec_name"], "size": (stream["width"], stream["height"]),
+            "frames": int(stream["nb_read_packets"]),
+            "duration": float(data["format"]["duration"])}
+
+
+def first_is_key(path: Path) -> bool:
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                          "packet=flags", "-read_intervals", "%+#1", "-of", "csv=p=0",
+                          str(path)], stdout=subprocess.PIPE, universal_newlines=True,
+                         timeout=30)
+    return out.stdout.strip().startswith("K")
+
+
+def decode_errors(path: Path) -> str:
+    """What ffmpeg says decoding the whole segment ("" when it is clean)."""
+    out = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "null",
+                          "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, timeout=60)
+    return out.stderr.strip() if out.returncode == 0 else "exit {}: {}".format(
+        out.returncode, out.stderr)
+
+
+def segments(folder: Path) -> List[Path]:
+    return sorted(folder.glob("cam0-*.camera.mp4"))
+
+
+def test_the_cameras_stream_is_recorded_as_it_came_through_a_reboot(pipeline: Any) -> None:
+    if shutil.which("ffprobe") is None:
+        pytest.fail("ffprobe is missing (Debian: apt install ffmpeg; ./dev test installs it)")
+    camera = RtspCamera()
+    try:
+        record = pipeline.root / "recordings"
+        pipeline.write_config({
+            "cameras": {"cam0": {"source": camera.url("h265"), "record": "passthrough",
+                                 "record_url": camera.url("h264"), "decode": "software",
+                                 "width": 320, "height": 240, "fps": 5}},
+            "handlers": {"stages": ["gray"]},
+            "collector": {"outputs": ["jsonl"],
+                          "record": {"dir": str(record), "segment_s": 2, "min_free_mb": 0}}})
+        pipeline.start("collector", "main")
+        pipeline.start("handler", "1")
+        decoder = pipeline.start("decoder", "cam0")
+        folder = record / "cam0"
+        wait_until(lambda: len(segments(folder)) >= 2, 30, "two closed segments")
+        # the analysis stream flows beside it, decoded
+        wait_until(lambda: len(pipeline.results()) >= 10, 30, "analysed frames")
+        before = segments(folder)
+        camera.stop()  # the camera reboots mid-segment
+        wait_until(lambda: not list(folder.glob("*.part.mp4")), 15,
+                   "the interrupted segment closed")
+        cut = segments(folder)[-1]
+        assert cut not in before
+        time.sleep(2)
+        camera.start()
+        wait_until(lambda: len(segments(folder)) >= len(before) + 3, 40,
+                   "segments again after the reboot")
+        assert decoder.stop() == 0
+        assert not list(folder.glob("*.part.mp4")), "the last segment was not closed"
+        got = segments(folder)
+        figures = []
+        for path in got:
+            info = probe(path)
+            assert info["codec"] == "h264" and info["size"] == (640, 480), (path, info)
+            # 30 fps as sent: frames and duration agree (to a frame)
+            assert abs(info["frames"] / 30.0 - info["duration"]) <= 1 / 30 + 1e-3, (path, info)
+            assert decode_errors(path) == "", path
+            figures.append((path.name, info["frames"], round(info["duration"], 2)))
+        # each starts at a key frame (the camera sends one a second), so each
+        # plays on its own; whole ones are about segment_s long
+        assert all(first_is_key(path) for path in got), got
+        whole = [f for name, f, _d in figures[1:-1] if name != cut.name]
+        assert whole and all(25 <= f <= 95 for f in whole), figures
+        assert probe(cut)["frames"] > 0
+        print("\npassthrough segments (name, frames, seconds):", figures)
+    finally:
+        camera.close()
+
+
+def test_a_record_url_that_is_not_h264_or_h265_is_a_status_not_a_crash(pipeline: Any) -> None:
+    """A camera whose main stream is Motion JPEG: nothing recorded, the
+    decoder's status says why, frames of the analysis stream still flow."""
+    camera = RtspCamera()
+    try:
+        record = pipeline.root / "recordings"
+        pipeline.write_config({
+            "cameras": {"cam0": {"source": camera.url("h264"), "record": "passthrough",
+                                 "record_url": camera.url("jpeg"), "decode": "software",
+                                 "width": 320, "height": 240, "fps": 5}},
+            "handlers": {"stages": ["gray"]},
+            "collector": {"outputs": ["jsonl"], "record": {"dir": str(record)}}})
+        pipeline.start("collector", "main")
+        pipeline.start("handler", "1")
+        decoder = pipeline.start("decoder", "cam0")
+        wait_until(lambda: "passthrough records H.264 and H.265 only" in decoder.output(), 20,
+                   "the decoder saying why it does not record")
+        wait_until(lambda: len(pipeline.results()) >= 10, 30, "analysed frames")
+        assert decoder.proc.poll() is None
+        assert not list((record / "cam0").glob("*.mp4")) if (record / "cam0").exists() \
+            else True
+    finally:
+        camera.close()
