@@ -47,6 +47,18 @@ def accounted(records: List[Dict[str, Any]], cam: str) -> Dict[int, Dict[str, An
     return out
 
 
+#: why a frame may be dropped on a loaded box without the property a test is
+#: about being touched: no handler had room for it, or it grew too old
+LOAD_DROPS = ("no_capacity", "no_slot", "stale")
+
+
+def load_drops_only(records: Dict[int, Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The accounted records that are neither processed nor a drop for load
+    (what a test must find none of)."""
+    return [r for r in records.values() if r["status"] != "ok" and
+            not (r["status"] == "dropped" and r.get("reason") in LOAD_DROPS)]
+
+
 def in_order(records: List[Dict[str, Any]], cam: str) -> List[int]:
     return [r["seq"] for r in records if r["camera"] == cam and not r.get("late")
             and r["status"] != "missing"]

@@ -12,7 +12,7 @@ import cv2
 import pytest
 
 from conftest import write_clip
-from helpers import accounted, camera, in_order, rss_kb, wait_exit
+from helpers import accounted, camera, in_order, load_drops_only, rss_kb, wait_exit
 from vidpipe.capture.sources import render_testsrc
 
 
@@ -117,9 +117,16 @@ def test_a_collector_that_starts_last_misses_no_result(pipeline: Any) -> None:
     time.sleep(1.5)  # the handler is ready, the camera's 90 frames would take 3 s
     collector = pipeline.start("collector", "main")
     assert wait_exit(collector, 40, pipeline) == 0
-    acc = accounted(pipeline.results(), "cam0")
-    assert [seq for seq, r in sorted(acc.items()) if r["status"] == "ok"] == list(range(90)), \
-        Counter(r.get("reason", r["status"]) for r in acc.values())
+    records = pipeline.results()
+    acc = accounted(records, "cam0")
+    assert sorted(acc) == list(range(90)) and not [r for r in records if r["status"] ==
+                                                   "missing"], Counter(
+        r.get("reason", r["status"]) for r in records)
+    # none lost for want of the collector; at most a frame or two dropped for
+    # want of room (prefetch 1) on a loaded box, counted as such
+    assert load_drops_only(acc) == [] and \
+        sum(r["status"] == "ok" for r in acc.values()) >= 85, Counter(
+            r.get("reason", r["status"]) for r in acc.values())
 
 
 def test_optical_flow_by_camera_sees_the_true_previous_frame(pipeline: Any) -> None:
@@ -157,7 +164,9 @@ def test_by_camera_spreads_udevs_names_over_the_handlers(pipeline: Any) -> None:
     cams = ["cam0", "cam1", "cam2", "cam3"]
     pipeline.write_config({
         "pipeline": {"dispatch": "by-camera"},
-        "cameras": {c: camera(330, width=160, height=120, wait=2) for c in cams},
+        # 20 s: a camera moves only SETTLE_S (5 s) after its choice, once the
+        # handlers' reports caught up; on a loaded box that takes longer
+        "cameras": {c: camera(600, width=160, height=120, wait=2) for c in cams},
         "handlers": {"stages": ["gray"], "send_image": False},
         "collector": {"exit_on_eos": True},
     })
@@ -170,7 +179,7 @@ def test_by_camera_spreads_udevs_names_over_the_handlers(pipeline: Any) -> None:
     ok = [r for r in pipeline.results() if r["status"] == "ok"]
     last = {}  # the handler of each camera's last second
     for rec in ok:
-        if rec["seq"] >= 300:
+        if rec["seq"] >= 570:
             last.setdefault(rec["camera"], set()).add(rec["meta"]["handler"])
     assert set(last) == set(cams) and all(len(h) == 1 for h in last.values()), last
     per_handler = {}
