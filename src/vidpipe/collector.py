@@ -103,7 +103,8 @@ class Collector(Role):
         return cam.snapshot() if cam is not None else {}
 
     def start_web(self) -> None:
-        routes = web_routes(self.cc, self.preview, self.config.pipeline.runtime_dir)
+        routes = web_routes(self.cc, self.preview, self.config.pipeline.runtime_dir,
+                            self.config.cameras)
         if not routes:
             return
         try:
@@ -116,6 +117,7 @@ class Collector(Role):
         if self.web.start():
             log.info("collector %s: http://%s/ (%s)", self.name, self.cc.http_listen,
                      ", ".join(n for n, on in (("preview", self.preview is not None),
+                                               ("recordings", "/recordings/?" in routes),
                                                ("metrics", self.cc.metrics)) if on))
         else:
             log.error("collector %s: %s; preview and metrics are off (collector.http.listen)",

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Type
 
 from vidpipe.config import CameraConfig, CollectorConfig, ConfigError
 from vidpipe.outputs import Output, Site, needs
+from vidpipe.outputs.playback import Library
 from vidpipe.outputs.preview import PreviewOutput
 from vidpipe.outputs.recording import RecordOutput
 from vidpipe.outputs.retention import Keeper
@@ -101,13 +102,21 @@ def assemble(cc: CollectorConfig, cameras: Dict[str, CameraConfig], label: str) 
     return Outputs(every, preview, recording)
 
 
-def web_routes(cc: CollectorConfig, preview: Optional[PreviewOutput],
-               runtime_dir: str) -> Dict[str, Any]:
-    """What the collector's HTTP server answers: the preview's pages, and
-    ``/metrics`` and ``/status.json`` from the status board."""
+def recorded(cc: CollectorConfig, cameras: Dict[str, CameraConfig]) -> bool:
+    """Whether anything is recorded under ``[collector.record] dir``."""
+    return "record" in cc.outputs or any(c.record == "passthrough" for c in cameras.values())
+
+
+def web_routes(cc: CollectorConfig, preview: Optional[PreviewOutput], runtime_dir: str,
+               cameras: Optional[Dict[str, CameraConfig]] = None) -> Dict[str, Any]:
+    """What the collector's HTTP server answers: the preview's pages, the
+    recordings (:mod:`.playback`), and ``/metrics`` and ``/status.json``
+    from the status board."""
     routes: Dict[str, Any] = {}
     if preview is not None:
         routes.update(preview.routes())
+    if recorded(cc, cameras or {}):
+        routes.update(Library(cc.record_dir).routes())
     if cc.metrics:
         routes[r"/metrics"] = lambda req, _m: req.send_text(
             200, metrics.render(read_board(runtime_dir)),
