@@ -65,3 +65,10 @@ def test_the_roles_stay_short(tmp_path: Path) -> None:
     planted = tmp_path / "role.py"
     planted.write_text("def f():\n" + "    x = 1\n" * 40)
     assert long_functions(planted) == ["role.py:1 f (41 lines)"]
+
+
+def test_no_module_is_over_450_lines() -> None:
+    """Issue 26: small modules, one responsibility each."""
+    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py")
+            for n in [len(p.read_text().splitlines())] if n > 450}
+    assert long == {}, long

@@ -22,16 +22,13 @@ persisted at most ``sync_interval_s`` later (the writer calls
 a crash a few records may be handed out twice, which at-least-once delivery
 allows (each carries its own id).
 
-Bound: the segment files on disk -- live records and the dead ones not yet
-reclaimed -- stay under ``max_bytes``. When a record does not fit, dead
-space is reclaimed first (a segment rewritten without its done records);
-then the oldest *results* are dropped, then the oldest *state* updates, and
-only then the oldest *events*, until the record fits (with half a segment
-more in a spool of eight segments or more, so that a full spool does not
-rewrite a segment at every append); every drop is counted by kind. A
-segment whose records are all done is deleted; one whose live records are
-few is rewritten without the dead ones. A write cut short (a full file
-system) is undone, so the offsets of later records stay right.
+Bound: the segment files on disk (live and dead records) stay under
+``max_bytes``. A record that does not fit first gets the dead space back (a
+segment rewritten without its done records); then the oldest *results*,
+*state* updates and only last *events* are dropped (counted by kind) until
+the live records fit with half a segment to spare, and their space is given
+back a segment at a time. A write cut short (a full file system) is undone,
+so the offsets of later records stay right.
 """
 
 import errno
@@ -94,7 +91,8 @@ class Spool:
             raise SpoolError("spool limit {} bytes is too small".format(max_bytes))
         self.directory = directory
         self.max_bytes = max_bytes
-        self.segment_bytes = max(4096, min(segment_bytes, max_bytes // 4))
+        # 8 segments or more: a full spool makes room half a segment at a time
+        self.segment_bytes = max(4096, min(segment_bytes, max_bytes // 8))
         self.sync_interval = sync_interval_s
         self.dropped = Tally()  # by kind name
         self._dropped_kind = RESULT
@@ -270,22 +268,24 @@ class Spool:
             return
         # half a segment more, in a spool of many: not a rewrite at every append
         slack = self.segment_bytes // 2 if self.max_bytes >= 8 * self.segment_bytes else 0
-        target = self.max_bytes - size - slack
-        while self.disk_bytes > max(0, target):
-            if self._reclaim():
-                continue
-            victim = self._victim(incoming)
-            if victim is None:
-                break
-            self._done(victim)
-            self.dropped[KINDS[self._dropped_kind]] += 1
+        target = max(0, self.max_bytes - size - slack)
+        while self.disk_bytes > target and self._reclaim():
+            pass  # dead space first; then records until the live ones fit, their
+        if self.disk_bytes > target:  # space given back after (not a rewrite per drop)
+            while self._bytes > target:
+                victim = self._victim(incoming)
+                if victim is None:
+                    break
+                self._done(victim, tidy=False)
+                self.dropped[KINDS[self._dropped_kind]] += 1
+            while self.disk_bytes > target and self._reclaim():
+                pass
         if self.disk_bytes + size > self.max_bytes:
             self.dropped[KINDS[incoming]] += 1  # only more precious ones are left
             raise SpoolFull(KINDS[incoming])
 
     def _victim(self, incoming: int) -> Optional[int]:
-        """The oldest record of the least precious kind there is, no more
-        precious than ``incoming``."""
+        """The oldest of the least precious kind, none more precious than ``incoming``."""
         for kind in DROP_ORDER:
             if DROP_ORDER.index(kind) > DROP_ORDER.index(incoming):
                 return None
@@ -352,7 +352,8 @@ class Spool:
             if time.monotonic() - self._last_sync >= self.sync_interval:
                 self._sync()
 
-    def _done(self, seq: int) -> None:
+    def _done(self, seq: int, tidy: bool = True) -> None:
+        """``seq`` is done with; ``tidy``: compact its segment if it is mostly dead."""
         entry = self._live.pop(seq)
         self._bytes -= entry.size
         live = self._seg_live[entry.segment]
@@ -362,7 +363,7 @@ class Spool:
             del self._seg_live[entry.segment]
             if entry.segment != self._segment:
                 self._unlink(entry.segment)
-        elif entry.segment != self._segment and live[1] * 4 < self.segment_bytes:
+        elif tidy and entry.segment != self._segment and live[1] * 4 < self.segment_bytes:
             self._compact(entry.segment)
         self._done_above.add(seq)
         while self._acked + 1 in self._done_above:
@@ -433,9 +434,8 @@ class Spool:
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:
-    """Write all of ``data`` at the end of the append-only file ``fd`` (now
-    ``offset`` bytes long), or none of it: a write cut short (a full file
-    system) is cut off again, so the next record starts where it should."""
+    """Append all of ``data`` to ``fd`` (``offset`` bytes long) or none of it: a write
+    cut short (a full file system) is cut off again, so the next record starts right."""
     written = 0
     try:
         while written < len(data):
