@@ -9,6 +9,7 @@ import os
 import pwd
 import signal
 import socket
+import threading
 import subprocess
 import sys
 import time
@@ -322,3 +323,45 @@ def expected_hostile_then_good(frames: int = 120) -> List[Tuple[str, str, int]]:
         out.extend(tracker.feed("cam0", seq, seq * 33_333_333, entry.message.meta))
     out.extend(tracker.end_all("cam0"))
     return [(e["type"], e["label"], e["seq"]) for e in out]
+
+
+class Subscriber:
+    """A real client on PREFIX/#, QoS 1, with a session that outlives its
+    connection (what Home Assistant does)."""
+
+    def __init__(self, port: int, prefix: str = "vidpipe",
+                 client_id: str = "test-subscriber") -> None:
+        self.got: List[Tuple[str, Any, bool]] = []
+        self.lock = threading.Lock()
+        from paho.mqtt import client as mqtt  # only where a test needs it (need_module)
+
+        self.client = mqtt.Client(client_id=client_id, clean_session=False)
+        self.subscribed = threading.Event()
+        self.client.on_connect = lambda c, *_: c.subscribe(prefix + "/#", qos=1)
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_message = self._message
+        self.client.reconnect_delay_set(1, 2)
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "the test subscriber could not subscribe"
+
+    def _message(self, _client: Any, _userdata: Any, msg: Any) -> None:
+        try:
+            payload = msg.payload.decode()
+        except UnicodeDecodeError:  # a snapshot's JPEG
+            payload = msg.payload
+        with self.lock:
+            self.got.append((msg.topic, json.loads(payload) if isinstance(payload, str) and
+                             payload.startswith("{") else payload, bool(msg.retain)))
+
+    def events(self) -> List[Dict[str, Any]]:
+        with self.lock:
+            return [p for t, p, _r in self.got if t.endswith("/events")]
+
+    def on(self, topic: str) -> List[Any]:
+        with self.lock:
+            return [p for t, p, _r in self.got if t == topic]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()

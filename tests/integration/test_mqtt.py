@@ -5,14 +5,13 @@ when the collector is killed, and the pipeline never waits for the broker."""
 
 import json
 import subprocess
-import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from brokers import (Mosquitto, Rabbit, collector_config, expected,
+from brokers import (Mosquitto, Rabbit, Subscriber, collector_config, expected,
                      expected_hostile_then_good, feed, feed_hostile_then_good, spool_hostile_records,
                      killed_collector, make_tls, unique_in_order)
 from conftest import ROOT, need_module, wait_until
@@ -20,46 +19,6 @@ from vidpipe import names
 from vidpipe.outputs.events import Tracker
 
 mqtt = need_module("paho.mqtt.client")  # Debian: python3-paho-mqtt (./dev test installs it)
-
-
-class Subscriber:
-    """A real client on PREFIX/#, QoS 1, with a session that outlives its
-    connection (what Home Assistant does)."""
-
-    def __init__(self, port: int, prefix: str = "vidpipe",
-                 client_id: str = "test-subscriber") -> None:
-        self.got: List[Tuple[str, Any, bool]] = []
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(client_id=client_id, clean_session=False)
-        self.subscribed = threading.Event()
-        self.client.on_connect = lambda c, *_: c.subscribe(prefix + "/#", qos=1)
-        self.client.on_subscribe = lambda *_: self.subscribed.set()
-        self.client.on_message = self._message
-        self.client.reconnect_delay_set(1, 2)
-        self.client.connect("127.0.0.1", port, keepalive=10)
-        self.client.loop_start()
-        assert self.subscribed.wait(10), "the test subscriber could not subscribe"
-
-    def _message(self, _client: Any, _userdata: Any, msg: Any) -> None:
-        try:
-            payload = msg.payload.decode()
-        except UnicodeDecodeError:  # a snapshot's JPEG
-            payload = msg.payload
-        with self.lock:
-            self.got.append((msg.topic, json.loads(payload) if isinstance(payload, str) and
-                             payload.startswith("{") else payload, bool(msg.retain)))
-
-    def events(self) -> List[Dict[str, Any]]:
-        with self.lock:
-            return [p for t, p, _r in self.got if t.endswith("/events")]
-
-    def on(self, topic: str) -> List[Any]:
-        with self.lock:
-            return [p for t, p, _r in self.got if t == topic]
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 @pytest.fixture

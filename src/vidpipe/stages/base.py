@@ -6,7 +6,7 @@ the config's :class:`~vidpipe.config.Rule` and the pixel layouts.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -91,6 +91,16 @@ class Stage:
 
     def process(self, frame: Frame) -> None:
         raise NotImplementedError
+
+
+def add_detections(frame: Frame, found: List[Dict[str, Any]]) -> None:
+    """Add boxes to ``frame.meta["detections"]`` (two detectors in one chain
+    both count: the second does not replace the first one's boxes)."""
+    known = frame.meta.get("detections")
+    if isinstance(known, list):
+        known.extend(found)
+    else:
+        frame.meta["detections"] = found
 
 
 def detect_now(cam: Optional[CameraConfig], frame: Frame) -> bool:

@@ -45,7 +45,7 @@ import numpy as np
 from vidpipe.config import Rule
 from vidpipe.stages.layouts import (
     LAYOUTS, READERS, YOLO, LayoutError, Rows, letterbox, nms, stretch)
-from vidpipe.stages.base import Frame, Stage
+from vidpipe.stages.base import Frame, Stage, add_detections
 
 log = logging.getLogger("vidpipe.stages.dnn")
 MODEL_DIR = "/usr/share/vidpipe/models"
@@ -273,7 +273,7 @@ class Dnn(Stage):
             out = self.infer_all(self.blob(image))[0]
             found = self.from_heatmap(out, width, height) if layout == "heatmap" else \
                 self.from_ssd(out, width, height)
-        frame.meta["detections"] = found[:self.options["max_detections"]]
+        add_detections(frame, found[:self.options["max_detections"]])
 
     def label(self, index: int) -> Optional[str]:
         return self.labels[index] if 0 <= index < len(self.labels) else None
