@@ -15,7 +15,6 @@ the zone in numbers a person watching the clip can check (the figures are
 printed). Accuracy against ground truth is tests/bench/tracking.py's."""
 
 import copy
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -23,25 +22,16 @@ import pytest
 
 from brokers import Mosquitto, Subscriber
 from conftest import need_module, wait_until
-from helpers import accounted, load_drops_only, wait_exit
+from helpers import accounted, load_drops_only, vtest, wait_exit
 from vidpipe.analytics.areas import parse
 from vidpipe.analytics.scene import Scene
 
 need_module("paho.mqtt.client")  # Debian: python3-paho-mqtt (./dev test installs it)
 pytestmark = pytest.mark.once  # 40 s of HOG on the CPUs: in the heavy part, alone
 
-VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 FRAMES = 400
 LINE = {"points": [[400, 120], [400, 420]]}  # across the road, drawn downwards: "in" is rightwards
 ZONE = {"points": [[300, 150], [620, 150], [620, 330], [300, 330]]}  # the crossing
-
-
-def vtest() -> Path:
-    if VTEST.is_file():
-        return VTEST
-    if os.environ.get("CI"):
-        raise AssertionError("{} is missing: ./dev test installs opencv-doc".format(VTEST))
-    pytest.skip("needs {} (Debian: apt install opencv-doc; ./dev test installs it)".format(VTEST))
 
 
 def replayed(ok: List[Dict[str, Any]]) -> Tuple[List[List[Dict[str, Any]]],
