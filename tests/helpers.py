@@ -2,10 +2,12 @@
 modules never import each other). Fixtures and process plumbing are in
 conftest.py."""
 
+import os
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+import pytest
 
 from vidpipe.capture.sources import Source
 
@@ -25,10 +27,6 @@ VTEST = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 def vtest() -> str:
     """vtest.avi's path; outside CI a machine without opencv-doc skips the
     test, in CI (./dev test installs it) that is a failure."""
-    import os
-
-    import pytest
-
     if os.path.isfile(VTEST):
         return VTEST
     if os.environ.get("CI"):
