@@ -64,6 +64,25 @@ def test_the_assignment_is_optimal_and_respects_the_limit() -> None:
     assert assign(np.array([[np.inf]]), 0.8) == ([], [0], [0])  # never: another class
 
 
+def test_small_and_large_groups_are_solved_alike() -> None:
+    """A group of a few pairs is solved in plain Python, a large one with
+    NumPy: the same optimal total on the same matrices (with classes that
+    never match and pairs over the limit), each pair within the limit."""
+    from vidpipe.analytics.assign import _solve, _solve_small
+
+    rng = random.Random(11)
+    for rows, cols in [(1, 1), (2, 3), (5, 4), (9, 9), (17, 20), (30, 24)]:
+        for _ in range(5):
+            cost = np.array([[np.inf if rng.random() < 0.2 else rng.random()
+                              for _ in range(cols)] for _ in range(rows)])
+            small = _solve_small(cost.tolist(), 0.8)
+            large = _solve(cost, 0.8)[0]
+            assert all(cost[r, c] <= 0.8 for r, c in small)
+            assert len(small) == len(large)
+            assert abs(sum(cost[r, c] for r, c in small) -
+                       sum(cost[r, c] for r, c in large)) < 1e-9, (rows, cols)
+
+
 # ---------------------------------------------------------------- the tracker
 
 from tests.bench.tracking import run_tracker, scene, score  # noqa: E402
@@ -310,6 +329,42 @@ def test_the_array_forms_agree_with_the_plain_geometry() -> None:
     for anchor in geometry.ANCHORS:
         arr = _anchors(np.array(boxes), anchor)
         assert np.allclose(arr, [geometry.anchor_point(b, anchor) for b in boxes]), anchor
+
+
+def test_objects_carry_the_zones_they_are_in_by_name() -> None:
+    """Overlapping zones: each object lists the zones its anchor is in,
+    sorted, as the zone events said (the scene reads them off its arrays)."""
+    from vidpipe.analytics.scene import Scene
+
+    zones, lines = parse({"west": {"points": [[0, 0], [400, 0], [400, 480], [0, 480]]},
+                          "all": {"points": [[0, 0], [640, 0], [640, 480], [0, 480]]},
+                          "door": {"points": [[300, 0], [640, 0], [640, 480], [300, 480]],
+                                   "classes": ["person"]}}, None, 640, 480)
+    scene = Scene(zones, lines)
+    walkers = {"person": 100.0, "car": 350.0}
+    for f in range(20):
+        meta = {"detections": [{"box": [x + 10 * f, 100, 40, 80], "label": label,
+                                "confidence": 0.9} for label, x in walkers.items()]}
+        scene.observe(meta, f * FRAME_NS)
+        for obj in meta["objects"]:
+            assert obj["zones"] == scene.areas.zones_of(obj["id"])
+            feet = obj["box"][0] + obj["box"][2] / 2
+            want = sorted(["all"] + (["west"] if feet <= 400 else []) +
+                          (["door"] if feet >= 300 and obj["label"] == "person" else []))
+            assert obj["zones"] == want, (f, obj)
+    assert {o["label"]: o["zones"] for o in meta["objects"]} == \
+        {"person": ["all", "door", "west"], "car": ["all"]}
+
+
+def test_a_flood_of_labels_cannot_grow_the_tracker() -> None:
+    """A label per box, never the same twice: the tracker's label table
+    forgets the labels no track holds."""
+    tracker = Tracker(max_tracks=8)
+    for f in range(200):
+        tracker.update([Detection((float(i * 30), 0.0, 20.0, 20.0), "l{}-{}".format(f, i))
+                        for i in range(40)], f * FRAME_NS)
+    assert len(tracker._codes) <= 4 * 8 + 1024 + 40
+    assert all(isinstance(t.label, str) and t.label.startswith("l") for t in tracker.tracks)
 
 
 def test_a_flood_of_new_boxes_cannot_grow_the_tracks_without_bound() -> None:

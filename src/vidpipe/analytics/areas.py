@@ -23,7 +23,7 @@ become MQTT topics and Home Assistant ids.
 """
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -172,115 +172,186 @@ def _line(name: str, raw: Mapping[str, Any], width: int, height: int) -> Line:
 # Counting
 
 
-@dataclass
-class _Visit:
-    since_ns: int
-    loitered: bool = False
-
-
-@dataclass
-class _Where:
-    """One track's last known place: per line the last point off it, per
-    zone the visit under way."""
-    label: str
-    off_line: Dict[str, Tuple[Point, float]] = field(default_factory=dict)
-    visits: Dict[str, _Visit] = field(default_factory=dict)
-
-
 class Areas:
     """One camera's zones and lines, fed the tracks of each frame in order.
-    Keeps the counts (:meth:`counts`) and returns the events of each frame."""
+    Keeps the counts (:meth:`counts`) and returns the events of each frame.
+
+    What it remembers of each track (per line the last point off it and its
+    side, per zone whether it is inside, since when, whether it loitered) is
+    a row of arrays, so each area tests every track at once; only a track
+    whose side or inside changed costs Python."""
 
     def __init__(self, zones: Mapping[str, Zone], lines: Mapping[str, Line]) -> None:
         self.zones = dict(zones)
         self.lines = dict(lines)
-        self.where: Dict[int, _Where] = {}
         self.crossed: Dict[Tuple[str, str, str], int] = {}  # (line, label, in|out) -> count
         self.entered: Dict[Tuple[str, str], int] = {}  # (zone, label) -> count
+        self._edges = [_edges(z.points) for z in self.zones.values()]
+        zone_names = list(self.zones)
+        self._sorted = sorted(range(len(zone_names)), key=zone_names.__getitem__)
+        self._row: Dict[int, int] = {}  # track id -> its row
+        self._free: List[int] = []
+        self._label: List[str] = []  # per row: the track's class when first seen
+        self._side = np.zeros((0, len(self.lines)))  # 0: never off the line yet
+        self._point = np.zeros((0, len(self.lines), 2))  # the last point off it
+        self._inside = np.zeros((0, len(self.zones)), dtype=bool)
+        self._since = np.zeros((0, len(self.zones)), dtype=np.int64)
+        self._loitered = np.zeros((0, len(self.zones)), dtype=bool)
+        self.zones_now: List[List[str]] = []  # per track of the last update: its zones
+        self._bits = 1 << np.arange(len(self.zones), dtype=np.int64)
+        self._by_set: Dict[int, List[str]] = {}  # bits -> zone names
 
-    def update(self, tracks: Sequence[Any], removed: Sequence[Any],
+    def update(self, tracks: Any, removed: Sequence[Any],
                capture_ns: int) -> List[Dict[str, Any]]:
-        """``tracks``: the tracks seen in this frame (``id``, ``label``,
-        ``box``); ``removed``: those the tracker let go. The zone and line
-        events of this frame. Each area tests every track's anchor at once
-        (arrays); only a track whose side or inside changed costs Python."""
+        """``tracks``: the tracks seen in this frame (a
+        :class:`vidpipe.analytics.tracker.Tracks`, or anything with ``id``,
+        ``label`` and ``box``); ``removed``: those the tracker let go. The
+        zone and line events of this frame."""
         events: List[Dict[str, Any]] = []
-        if tracks:
-            wheres = [self.where.get(t.id) or self.where.setdefault(t.id, _Where(t.label))
-                      for t in tracks]
-            boxes = np.array([t.box for t in tracks], dtype=float)
-            labels = np.array([t.label for t in tracks])
-            for line in self.lines.values():
-                self._lines(line, tracks, wheres, _anchors(boxes, line.anchor),
-                            _wanted(labels, line.classes), events)
-            for zone in self.zones.values():
-                self._zones(zone, tracks, wheres, _anchors(boxes, zone.anchor),
-                            _wanted(labels, zone.classes), capture_ns, events)
+        ids, labels, boxes = _columns(tracks)
+        self.zones_now = []
+        if ids:
+            rows = np.array([self._row_of(i, label) for i, label in zip(ids, labels)],
+                            dtype=np.int64)
+            label_array = np.array(labels)
+            anchors: Dict[str, np.ndarray] = {}
+            for j, line in enumerate(self.lines.values()):
+                points = anchors.get(line.anchor)
+                if points is None:
+                    points = anchors[line.anchor] = _anchors(boxes, line.anchor)
+                self._lines(j, line, ids, labels, rows, points,
+                            _wanted(label_array, line.classes), events)
+            for k, zone in enumerate(self.zones.values()):
+                points = anchors.get(zone.anchor)
+                if points is None:
+                    points = anchors[zone.anchor] = _anchors(boxes, zone.anchor)
+                now_in = _wanted(label_array, zone.classes) & _inside_edges(self._edges[k],
+                                                                            points)
+                self._zones(k, zone, ids, labels, rows, now_in, capture_ns, events)
+            self.zones_now = self._zone_lists(rows)
         for t in removed:
-            where = self.where.pop(t.id, None)
-            if where is None:
+            row = self._row.pop(t.id, None)
+            if row is None:
                 continue
-            for name, visit in sorted(where.visits.items()):
-                events.append(_zone_event(name, "exit", t.id, where.label, visit, capture_ns,
-                                          lost=True))
+            for name in self._zones_of_row(row):
+                k = list(self.zones).index(name)
+                events.append(_zone_event(name, "exit", t.id, self._label[row],
+                                          int(self._since[row, k]), capture_ns, lost=True))
+            self._free_row(row)
         return events
 
-    def _lines(self, line: Line, tracks: Sequence[Any], wheres: List[_Where],
+    def _zone_lists(self, rows: np.ndarray) -> List[List[str]]:
+        """The zones each of ``rows`` is in, by name."""
+        if not self.zones:
+            return [[] for _ in rows.tolist()]
+        # each row's zones as one number, bit k for the k-th zone by name
+        sets = (self._inside[rows][:, self._sorted] @ self._bits).tolist()
+        names = self._by_set
+        out = []
+        for n in sets:
+            found = names.get(n)
+            if found is None:
+                if len(names) >= 4096:  # overlapping zones: bounded all the same
+                    names.clear()
+                found = names[n] = [name for k, name in enumerate(sorted(self.zones))
+                                    if n >> k & 1]
+            out.append(list(found))
+        return out
+
+    def _row_of(self, track_id: int, label: str) -> int:
+        row = self._row.get(track_id)
+        if row is not None:
+            return row
+        if not self._free:
+            grow = max(16, len(self._label))
+            self._free = list(range(len(self._label) + grow - 1, len(self._label) - 1, -1))
+            self._label.extend([""] * grow)
+            self._side = np.concatenate([self._side, np.zeros((grow, len(self.lines)))])
+            self._point = np.concatenate([self._point, np.zeros((grow, len(self.lines), 2))])
+            self._inside = np.concatenate([self._inside,
+                                           np.zeros((grow, len(self.zones)), dtype=bool)])
+            self._since = np.concatenate([self._since,
+                                          np.zeros((grow, len(self.zones)), dtype=np.int64)])
+            self._loitered = np.concatenate([self._loitered,
+                                             np.zeros((grow, len(self.zones)), dtype=bool)])
+        row = self._row[track_id] = self._free.pop()
+        self._label[row] = label
+        return row
+
+    def _free_row(self, row: int) -> None:
+        self._side[row] = 0.0
+        self._inside[row] = False
+        self._loitered[row] = False
+        self._free.append(row)
+
+    def _lines(self, j: int, line: Line, ids: List[int], labels: List[str], rows: np.ndarray,
                points: np.ndarray, wanted: np.ndarray, events: List[Dict[str, Any]]) -> None:
         (ax, ay), (bx, by) = line.a, line.b
         sides = (bx - ax) * (points[:, 1] - ay) - (by - ay) * (points[:, 0] - ax)
-        last = np.array([w.off_line.get(line.name, (None, 0.0))[1] for w in wheres])
+        last = self._side[rows, j]
         # off the line now, and on the other side than last time: maybe a crossing
-        for i in np.nonzero(wanted & (sides != 0) & (last * sides < 0))[0]:
-            t, p = tracks[i], (float(points[i, 0]), float(points[i, 1]))
-            if not segments_cross(wheres[i].off_line[line.name][0], p, line.a, line.b):
+        for i in np.nonzero(wanted & (sides != 0) & (last * sides < 0))[0].tolist():
+            before = self._point[rows[i], j]
+            p = (float(points[i, 0]), float(points[i, 1]))
+            if not segments_cross((float(before[0]), float(before[1])), p, line.a, line.b):
                 continue
             # side() > 0 is the arrow's right as seen from its first point (y
             # down): for an arrow pointing down that is the picture's left, so
             # leaving it for the other side is moving rightwards: "in"
             direction = "in" if sides[i] < 0 else "out"
-            key = (line.name, t.label, direction)
+            key = (line.name, labels[i], direction)
             self.crossed[key] = self.crossed.get(key, 0) + 1
             events.append({"type": "line", "line": line.name, "direction": direction,
-                           "track": t.id, "label": t.label})
-        for i in np.nonzero(wanted & (sides != 0))[0]:  # on the line: wait to see where it goes
-            wheres[i].off_line[line.name] = ((float(points[i, 0]), float(points[i, 1])),
-                                             float(sides[i]))
+                           "track": ids[i], "label": labels[i]})
+        off = wanted & (sides != 0)  # on the line: wait to see where it goes
+        self._side[rows[off], j] = sides[off]
+        self._point[rows[off], j] = points[off]
 
-    def _zones(self, zone: Zone, tracks: Sequence[Any], wheres: List[_Where],
-               points: np.ndarray, wanted: np.ndarray, capture_ns: int,
-               events: List[Dict[str, Any]]) -> None:
-        now_in = wanted & _inside(zone.points, points)
-        was_in = np.array([zone.name in w.visits for w in wheres])
-        for i in np.nonzero(now_in & ~was_in)[0]:
-            t = tracks[i]
-            visit = wheres[i].visits[zone.name] = _Visit(capture_ns)
-            key = (zone.name, t.label)
-            self.entered[key] = self.entered.get(key, 0) + 1
-            events.append(_zone_event(zone.name, "enter", t.id, t.label, visit, capture_ns))
+    def _zones(self, k: int, zone: Zone, ids: List[int], labels: List[str], rows: np.ndarray,
+               now_in: np.ndarray, capture_ns: int, events: List[Dict[str, Any]]) -> None:
+        was_in = self._inside[rows, k]
+        changed = now_in != was_in
         if zone.loiter_s:
-            for i in np.nonzero(now_in & was_in)[0]:
-                visit = wheres[i].visits[zone.name]
-                if not visit.loitered and capture_ns - visit.since_ns >= zone.loiter_s * 1e9:
-                    visit.loitered = True
-                    events.append(_zone_event(zone.name, "loiter", tracks[i].id,
-                                              tracks[i].label, visit, capture_ns))
-        for i in np.nonzero(~now_in & was_in)[0]:
-            visit = wheres[i].visits.pop(zone.name)
-            events.append(_zone_event(zone.name, "exit", tracks[i].id, tracks[i].label, visit,
+            long = capture_ns - self._since[rows, k] >= zone.loiter_s * 1e9
+            loiter = now_in & was_in & ~self._loitered[rows, k] & long
+        else:
+            loiter = None
+        if not changed.any() and (loiter is None or not loiter.any()):
+            return
+        for i in np.nonzero(now_in & ~was_in)[0].tolist():
+            row = rows[i]
+            self._inside[row, k], self._since[row, k], self._loitered[row, k] = \
+                True, capture_ns, False
+            key = (zone.name, labels[i])
+            self.entered[key] = self.entered.get(key, 0) + 1
+            events.append(_zone_event(zone.name, "enter", ids[i], labels[i], capture_ns,
                                       capture_ns))
+        if loiter is not None:
+            for i in np.nonzero(loiter)[0].tolist():
+                self._loitered[rows[i], k] = True
+                events.append(_zone_event(zone.name, "loiter", ids[i], labels[i],
+                                          int(self._since[rows[i], k]), capture_ns))
+        for i in np.nonzero(~now_in & was_in)[0].tolist():
+            self._inside[rows[i], k] = False
+            events.append(_zone_event(zone.name, "exit", ids[i], labels[i],
+                                      int(self._since[rows[i], k]), capture_ns))
+
+    def _zones_of_row(self, row: int) -> List[str]:
+        names = list(self.zones)
+        return [names[k] for k in self._sorted if self._inside[row, k]]
 
     def occupancy(self) -> Dict[Tuple[str, str], int]:
         """(zone, label) -> how many tracked objects are in it now."""
         out: Dict[Tuple[str, str], int] = {}
-        for where in self.where.values():
-            for name in where.visits:
-                out[(name, where.label)] = out.get((name, where.label), 0) + 1
+        for row in self._row.values():
+            label = self._label[row]
+            for name in self._zones_of_row(row):
+                out[(name, label)] = out.get((name, label), 0) + 1
         return out
 
     def zones_of(self, track_id: int) -> List[str]:
-        where = self.where.get(track_id)
-        return sorted(where.visits) if where else []
+        row = self._row.get(track_id)
+        return self._zones_of_row(row) if row is not None else []
 
     def counts(self) -> Dict[str, Any]:
         """Everything counted so far, as ``/metrics`` and the state message show it."""
@@ -289,6 +360,16 @@ class Areas:
                 "lines": {n: {d: {lab: c for (ln, lab, dd), c in sorted(self.crossed.items())
                                   if ln == n and dd == d} for d in ("in", "out")}
                           for n in self.lines}}
+
+
+def _columns(tracks: Any) -> Tuple[List[int], List[str], np.ndarray]:
+    """Ids, labels and boxes of a :class:`~vidpipe.analytics.tracker.Tracks`
+    or of a sequence of objects with ``id``, ``label`` and ``box``."""
+    if hasattr(tracks, "boxes"):
+        return tracks.ids, tracks.labels, np.asarray(tracks.boxes, dtype=float).reshape(-1, 4)
+    tracks = list(tracks)
+    return ([t.id for t in tracks], [t.label for t in tracks],
+            np.array([t.box for t in tracks], dtype=float).reshape(-1, 4))
 
 
 def _anchors(boxes: np.ndarray, anchor: str) -> np.ndarray:
@@ -302,35 +383,42 @@ def _wanted(labels: np.ndarray, classes: Tuple[str, ...]) -> np.ndarray:
     return np.isin(labels, classes) if classes else np.ones(len(labels), dtype=bool)
 
 
+def _edges(polygon: Sequence[Point]) -> Tuple[np.ndarray, ...]:
+    """A polygon's edges as arrays (one element an edge), for :func:`_inside_edges`."""
+    a = np.array(polygon, dtype=float)
+    b = np.roll(a, -1, axis=0)
+    ax, ay, bx, by = a[:, 0], a[:, 1], b[:, 0], b[:, 1]
+    slanted = ay != by  # a level edge is never crossed by a level ray
+    return (ax, ay, bx, by, bx - ax, by - ay, np.minimum(ax, bx), np.maximum(ax, bx),
+            np.minimum(ay, by), np.maximum(ay, by), slanted, np.where(slanted, by - ay, 1.0))
+
+
 def _inside(polygon: Sequence[Point], points: np.ndarray) -> np.ndarray:
     """:func:`geometry.inside` of many points at once (even-odd rule, the
     border inside)."""
-    x, y = points[:, 0], points[:, 1]
-    result = np.zeros(len(points), dtype=bool)
-    border = np.zeros(len(points), dtype=bool)
-    n = len(polygon)
-    for k in range(n):
-        (ax, ay), (bx, by) = polygon[k], polygon[(k + 1) % n]
-        cross = (bx - ax) * (y - ay) - (by - ay) * (x - ax)
-        border |= (cross == 0) & (np.minimum(ax, bx) <= x) & (x <= np.maximum(ax, bx)) & \
-            (np.minimum(ay, by) <= y) & (y <= np.maximum(ay, by))
-        if ay == by:
-            continue
-        spans = (ay > y) != (by > y)
-        at = ax + (y - ay) * (bx - ax) / (by - ay)
-        result ^= spans & (x < at)
-    return result | border
+    return _inside_edges(_edges(polygon), points)
+
+
+def _inside_edges(edges: Tuple[np.ndarray, ...], points: np.ndarray) -> np.ndarray:
+    ax, ay, bx, by, dx, dy, x0, x1, y0, y1, slanted, rise = edges
+    x, y = points[:, :1], points[:, 1:2]  # a column: every point against every edge
+    below = y - ay
+    spans = slanted & ((ay > y) != (by > y))
+    inside = np.count_nonzero(spans & (x < ax + below * dx / rise), axis=1) % 2 == 1
+    on = dx * below - dy * (x - ax) == 0  # on an edge's line: on the edge itself?
+    if on.any():
+        inside |= (on & (x0 <= x) & (x <= x1) & (y0 <= y) & (y <= y1)).any(axis=1)
+    return inside
 
 
 def _by_label(counts: Mapping[Tuple[str, str], int], zone: str) -> Dict[str, int]:
     return {label: c for (z, label), c in sorted(counts.items()) if z == zone}
 
 
-def _zone_event(zone: str, action: str, track: int, label: str, visit: _Visit,
+def _zone_event(zone: str, action: str, track: int, label: str, since_ns: int,
                 capture_ns: int, lost: bool = False) -> Dict[str, Any]:
     event: Dict[str, Any] = {"type": "zone", "zone": zone, "action": action, "track": track,
-                             "label": label,
-                             "dwell_s": round((capture_ns - visit.since_ns) / 1e9, 3)}
+                             "label": label, "dwell_s": round((capture_ns - since_ns) / 1e9, 3)}
     if lost:
         event["lost"] = True  # the object was not seen again: it left unseen
     return event

@@ -14,7 +14,8 @@ import numpy as np
 
 from vidpipe import names
 from vidpipe.analytics.areas import Areas, Line, Zone
-from vidpipe.analytics.tracker import Detection, Tracker, detections_from_meta
+from vidpipe.analytics.observations import MOTION, observations
+from vidpipe.analytics.tracker import Tracker, Tracks
 
 OWNED = ("objects", "areas")  # metadata keys the collector writes
 MAX_DETECTIONS = 256  # boxes taken from one frame (the first ones); the rest counted
@@ -46,30 +47,34 @@ class Scene:
         if meta.get("skipped"):  # no detector ran (detect_fps, detect_when): the tracks
             meta["objects"], meta["areas"] = self.last_objects, []  # stand as they were
             return
-        found = detections_from_meta(meta)
+        found = observations(meta)
         if len(found) > MAX_DETECTIONS:
             self.cut += len(found) - MAX_DETECTIONS
             found = found[:MAX_DETECTIONS]
-        found = [Detection(d.box, self._label(d.label), d.score) for d in found]
-        seen, removed = self.tracker.update(found, capture_ns)
+        boxes = np.array([o.box for o in found], dtype=float).reshape(-1, 4)
+        scores = np.array([1.0 if o.kind == MOTION else o.score for o in found], dtype=float)
+        seen, removed = self.tracker.update_arrays(boxes, [self._label(o.label) for o in found],
+                                                   scores, capture_ns)
         events = self.areas.update(seen, removed, capture_ns)
-        meta["areas"] = self._objects(seen, removed, events, capture_ns) + events
-        boxes = np.round(np.array([t.box for t in seen]), 1).tolist() if seen else []
+        meta["areas"] = self._objects(seen, removed, events) + events
         meta["objects"] = self.last_objects = [
-            {"id": t.id, "label": t.label, "score": round(t.score, 3), "box": box,
-             "zones": self.areas.zones_of(t.id)} for t, box in zip(seen, boxes)]
+            {"id": i, "label": label, "score": round(score, 3), "box": box, "zones": zones}
+            for i, label, score, box, zones in zip(
+                seen.ids, seen.labels, seen.scores.tolist(),
+                np.round(seen.boxes, 1).tolist(), self.areas.zones_now)]
 
-    def _objects(self, seen: List[Any], removed: List[Any], events: List[Dict[str, Any]],
-                 capture_ns: int) -> List[Dict[str, Any]]:
+    def _objects(self, seen: Tracks, removed: Tracks,
+                 events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         """``object`` events: ``start`` when a track is first confirmed, ``end``
         when the tracker lets it go, with where it went (the zones it entered,
         the lines it crossed, in order; at most MAX_HISTORY of each)."""
         out: List[Dict[str, Any]] = []
-        for t in seen:
-            if t.id not in self.history:
-                self.history[t.id] = _History(t.first_ns)
-                out.append({"type": "object", "action": "start", "track": t.id,
-                            "label": t.label, "score": round(t.score, 3)})
+        history = self.history
+        for n, track in enumerate(seen.ids):
+            if track not in history:
+                history[track] = _History(seen.first_ns[n])
+                out.append({"type": "object", "action": "start", "track": track,
+                            "label": seen.labels[n], "score": round(float(seen.scores[n]), 3)})
         for e in events:
             h = self.history.get(e["track"])
             if h is None:
@@ -90,10 +95,9 @@ class Scene:
 
     def end_all(self, capture_ns: int) -> List[Dict[str, Any]]:
         """The stream ended: every object still tracked ends (zones left, ``lost``)."""
-        removed = list(self.tracker.tracks)
-        self.tracker.tracks.clear()
+        removed = self.tracker.drop_all()
         events = self.areas.update([], removed, capture_ns)
-        return self._objects([], removed, events, capture_ns) + events
+        return self._objects(Tracks.none(), removed, events) + events
 
     def _label(self, raw: str) -> str:
         known = self.labels.get(raw)
@@ -104,7 +108,7 @@ class Scene:
         return known
 
     def counts(self) -> Dict[str, Any]:
-        return dict(self.areas.counts(), tracks=len(self.tracker.tracks),
+        return dict(self.areas.counts(), tracks=self.tracker.count,
                     **({"boxes_cut": self.cut} if self.cut else {}),
                     **({"tracks_refused": self.tracker.refused} if self.tracker.refused else {}))
 

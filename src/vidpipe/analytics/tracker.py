@@ -15,10 +15,16 @@ never matched.
 Any boxes do: detections (``[x, y, w, h]``, a class, a score), faces or
 motion blobs (score 1.0). Time comes from the frames' capture times, so a
 camera at 5 fps and one at 30 fps both keep an object for ``lost_s``.
+
+The tracks are kept as arrays, one row a track (a structure of arrays): the
+filters of every track are predicted and corrected in a few NumPy calls, and
+nothing in a frame costs Python per track but reading the result out
+(issue 27: the collector's tracking, zones and lines within 1 ms a frame
+for 50 objects).
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -34,31 +40,63 @@ class Detection:
 
 
 # the Kalman filter on (cx, cy, w, h) and their velocities, as in SORT/ByteTrack
-_F = np.eye(8)
-_F[:4, 4:] = np.eye(4)
 _POS_STD = 1.0 / 20  # of the box height, per frame (ByteTrack's weights)
 _VEL_STD = 1.0 / 160
+_DIAG = np.arange(8)
 
 
-@dataclass(eq=False)  # a track is an identity, not its values (arrays among them)
-class Track:
+class Track(NamedTuple):
+    """One track as it stood when it was read out."""
     id: int
     label: str
-    score: float
-    mean: np.ndarray
-    cov: np.ndarray
+    score: float  # of the box it was last matched with
+    best_score: float
     first_ns: int
-    last_ns: int
-    hits: int = 1
-    confirmed: bool = False
-    seen_now: bool = True  # matched in the frame just fed
-    best_score: float = 0.0
-    box: Tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # the filter's, [x, y, w, h]
+    last_ns: int  # when it was last matched
+    box: Tuple[float, float, float, float]  # the filter's, [x, y, w, h]
 
 
-def _xyah(box: Sequence[float]) -> np.ndarray:
-    x, y, w, h = box
-    return np.array([x + w / 2, y + h / 2, w, h], dtype=float)
+class Tracks:
+    """Several tracks at once, as arrays (what the scene and the zones work
+    on); iterating gives :class:`Track` views."""
+
+    __slots__ = ("ids", "labels", "boxes", "scores", "best_scores", "first_ns", "last_ns")
+
+    def __init__(self, ids: List[int], labels: List[str], boxes: np.ndarray,
+                 scores: np.ndarray, best_scores: np.ndarray, first_ns: List[int],
+                 last_ns: List[int]) -> None:
+        self.ids, self.labels, self.boxes = ids, labels, boxes
+        self.scores, self.best_scores = scores, best_scores
+        self.first_ns, self.last_ns = first_ns, last_ns
+
+    @classmethod
+    def none(cls) -> "Tracks":
+        return cls([], [], np.zeros((0, 4)), np.zeros(0), np.zeros(0), [], [])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[Track]:
+        for i, row in enumerate(self.boxes.tolist()):
+            yield Track(self.ids[i], self.labels[i], float(self.scores[i]),
+                        float(self.best_scores[i]), self.first_ns[i], self.last_ns[i],
+                        tuple(row))  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> Track:
+        return list(self)[i]
+
+
+def _xyah(boxes: np.ndarray) -> np.ndarray:
+    """``[x, y, w, h]`` rows as the filter's (cx, cy, w, h)."""
+    z = np.array(boxes, dtype=float)
+    z[:, 0] += z[:, 2] / 2
+    z[:, 1] += z[:, 3] / 2
+    return z
+
+
+def _boxes(mean: np.ndarray) -> np.ndarray:
+    return np.column_stack([mean[:, 0] - mean[:, 2] / 2, mean[:, 1] - mean[:, 3] / 2,
+                            mean[:, 2], mean[:, 3]])
 
 
 def iou_matrix(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np.ndarray:
@@ -69,17 +107,35 @@ def iou_matrix(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np
     b_ = np.asarray(b, dtype=float)
     ax2, ay2 = a_[:, 0] + a_[:, 2], a_[:, 1] + a_[:, 3]
     bx2, by2 = b_[:, 0] + b_[:, 2], b_[:, 1] + b_[:, 3]
-    w = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(a_[:, None, 0], b_[None, :, 0]),
-                0, None)
-    h = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(a_[:, None, 1], b_[None, :, 1]),
-                0, None)
+    w = np.maximum(np.minimum(ax2[:, None], bx2[None]) -
+                   np.maximum(a_[:, None, 0], b_[None, :, 0]), 0.0)
+    h = np.maximum(np.minimum(ay2[:, None], by2[None]) -
+                   np.maximum(a_[:, None, 1], b_[None, :, 1]), 0.0)
     inter = w * h
     union = (a_[:, 2] * a_[:, 3])[:, None] + (b_[:, 2] * b_[:, 3])[None] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
+class _Frame:
+    """One frame's boxes, as arrays."""
+
+    __slots__ = ("boxes", "codes", "scores", "ns", "rows", "dets")
+
+    def __init__(self, boxes: np.ndarray, codes: np.ndarray, scores: np.ndarray,
+                 ns: int) -> None:
+        self.boxes, self.codes, self.scores, self.ns = boxes, codes, scores, ns
+        # the pairs matched so far (track rows, box indices): their filters are
+        # corrected once, after all three rounds (each round matches other
+        # tracks than the last, by the boxes as predicted)
+        self.rows: List[np.ndarray] = []
+        self.dets: List[np.ndarray] = []
+
+
 class Tracker:
     """One camera's tracks. :meth:`update` with each frame's boxes, in order."""
+
+    _FIELDS = ("_mean", "_cov", "_box", "_id", "_code", "_score", "_best", "_first", "_last",
+               "_confirmed")
 
     def __init__(self, high: float = 0.5, low: float = 0.1, new: float = 0.6,
                  match_iou: float = 0.2, low_iou: float = 0.5, lost_s: float = 2.0,
@@ -89,121 +145,184 @@ class Tracker:
         self.lost_ns = int(lost_s * 1e9)
         self.max_tracks = max_tracks  # boxes from the wire: a flood must not grow the work
         self.refused = 0  # new tracks not started at max_tracks
-        self.tracks: List[Track] = []
         self.next_id = 1
         self.last_ns: Optional[int] = None
+        self._codes: Dict[str, int] = {}  # label -> the number the rows hold
+        self._names: List[str] = []
+        self._mean = np.zeros((0, 8))
+        self._cov = np.zeros((0, 8, 8))
+        self._box = np.zeros((0, 4))  # the filter's boxes, [x, y, w, h]
+        self._id = np.zeros(0, dtype=np.int64)
+        self._code = np.zeros(0, dtype=np.int64)
+        self._score = np.zeros(0)
+        self._best = np.zeros(0)
+        self._first = np.zeros(0, dtype=np.int64)
+        self._last = np.zeros(0, dtype=np.int64)
+        self._confirmed = np.zeros(0, dtype=bool)  # matched on a second frame
 
-    def update(self, detections: Sequence[Detection], capture_ns: int) -> Tuple[List[Track],
-                                                                                 List[Track]]:
+    @property
+    def count(self) -> int:
+        return len(self._id)
+
+    @property
+    def tracks(self) -> List[Track]:
+        """Every track kept (tentative and lost ones too), oldest first."""
+        return list(self._read(np.arange(self.count)))
+
+    def update(self, detections: Sequence[Detection], capture_ns: int) -> Tuple[Tracks, Tracks]:
         """Feed one frame. Returns the confirmed tracks seen in it (their boxes
         as filtered) and the tracks removed at this frame (lost too long)."""
-        first_frame, previous = self.last_ns is None, self.last_ns
-        steps = 0 if previous is not None and capture_ns <= previous else 1  # no motion then
-        self.last_ns = capture_ns
-        for t in self.tracks:
-            t.seen_now = False
-        if steps:
-            self._predict(self.tracks)
-        high = [d for d in detections if d.score >= self.high]
-        low = [d for d in detections if self.low <= d.score < self.high]
+        boxes = np.array([d.box for d in detections], dtype=float).reshape(-1, 4)
+        return self.update_arrays(boxes, [d.label for d in detections],
+                                  np.array([d.score for d in detections], dtype=float),
+                                  capture_ns)
 
-        confirmed = [t for t in self.tracks if t.confirmed]
-        tentative = [t for t in self.tracks if not t.confirmed]
+    def update_arrays(self, boxes: np.ndarray, labels: Sequence[str], scores: np.ndarray,
+                      capture_ns: int) -> Tuple[Tracks, Tracks]:
+        """:meth:`update` with the frame's boxes as arrays: ``boxes`` (n x 4,
+        ``[x, y, w, h]``), their ``labels`` and ``scores``."""
+        first_frame, previous = self.last_ns is None, self.last_ns
+        moved = previous is None or capture_ns > previous  # else no motion to predict
+        self.last_ns = capture_ns
+        if moved and self.count:
+            self._predict()
+        frame = _Frame(boxes, self._code_of(labels), scores, capture_ns)
+        high = np.nonzero(scores >= self.high)[0]
+        low = np.nonzero((scores >= self.low) & (scores < self.high))[0]
         # 1: every confirmed track (tracked or lost) with the sure boxes
-        left_tracks, left_high = self._match(confirmed, high, self.match_iou, capture_ns)
+        left, high = self._match(np.nonzero(self._confirmed)[0], high, self.match_iou, frame)
         # 2: the unmatched tracks that were seen in the previous frame, with
         #    the unsure boxes (a lost track does not take an unsure box)
-        recent = [t for t in left_tracks if previous is not None and t.last_ns >= previous]
-        self._match(recent, low, self.low_iou, capture_ns)
+        if previous is not None:
+            self._match(left[self._last[left] >= previous], low, self.low_iou, frame)
         # 3: new tracks from last frame with the sure boxes left
-        left_tentative, left_high = self._match(tentative, left_high, self.match_iou, capture_ns)
-        if left_tentative:  # a box seen once and never again was noise
-            noise = set(map(id, left_tentative))
-            self.tracks = [t for t in self.tracks if id(t) not in noise]
-        for d in left_high:
-            if d.score >= self.new:
-                if len(self.tracks) >= self.max_tracks:
-                    self.refused += 1
-                    continue
-                self._start(d, capture_ns, confirm=first_frame)
-        removed = [t for t in self.tracks if capture_ns - t.last_ns > self.lost_ns]
-        if removed:
-            self.tracks = [t for t in self.tracks if capture_ns - t.last_ns <= self.lost_ns]
-        return [t for t in self.tracks if t.confirmed and t.seen_now], \
-            [t for t in removed if t.confirmed]
+        noise, high = self._match(np.nonzero(~self._confirmed)[0], high, self.match_iou, frame)
+        seen = np.zeros(self.count, dtype=bool)
+        if frame.rows:
+            rows = np.concatenate(frame.rows)
+            self._hit(rows, np.concatenate(frame.dets), frame)
+            seen[rows] = True
+        keep = np.ones(self.count, dtype=bool)
+        keep[noise] = False  # a box seen once and never again was noise
+        gone = keep & (capture_ns - self._last > self.lost_ns)
+        removed = self._read(np.nonzero(gone & self._confirmed)[0])
+        keep &= ~gone
+        self._take(keep)
+        seen = seen[keep]
+        started = self._start(high[scores[high] >= self.new], frame, confirm=first_frame)
+        seen = np.concatenate([seen, np.full(started, True)])
+        return self._read(np.nonzero(seen & self._confirmed)[0]), removed
 
-    def _match(self, tracks: List[Track], dets: List[Detection], min_iou: float,
-               capture_ns: int) -> Tuple[List[Track], List[Detection]]:
-        if not tracks or not dets:
-            return list(tracks), list(dets)
-        iou = iou_matrix([t.box for t in tracks], [d.box for d in dets])
-        same = np.array([t.label for t in tracks])[:, None] == \
-            np.array([d.label for d in dets])[None, :]
-        cost = np.where(same, 1.0 - iou, np.inf)
-        pairs, rows, cols = assign(cost, 1.0 - min_iou)
-        self._hit([tracks[r] for r, _ in pairs], [dets[c] for _, c in pairs], capture_ns)
-        return [tracks[r] for r in rows], [dets[c] for c in cols]
+    def drop_all(self) -> Tracks:
+        """Every track, let go at once (the stream ended)."""
+        out = self._read(np.arange(self.count))
+        self._take(np.zeros(self.count, dtype=bool))
+        return out
 
-    def _start(self, d: Detection, capture_ns: int, confirm: bool) -> None:
-        z = _xyah(d.box)
-        mean = np.concatenate([z, np.zeros(4)])
-        h = z[3]
-        cov = np.diag(np.square([2 * _POS_STD * h, 2 * _POS_STD * h, 2 * _POS_STD * h,
-                                 2 * _POS_STD * h, 10 * _VEL_STD * h, 10 * _VEL_STD * h,
-                                 10 * _VEL_STD * h, 10 * _VEL_STD * h]))
-        track = Track(self.next_id, d.label, d.score, mean, cov, capture_ns, capture_ns,
-                      confirmed=confirm, best_score=d.score, box=tuple(d.box))
-        self.next_id += 1
-        self.tracks.append(track)
+    def _code_of(self, labels: Sequence[str]) -> np.ndarray:
+        codes = self._codes
+        if len(codes) > 4 * self.max_tracks + 1024:  # labels off the wire: forget the dead ones
+            live = [self._names[c] for c in self._code.tolist()]
+            self._codes, self._names = {}, []
+            codes = self._codes
+            self._code = np.array([self._number(name) for name in live], dtype=np.int64)
+        out = []
+        for label in labels:
+            code = codes.get(label)
+            out.append(self._number(label) if code is None else code)
+        return np.array(out, dtype=np.int64)
 
-    @staticmethod
-    def _predict(tracks: List[Track]) -> None:
-        """One frame of motion for every track at once (stacked: a track's
-        filter costs no Python of its own)."""
-        if not tracks:
-            return
-        mean = np.array([t.mean for t in tracks]) @ _F.T
-        cov = _F @ np.array([t.cov for t in tracks]) @ _F.T
+    def _number(self, label: str) -> int:
+        code = self._codes.get(label)
+        if code is None:
+            code = self._codes[label] = len(self._names)
+            self._names.append(label)
+        return code
+
+    def _match(self, tracks: np.ndarray, dets: np.ndarray, min_iou: float,
+               frame: _Frame) -> Tuple[np.ndarray, np.ndarray]:
+        """Match rows ``tracks`` with boxes ``dets``; the ones of each left over."""
+        if not len(tracks) or not len(dets):
+            return tracks, dets
+        iou = iou_matrix(self._box[tracks], frame.boxes[dets])
+        same = self._code[tracks][:, None] == frame.codes[dets][None, :]
+        pairs, rows, cols = assign(np.where(same, 1.0 - iou, np.inf), 1.0 - min_iou)
+        if pairs:
+            matched = np.array(pairs, dtype=np.int64)
+            frame.rows.append(tracks[matched[:, 0]])
+            frame.dets.append(dets[matched[:, 1]])
+        return tracks[np.array(rows, dtype=np.int64)], dets[np.array(cols, dtype=np.int64)]
+
+    def _start(self, dets: np.ndarray, frame: _Frame, confirm: bool) -> int:
+        room = max(0, self.max_tracks - self.count)
+        if len(dets) > room:
+            self.refused += len(dets) - room
+            dets = dets[:room]
+        n = len(dets)
+        if not n:
+            return 0
+        z = _xyah(frame.boxes[dets])
+        h = z[:, 3]
+        cov = np.zeros((n, 8, 8))
+        cov[:, _DIAG, _DIAG] = np.square(np.column_stack([2 * _POS_STD * h] * 4 +
+                                                         [10 * _VEL_STD * h] * 4))
+        scores = frame.scores[dets]
+        self._append(_mean=np.column_stack([z, np.zeros((n, 4))]), _cov=cov,
+                     _box=frame.boxes[dets], _id=np.arange(self.next_id, self.next_id + n),
+                     _code=frame.codes[dets], _score=scores, _best=scores,
+                     _first=np.full(n, frame.ns, dtype=np.int64),
+                     _last=np.full(n, frame.ns, dtype=np.int64),
+                     _confirmed=np.full(n, confirm))
+        self.next_id += n
+        return n
+
+    def _predict(self) -> None:
+        """One frame of motion for every track at once."""
+        # F x and F P F' for F = [[I, I], [0, I]], by its blocks: a position
+        # gains its velocity, and so do the covariances
+        mean = self._mean.copy()
+        mean[:, :4] += mean[:, 4:]
+        cov = self._cov.copy()
+        cov[:, :4, :] += cov[:, 4:, :]
+        cov[:, :, :4] += cov[:, :, 4:]
         h = np.maximum(mean[:, 3], 1.0)
         cov[:, _DIAG, _DIAG] += np.concatenate([np.repeat(np.square(_POS_STD * h)[:, None], 4, 1),
                                                 np.repeat(np.square(_VEL_STD * h)[:, None], 4, 1)],
                                                axis=1)
-        _store(tracks, mean, cov)
+        self._mean, self._cov, self._box = mean, cov, _boxes(mean)
 
-    def _hit(self, tracks: List[Track], dets: List[Detection], capture_ns: int) -> None:
-        """The Kalman update of every matched track with its box, at once."""
-        if not tracks:
-            return
-        mean = np.array([t.mean for t in tracks])
-        cov = np.array([t.cov for t in tracks])
-        z = np.array([d.box for d in dets], dtype=float)
-        z[:, 0] += z[:, 2] / 2
-        z[:, 1] += z[:, 3] / 2
+    def _hit(self, rows: np.ndarray, dets: np.ndarray, frame: _Frame) -> None:
+        """The Kalman update of the tracks ``rows`` with the boxes ``dets``, at once."""
+        mean = self._mean[rows]
+        cov = self._cov[rows]
+        z = _xyah(frame.boxes[dets])
         s = cov[:, :4, :4] + np.eye(4) * np.square(_POS_STD * z[:, 3])[:, None, None]
         gain = np.linalg.solve(s, cov[:, :4, :]).transpose(0, 2, 1)  # P H' S^-1 (S symmetric)
         mean = mean + (gain @ (z - mean[:, :4])[:, :, None])[:, :, 0]
         cov = cov - gain @ cov[:, :4, :]
         mean[:, 2:4] = np.maximum(mean[:, 2:4], 1.0)
-        _store(tracks, mean, cov)
-        for t, d in zip(tracks, dets):
-            t.last_ns = capture_ns
-            t.hits += 1
-            t.seen_now = True
-            t.score = d.score
-            if d.score > t.best_score:
-                t.best_score = d.score
-            if t.hits >= 2:
-                t.confirmed = True
+        self._mean[rows], self._cov[rows], self._box[rows] = mean, cov, _boxes(mean)
+        scores = frame.scores[dets]
+        self._last[rows] = frame.ns
+        self._score[rows] = scores
+        self._best[rows] = np.maximum(self._best[rows], scores)
+        self._confirmed[rows] = True  # its second box at least
 
+    def _read(self, rows: np.ndarray) -> Tracks:
+        names = self._names
+        return Tracks(self._id[rows].tolist(), [names[c] for c in self._code[rows].tolist()],
+                      self._box[rows], self._score[rows], self._best[rows],
+                      self._first[rows].tolist(), self._last[rows].tolist())
 
-_DIAG = np.arange(8)
+    def _take(self, keep: np.ndarray) -> None:
+        if keep.all():
+            return
+        for name in self._FIELDS:
+            setattr(self, name, getattr(self, name)[keep])
 
-
-def _store(tracks: List[Track], mean: np.ndarray, cov: np.ndarray) -> None:
-    boxes = np.column_stack([mean[:, 0] - mean[:, 2] / 2, mean[:, 1] - mean[:, 3] / 2,
-                             mean[:, 2], mean[:, 3]]).tolist()
-    for i, t in enumerate(tracks):
-        t.mean, t.cov, t.box = mean[i], cov[i], tuple(boxes[i])
+    def _append(self, **rows: np.ndarray) -> None:
+        for name in self._FIELDS:
+            setattr(self, name, np.concatenate([getattr(self, name), rows[name]]))
 
 
 def detections_from_meta(meta: Dict[str, object]) -> List[Detection]:
