@@ -77,3 +77,19 @@ def test_the_objects_benchmark_tracks_and_counts() -> None:
 
     r = measure(20, 90)
     assert r["ms_per_frame"] > 0 and r["events"] > 0 and r["tracks"] >= 20, r
+
+
+@pytest.mark.once  # two pipelines on a clip: the main suite only
+def test_the_gating_benchmark_runs_the_detector_only_where_it_matters() -> None:
+    """detect_fps 5 with the motion gate on a still scene: the detector runs
+    on the moving frames of every 6th only, every frame still arrives, and
+    the handler pays less (the benchmark's own run gives the ratio: 5.3x here)."""
+    from tests.bench.gating import RUNS, measure, table
+
+    run = measure(90)
+    every, gated = (run[label] for label in RUNS)
+    assert every["frames"] + every["dropped"] == 90 and every["frames"] >= 80, run
+    assert gated["frames"] == 90 and every["detected"] == every["frames"], run
+    assert 1 <= gated["detected"] <= 3 and gated["moved"] >= 8, run  # 40-49 move: 42, 48
+    assert gated["ratio"] > 1.5, run
+    assert "x |" in table(run)

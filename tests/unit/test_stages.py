@@ -50,6 +50,27 @@ def test_motion_finds_the_moving_box() -> None:
     assert abs(x - 60) <= 2 and abs(y - 40) <= 2 and abs(w - 31) <= 3 and abs(h - 31) <= 3
 
 
+def test_motion_on_a_smaller_gray_copy_gives_boxes_in_the_frames_pixels() -> None:
+    """width = 320 on 640x360 frames: MOG2 runs on a 320x180 gray copy; the
+    walker's box comes back in the frame's own pixels, min_area too."""
+    found = {}
+    for width in (0, 320):
+        stages = chain(["motion"], {"motion": {"min_area": 400, "width": width}})
+        for i in range(12):
+            image = np.full((360, 640, 3), 60, np.uint8)
+            cv2.rectangle(image, (200, 100), (239, 179), (20, 20, 20), -1)  # still: not found
+            if i == 11:
+                cv2.rectangle(image, (400, 200), (459, 299), (250, 250, 250), -1)  # 60 x 100
+                cv2.rectangle(image, (50, 50), (53, 53), (250, 250, 250), -1)  # under min_area
+            frame = Frame("c", i, 0, image)
+            stages[0].process(frame)
+        found[width] = frame.meta["motion"]["boxes"]
+    assert found[0] == [[400, 200, 60, 100]], found
+    assert len(found[320]) == 1, found
+    x, y, w, h = found[320][0]
+    assert abs(x - 400) <= 2 and abs(y - 200) <= 2 and abs(w - 60) <= 4 and abs(h - 100) <= 4
+
+
 def test_faces_loads_the_shipped_cascade_and_returns_boxes() -> None:
     frame = run(["faces"], np.full((120, 160, 3), 128, np.uint8))
     assert frame.meta["faces"] == []  # a flat grey picture has no faces

@@ -90,7 +90,13 @@ class PerCamera(Stage):
 
 
 class Motion(PerCamera):
-    """Background subtraction (MOG2) -> boxes of moving regions."""
+    """Background subtraction (MOG2) -> boxes of moving regions.
+
+    ``width``: analyse a gray copy of the picture scaled down to this width
+    (0: the picture as it comes). Motion is a gate, not a measurement: a
+    320-pixel gray copy finds the same moving people at a small part of the
+    cost (MOG2 on a 640x360 colour frame took 4-5 ms here, on its 320x180
+    gray copy about a tenth of that). The boxes are in the frame's pixels either way."""
 
     name = "motion"
     OPTIONS = {
@@ -98,6 +104,7 @@ class Motion(PerCamera):
         "var_threshold": (Rule(float, 1, 1000), 16.0),
         "min_area": (Rule(int, 1), 100),
         "learning_rate": (Rule(float, -1, 1), -1.0),
+        "width": (Rule(int, 0, 8192), 0),
     }
 
     def process(self, frame: Frame) -> None:
@@ -108,11 +115,20 @@ class Motion(PerCamera):
                 detectShadows=False)
             self.state[frame.camera] = sub
         image = frame.gray() if frame.format == I420 else frame.image
+        scale = 1.0
+        width = self.options["width"]
+        if width and image.shape[1] > width:
+            scale = image.shape[1] / width
+            image = cv2.resize(frame.gray(), (width, max(1, int(round(image.shape[0] / scale)))),
+                               interpolation=cv2.INTER_AREA)
         mask = sub.apply(image, learningRate=self.options["learning_rate"])
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         contours = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[-2]
-        found = [cv2.boundingRect(c) for c in contours
-                 if cv2.contourArea(c) >= self.options["min_area"]]
+        min_area = self.options["min_area"] / (scale * scale)  # in the frame's pixels
+        found = [cv2.boundingRect(c) for c in contours if cv2.contourArea(c) >= min_area]
+        if scale != 1.0:
+            found = [(round(x * scale), round(y * scale), round(w * scale), round(h * scale))
+                     for x, y, w, h in found]
         frame.meta["motion"] = {"boxes": boxes(found),
                                 "fraction": round(float(np.count_nonzero(mask)) / mask.size, 5)}
 

@@ -64,16 +64,25 @@ def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "
                 timeout: float = 120.0, stage_ms: float = 0.0,
                 stages: Optional[Dict[str, Dict[str, Any]]] = None, prefetch: int = 1,
                 rss_track: Optional[Dict[str, List[Tuple[float, float]]]] = None,
-                collector: Optional[Dict[str, Any]] = None, prerender: int = 8) -> Result:
+                collector: Optional[Dict[str, Any]] = None, prerender: int = 8,
+                camera_keys: Optional[Dict[str, Any]] = None,
+                records_out: Optional[List[Dict[str, Any]]] = None) -> Result:
     """One run of vidpipe's pipeline; ``link`` is shm, ipc, or tcp-raw/-lz4/-jpeg;
     ``collector``: keys added to the collector's section (e.g. more outputs);
     ``prerender``: frames of the test pattern drawn ahead and cycled (0: each
-    frame drawn anew, so the box keeps moving: what a motion stage needs)."""
+    frame drawn anew, so the box keeps moving: what a motion stage needs);
+    ``camera_keys``: set on the camera's section (``None`` removes a key: a
+    file ``source`` has no ``frames``); ``records_out``: gets the run's records."""
     width, height = SIZES[size]
     root = Path(tempfile.mkdtemp(prefix="vpb-", dir="/tmp"))
     camera: Dict[str, Any] = {"source": "testsrc", "width": width, "height": height,
                               "fps": fps, "frames": frames, "prerender": prerender,
                               "wait_for_handlers": handlers}
+    for key, value in (camera_keys or {}).items():
+        if value is None:
+            camera.pop(key, None)
+        else:
+            camera[key] = value
     if link == "shm":
         camera["transport"] = "shm"
     elif link == "ipc":
@@ -130,6 +139,8 @@ def run_vidpipe(size: str, handlers: int, fps: float, frames: int, link: str = "
                 rss_track[role] = sampler.rss_series(role)
         records = [json.loads(line) for line in (root / "results.jsonl").read_text()
                    .splitlines()]
+        if records_out is not None:
+            records_out.extend(records)
         ok = [r for r in records if r["status"] == "ok" and not r.get("late")]
         result = Result("vidpipe", size, handlers, link.replace("-", " "), fps, frames=frames,
                         received=len(ok))
