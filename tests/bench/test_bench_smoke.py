@@ -89,7 +89,8 @@ def test_the_gating_benchmark_runs_the_detector_only_where_it_matters() -> None:
     run = measure(90)
     every, gated = (run[label] for label in RUNS)
     assert every["frames"] + every["dropped"] == 90 and every["frames"] >= 80, run
-    assert gated["frames"] == 90 and every["detected"] == every["frames"], run
+    assert gated["frames"] + gated["dropped"] == 90 and gated["frames"] >= 85, run
+    assert every["detected"] == every["frames"], run
     assert 1 <= gated["detected"] <= 3 and gated["moved"] >= 8, run  # 40-49 move: 42, 48
     assert gated["ratio"] > 1.5, run
     assert "x |" in table(run)
