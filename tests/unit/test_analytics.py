@@ -356,6 +356,36 @@ def test_objects_carry_the_zones_they_are_in_by_name() -> None:
         {"person": ["all", "door", "west"], "car": ["all"]}
 
 
+def test_an_object_updates_when_its_best_score_rises_at_most_every_update_s() -> None:
+    """start (its first picture), an update each time the best score rose
+    but no sooner than track_update_s after the last, then end; each start
+    and update says this frame is the best so far (the snapshot)."""
+    from vidpipe.analytics.scene import Scene
+
+    def scores(update_s: float) -> List[Tuple[str, int, float]]:
+        scene = Scene({}, {}, lost_s=0.5, update_s=update_s)
+        out = []
+        # 30 fps; the score climbs every frame for 2 s, then holds
+        for f in range(90):
+            meta = {"detections": [{"box": [100 + f, 100, 40, 80], "label": "person",
+                                    "confidence": min(0.6 + f * 0.005, 0.9)}]}
+            scene.observe(meta, f * FRAME_NS)
+            out += [(e["action"], f, e.get("best_score", e.get("score")))
+                    for e in meta["areas"] if e["type"] == "object"]
+            assert all(e.get("best") is True for e in meta["areas"]
+                       if e["type"] == "object" and e["action"] != "end")
+        return out + [(e["action"], 90, e["best_score"]) for e in scene.end_all(90 * FRAME_NS)
+                      if e["type"] == "object"]
+
+    got = scores(1.0)
+    # the first frame confirms (nothing to wait for); 30 frames are a hair
+    # short of a second, so each update comes on the 31st frame after the last
+    assert [(a, f) for a, f, _ in got] == [("start", 0), ("update", 31), ("update", 62),
+                                           ("end", 90)], got
+    assert got[1][2] == 0.755 and got[2][2] == 0.9 and got[3][2] == 0.9, got
+    assert [a for a, _f, _s in scores(0)] == ["start", "end"]  # 0: no updates
+
+
 def test_a_flood_of_labels_cannot_grow_the_tracker() -> None:
     """A label per box, never the same twice: the tracker's label table
     forgets the labels no track holds."""

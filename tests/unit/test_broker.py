@@ -98,6 +98,43 @@ def test_results_and_snapshots_are_offered_when_asked_for(tmp_path: Path) -> Non
         list(range(60))
 
 
+def test_an_objects_best_picture_is_its_labels_snapshot(tmp_path: Path) -> None:
+    """A camera that tracks: each object start and update (its best frame so
+    far) is published with the frame as the label's retained snapshot,
+    naming the event and the track; zone and line events make none."""
+    from brokers import motion_entry
+    from conftest import wait_until
+    from vidpipe.analytics.areas import parse
+    from vidpipe.analytics.scene import Scene
+
+    zones, lines = parse({"left": {"points": [[0, 0], [80, 0], [80, 120], [0, 120]]}}, None,
+                         160, 120)
+    scene = Scene(zones, lines, update_s=0.5)
+    output = make(tmp_path, events_snapshot_kb=8)
+    try:
+        for seq in range(40):
+            entry = motion_entry(seq, False, seq * 33_333_333, image=True)
+            meta = entry.message.meta
+            meta["detections"] = [{"box": [40 + seq, 30, 20, 40], "label": "a dog",
+                                   "confidence": 0.6 + seq * 0.005}]
+            scene.observe(meta, seq * 33_333_333)
+            output.emit("cam0", entry, 1.0)
+        wait_until(lambda: output.queue.empty() and output.spool.stats()["depth"] ==
+                   output.counts["queued"], 10, "everything spooled")
+        messages = [m for _s, m in output.spooled(0, 1000)]
+    finally:
+        output.close(drain_s=0)
+    objects = [m for m in messages if m.stream == "events" and b'"type":"object"' in m.payload]
+    # (the per-label events of the detections make their own snapshots, no track)
+    snaps = [m for m in messages if m.stream == "snapshot" and "track" in m.headers]
+    assert [m.headers["seq"] for m in snaps] == [0, 16, 32], [m.headers for m in snaps]
+    assert len(objects) == 3 and b'"action":"update"' in objects[1].payload
+    assert all(m.address == "cam0/snapshot/a_dog" and m.headers["track"] == 1 and m.retain
+               and m.payload[:2] == b"\xff\xd8" and m.headers["event_id"].startswith(
+                   "cam0-object--") for m in snaps)
+    assert any(b'"type":"zone"' in m.payload for m in messages)  # left at x 80: no snapshot
+
+
 class Flaky(Quiet):
     """A broker output whose client library raises once, as a bug would."""
 

@@ -24,16 +24,19 @@ MAX_HISTORY = 32  # zones and crossings kept per object for its end event
 
 
 class _History:
-    def __init__(self, first_ns: int) -> None:
+    def __init__(self, first_ns: int, best: float, told_ns: int) -> None:
         self.first_ns = first_ns
         self.zones: List[str] = []
         self.crossed: List[List[str]] = []
+        self.best = best  # the best score published (start, update)
+        self.told_ns = told_ns  # when it was
 
 
 class Scene:
     def __init__(self, zones: Mapping[str, Zone], lines: Mapping[str, Line],
-                 lost_s: float = 2.0) -> None:
+                 lost_s: float = 2.0, update_s: float = 1.0) -> None:
         self.tracker = Tracker(lost_s=lost_s)
+        self.update_ns = int(update_s * 1e9) if update_s > 0 else None
         self.areas = Areas(zones, lines)
         self.labels: Dict[str, str] = {}
         self.cut = 0  # boxes over MAX_DETECTIONS left out
@@ -56,27 +59,40 @@ class Scene:
         seen, removed = self.tracker.update_arrays(boxes, [self._label(o.label) for o in found],
                                                    scores, capture_ns)
         events = self.areas.update(seen, removed, capture_ns)
-        meta["areas"] = self._objects(seen, removed, events) + events
-        meta["objects"] = self.last_objects = [
-            {"id": i, "label": label, "score": round(score, 3), "box": box, "zones": zones}
-            for i, label, score, box, zones in zip(
-                seen.ids, seen.labels, seen.scores.tolist(),
-                np.round(seen.boxes, 1).tolist(), self.areas.zones_now)]
+        objects = [{"id": i, "label": label, "score": round(score, 3), "box": box, "zones": zones}
+                   for i, label, score, box, zones in zip(
+                       seen.ids, seen.labels, seen.scores.tolist(),
+                       np.round(seen.boxes, 1).tolist(), self.areas.zones_now)]
+        meta["areas"] = self._objects(seen, objects, removed, events, capture_ns) + events
+        meta["objects"] = self.last_objects = objects
 
-    def _objects(self, seen: Tracks, removed: Tracks,
-                 events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-        """``object`` events: ``start`` when a track is first confirmed, ``end``
-        when the tracker lets it go, with where it went (the zones it entered,
-        the lines it crossed, in order; at most MAX_HISTORY of each)."""
+    def _objects(self, seen: Tracks, objects: List[Dict[str, Any]], removed: Tracks,
+                 events: List[Dict[str, Any]], capture_ns: int) -> List[Dict[str, Any]]:
+        """``object`` events: ``start`` when a track is first confirmed;
+        ``update`` when its best score rose, at most every ``update_s``; both
+        with ``"best": true`` (this frame is the object's best picture so far:
+        the broker outputs publish it as the snapshot); ``end`` when the
+        tracker lets it go, with where it went (the zones it entered, the lines
+        it crossed, in order; at most MAX_HISTORY of each)."""
         out: List[Dict[str, Any]] = []
         history = self.history
-        for n, track in enumerate(seen.ids):
-            if track not in history:
-                history[track] = _History(seen.first_ns[n])
-                out.append({"type": "object", "action": "start", "track": track,
-                            "label": seen.labels[n], "score": round(float(seen.scores[n]), 3)})
+        best = seen.best_scores.tolist()
+        for n, obj in enumerate(objects):
+            h = history.get(obj["id"])
+            if h is None:
+                history[obj["id"]] = _History(seen.first_ns[n], best[n], capture_ns)
+                out.append({"type": "object", "action": "start", "track": obj["id"],
+                            "label": obj["label"], "score": obj["score"], "box": obj["box"],
+                            "zones": list(obj["zones"]), "best": True})
+            elif best[n] > h.best and self.update_ns is not None and \
+                    capture_ns - h.told_ns >= self.update_ns:
+                h.best, h.told_ns = best[n], capture_ns
+                out.append({"type": "object", "action": "update", "track": obj["id"],
+                            "label": obj["label"], "score": obj["score"],
+                            "best_score": round(best[n], 3), "box": obj["box"],
+                            "zones": list(obj["zones"]), "best": True})
         for e in events:
-            h = self.history.get(e["track"])
+            h = history.get(e["track"])
             if h is None:
                 continue
             if e["type"] == "zone" and e["action"] == "enter" and e["zone"] not in h.zones \
@@ -85,7 +101,7 @@ class Scene:
             elif e["type"] == "line" and len(h.crossed) < MAX_HISTORY:
                 h.crossed.append([e["line"], e["direction"]])
         for t in removed:
-            h = self.history.pop(t.id, None)
+            h = history.pop(t.id, None)
             if h is not None:
                 out.append({"type": "object", "action": "end", "track": t.id, "label": t.label,
                             "best_score": round(t.best_score, 3),
@@ -97,7 +113,7 @@ class Scene:
         """The stream ended: every object still tracked ends (zones left, ``lost``)."""
         removed = self.tracker.drop_all()
         events = self.areas.update([], removed, capture_ns)
-        return self._objects(Tracks.none(), removed, events) + events
+        return self._objects(Tracks.none(), [], removed, events, capture_ns) + events
 
     def _label(self, raw: str) -> str:
         known = self.labels.get(raw)
@@ -118,7 +134,7 @@ def scene_for(camera: Any) -> Optional[Scene]:
     zones or lines given), else ``None``."""
     if camera is None or not (camera.track or camera.zones or camera.lines):
         return None
-    return Scene(camera.zones, camera.lines, camera.track_lost_s)
+    return Scene(camera.zones, camera.lines, camera.track_lost_s, camera.track_update_s)
 
 
 def strip(meta: Dict[str, Any]) -> None:

@@ -84,6 +84,7 @@ class CameraConfig:
                                    allowed="an rtsp:// or rtsps:// URL, or \"\""))
     track: bool = key(False, Rule(bool))
     track_lost_s: float = key(2.0, Rule(float, 0.1, 600))
+    track_update_s: float = key(1.0, Rule(float, 0, 3600))
     #: not a key but derived: whether the section gave width or height. A network
     #: stream on the GStreamer path is scaled to width x height only then; else it
     #: comes at its own size (640x480 by default would squash a 16:9 camera)

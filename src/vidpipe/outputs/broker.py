@@ -338,8 +338,10 @@ class BrokerOutput(Output):
             cam.last_seq, cam.last_ns = head.seq, head.capture_ns
             areas = entry.message.meta.get("areas")  # the collector's own (analytics.scene)
             for found in areas if isinstance(areas, list) else []:
-                self._offer(camera, "events", scene_event(camera, head.seq, head.capture_ns,
-                                                          found))
+                event = scene_event(camera, head.seq, head.capture_ns, found)
+                self._offer(camera, "events", event)
+                if found.get("best") is True:  # an object's best picture so far
+                    self._snapshot(camera, entry, event)
         now = time.monotonic()
         if self.state_period and now - cam.last_sent >= self.state_period:
             cam.last_sent = now
@@ -351,9 +353,10 @@ class BrokerOutput(Output):
             return
         self._offer(camera, "snapshot", picture(entry.message).copy(), retain=True,
                     label=event["label"],
-                    headers={"v": VERSION, "event_id": event["id"], "camera": camera,
-                             "label": event["label"], "seq": event["seq"],
-                             "capture_ns": event["capture_ns"]})
+                    headers=dict({"v": VERSION, "event_id": event["id"], "camera": camera,
+                                  "label": event["label"], "seq": event["seq"],
+                                  "capture_ns": event["capture_ns"]},
+                                 **({"track": event["track"]} if "track" in event else {})))
 
     def _state(self, camera: str) -> Dict[str, Any]:
         """The state message: the collector's own figures for the camera (the
