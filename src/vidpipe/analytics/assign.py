@@ -4,13 +4,13 @@ method, shortest augmenting paths with potentials: O(n^2 m)). SciPy's
 NumPy, which the small boxes vidpipe runs on always have, and for the matrices a
 tracker makes (tens of tracks by tens of boxes) it takes well under a millisecond."""
 
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
 INF = float("inf")
-SMALL = 256  # a group of at most this many pairs is solved in plain Python (NumPy's
-#              call overhead is most of the time of a small matrix)
+SMALL = 10000  # a group of at most this many pairs is solved in plain Python: NumPy's
+#                call overhead is most of the time up to about 120 x 120 (measured)
 
 
 def assign(cost: "np.ndarray", limit: float) -> Tuple[List[Tuple[int, int]], List[int], List[int]]:
@@ -118,15 +118,8 @@ def _hungarian(a: "np.ndarray") -> List[int]:
             j0 = j1
             if p[j0] == 0:
                 break
-        while j0:
-            j1 = way[j0]
-            p[j0] = p[j1]
-            j0 = j1
-    result = [-1] * n
-    for j in range(1, m + 1):
-        if p[j]:
-            result[p[j] - 1] = j - 1
-    return result
+        _augment(p, way, j0)
+    return _columns(p, n, m)
 
 
 def _solve_small(cost: List[List[float]], limit: float) -> List[Tuple[int, int]]:
@@ -178,12 +171,22 @@ def _hungarian_small(a: List[List[float]]) -> List[int]:
             j0 = j1
             if p[j0] == 0:
                 break
-        while j0:
-            j1 = way[j0]
-            p[j0] = p[j1]
-            j0 = j1
+        _augment(p, way, j0)
+    return _columns(p, n, m)
+
+
+def _augment(p: Any, way: Any, j0: int) -> None:
+    """Flip the alternating path that ends at the free column ``j0``."""
+    while j0:
+        j1 = way[j0]
+        p[j0] = p[j1]
+        j0 = j1
+
+
+def _columns(p: Any, n: int, m: int) -> List[int]:
+    """Each row's column, from ``p`` (column -> its row, 1-based; 0 none)."""
     result = [-1] * n
     for j in range(1, m + 1):
         if p[j]:
-            result[p[j] - 1] = j - 1
+            result[int(p[j]) - 1] = j - 1
     return result
