@@ -24,6 +24,7 @@ from vidpipe.runtime import Role
 from vidpipe.service import Notifier, Stopper, pin_cpus
 from vidpipe.stages import I420, Frame, Stage, build_chain
 from vidpipe.stages.base import detect_now
+from vidpipe.stages.region import motion_region, run_in_region
 from vidpipe.stats import LatencyWindow, RateMeter, Tally, fmt_ms
 
 log = logging.getLogger("vidpipe.handler")
@@ -269,14 +270,21 @@ class Handler(Role):
         not choose is passed by and named in ``meta["skipped"]``."""
         timings: Dict[str, float] = {}
         skipped: List[str] = []
+        cam = self.config.cameras.get(frame.camera)
         for stage in self.chain:
-            if getattr(stage, "detector", False) and not detect_now(
-                    self.config.cameras.get(frame.camera), frame):
-                skipped.append(stage.name)
-                continue
+            region = None
+            if getattr(stage, "detector", False):
+                if not detect_now(cam, frame):
+                    skipped.append(stage.name)
+                    continue
+                if cam is not None and cam.detect_when == "motion-region":
+                    region = motion_region(frame)
             started = time.perf_counter()
             try:
-                stage.process(frame)
+                if region is None:
+                    stage.process(frame)
+                else:
+                    run_in_region(stage, frame, region)
             except Exception as exc:  # a plugin's bug costs the frame, never the handler
                 self.lost("{} #{} in stage {}".format(frame.camera, frame.seq, stage.name),
                           exc, label="stage_error:" + stage.name)

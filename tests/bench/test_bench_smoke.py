@@ -87,10 +87,12 @@ def test_the_gating_benchmark_runs_the_detector_only_where_it_matters() -> None:
     from tests.bench.gating import RUNS, measure, table
 
     run = measure(90)
-    every, gated = (run[label] for label in RUNS)
+    every, gated, region = (run[label] for label in RUNS)
     assert every["frames"] + every["dropped"] == 90 and every["frames"] >= 80, run
-    assert gated["frames"] + gated["dropped"] == 90 and gated["frames"] >= 85, run
     assert every["detected"] == every["frames"], run
-    assert 1 <= gated["detected"] <= 3 and gated["moved"] >= 8, run  # 40-49 move: 42, 48
-    assert gated["ratio"] > 1.5, run
+    for one in (gated, region):
+        assert one["frames"] + one["dropped"] == 90 and one["frames"] >= 85, run
+        assert 1 <= one["detected"] <= 3 and one["moved"] >= 8, run  # 40-49 move: 42, 48
+        assert one["ratio"] > 1.5, run
+    assert gated["in_region"] == 0 and region["in_region"] == region["detected"], run
     assert "x |" in table(run)

@@ -78,7 +78,7 @@ class CameraConfig:
     credentials_file: str = key("", Rule(str, pattern=re.compile(r"^(/.*)?$"),
                                          allowed="an absolute path, or \"\""))
     detect_fps: float = key(0.0, Rule(float, 0, 1000))
-    detect_when: str = key("always", Rule(str, choices=("always", "motion")))
+    detect_when: str = key("always", Rule(str, choices=("always", "motion", "motion-region")))
     record: str = key("off", Rule(str, choices=("off", "passthrough")))
     record_url: str = key("", Rule(str, pattern=re.compile(r"^((rtsps?)://.+)?$", re.I),
                                    allowed="an rtsp:// or rtsps:// URL, or \"\""))

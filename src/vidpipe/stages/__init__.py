@@ -94,9 +94,10 @@ def build_chain(config: Config, names: List[str], section: str,
 
 def _check_detect_when(config: Config, names: List[str], classes: List[type],
                        section: str) -> None:
-    """``detect_when = "motion"`` reads what the motion stage found before the
-    detectors (stages whose class says ``detector``, plugins too): a chain that
-    runs a detector first, or no motion stage, would never detect."""
+    """``detect_when = "motion"`` (or ``"motion-region"``) reads what the
+    motion stage found before the detectors (stages whose class says
+    ``detector``, plugins too): a chain that runs a detector first, or no
+    motion stage, would never detect."""
     detectors = [i for i, cls in enumerate(classes) if getattr(cls, "detector", False)]
     if not detectors:
         return
@@ -104,7 +105,8 @@ def _check_detect_when(config: Config, names: List[str], classes: List[type],
     if motion and motion[0] < detectors[0]:
         return
     for camera in sorted(config.cameras):
-        if config.cameras[camera].detect_when == "motion":
+        when = config.cameras[camera].detect_when
+        if when.startswith("motion"):
             raise ConfigError(config.path, "cameras.{}.detect_when".format(camera),
-                              "\"motion\" needs the motion stage before the detectors in "
-                              "{}.stages (got {})".format(section, names))
+                              "\"{}\" needs the motion stage before the detectors in "
+                              "{}.stages (got {})".format(when, section, names))

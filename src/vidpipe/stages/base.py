@@ -115,7 +115,7 @@ def detect_now(cam: Optional[CameraConfig], frame: Frame) -> bool:
         every = max(1, int(round(cam.fps / cam.detect_fps)))
         if frame.seq % every:
             return False
-    if cam.detect_when == "motion":
+    if cam.detect_when.startswith("motion"):  # motion, motion-region
         motion = frame.meta.get("motion")
         return isinstance(motion, dict) and bool(motion.get("boxes"))
     return True

@@ -218,8 +218,10 @@ class People(Stage):
             gray, hitThreshold=self.options["hit_threshold"], winStride=(stride, stride),
             padding=(8, 8), scale=self.options["scale"])
         people = []
-        for (x, y, w, h), margin in zip(np.asarray(found).reshape(-1, 4),
-                                        np.asarray(margins, dtype=float).reshape(-1)):
+        # plain ints and floats (tolist): the boxes are read as the observation
+        # schema's numbers before they cross the wire (detect_when = "motion-region")
+        for (x, y, w, h), margin in zip(np.asarray(found).reshape(-1, 4).tolist(),
+                                        np.asarray(margins, dtype=float).reshape(-1).tolist()):
             dx, dy = 0.15 * w, 0.05 * h  # the window's margin (OpenCV's peopledetect.py)
             box = [round((x + dx) / up, 1), round((y + dy) / up, 1),
                    round((w - 2 * dx) / up, 1), round((h - 2 * dy) / up, 1)]
