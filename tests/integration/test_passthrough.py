@@ -52,8 +52,14 @@ def decode_errors(path: Path) -> str:
                           "passthrough", "-f", "null", "-"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          universal_newlines=True, timeout=60)
-    return out.stderr.strip() if out.returncode == 0 else "exit {}: {}".format(
-        out.returncode, out.stderr)
+    if out.returncode:
+        return "exit {}: {}".format(out.returncode, out.stderr)
+    # the null muxer (the output side, not the segment) still refuses two
+    # frames with the same time stamp, which the test camera's encoder gives
+    # when a loaded box makes it lag (seen in CI: "non monotonically
+    # increasing dts to muxer"); what the decoder says is kept
+    return "\n".join(line for line in out.stderr.strip().splitlines()
+                     if not (line.startswith("[null @") and "dts to muxer" in line))
 
 
 def play_in_chromium(port: int, segment: Path) -> Tuple[float, int]:
