@@ -92,7 +92,9 @@ def test_the_gating_benchmark_runs_the_detector_only_where_it_matters() -> None:
     assert every["detected"] == every["frames"], run
     for one in (gated, region):
         assert one["frames"] + one["dropped"] == 90 and one["frames"] >= 85, run
-        assert 1 <= one["detected"] <= 3 and one["moved"] >= 8, run  # 40-49 move: 42, 48
+        assert 1 <= one["detected"] <= 3 and one["moved"] >= 8, run  # 0; 40-49 move: 42, 48
         assert one["ratio"] > 1.5, run
-    assert gated["in_region"] == 0 and region["in_region"] == region["detected"], run
+    # frame 0 is all "motion" to a background model that has seen nothing:
+    # the whole frame; the walker's frames are looked at in their region
+    assert gated["in_region"] == 0 and 1 <= region["in_region"] <= region["detected"], run
     assert "x |" in table(run)
