@@ -271,20 +271,22 @@ class Handler(Role):
         timings: Dict[str, float] = {}
         skipped: List[str] = []
         cam = self.config.cameras.get(frame.camera)
+        by_region = cam is not None and cam.detect_when == "motion-region"
+        region: Any = False  # where the detectors look: found at the first that runs
         for stage in self.chain:
-            region = None
-            if getattr(stage, "detector", False):
+            detector = getattr(stage, "detector", False)
+            if detector:
                 if not detect_now(cam, frame):
                     skipped.append(stage.name)
                     continue
-                if cam is not None and cam.detect_when == "motion-region":
-                    region = motion_region(frame)
+                if region is False:  # motion comes before the detectors (check-config)
+                    region = motion_region(frame) if by_region else None
             started = time.perf_counter()
             try:
-                if region is None:
-                    stage.process(frame)
-                else:
+                if detector and region is not None:
                     run_in_region(stage, frame, region)
+                else:
+                    stage.process(frame)
             except Exception as exc:  # a plugin's bug costs the frame, never the handler
                 self.lost("{} #{} in stage {}".format(frame.camera, frame.seq, stage.name),
                           exc, label="stage_error:" + stage.name)

@@ -187,8 +187,8 @@ class Areas:
         self.crossed: Dict[Tuple[str, str, str], int] = {}  # (line, label, in|out) -> count
         self.entered: Dict[Tuple[str, str], int] = {}  # (zone, label) -> count
         self._edges = [_edges(z.points) for z in self.zones.values()]
-        zone_names = list(self.zones)
-        self._sorted = sorted(range(len(zone_names)), key=zone_names.__getitem__)
+        self._zone_names = list(self.zones)
+        self._sorted = sorted(range(len(self._zone_names)), key=self._zone_names.__getitem__)
         self._row: Dict[int, int] = {}  # track id -> its row
         self._free: List[int] = []
         self._label: List[str] = []  # per row: the track's class when first seen
@@ -233,9 +233,8 @@ class Areas:
             row = self._row.pop(t.id, None)
             if row is None:
                 continue
-            for name in self._zones_of_row(row):
-                k = list(self.zones).index(name)
-                events.append(_zone_event(name, "exit", t.id, self._label[row],
+            for k in self._zones_in(row):
+                events.append(_zone_event(self._zone_names[k], "exit", t.id, self._label[row],
                                           int(self._since[row, k]), capture_ns, lost=True))
             self._free_row(row)
         return events
@@ -253,8 +252,8 @@ class Areas:
             if found is None:
                 if len(names) >= 4096:  # overlapping zones: bounded all the same
                     names.clear()
-                found = names[n] = [name for k, name in enumerate(sorted(self.zones))
-                                    if n >> k & 1]
+                found = names[n] = [self._zone_names[k] for b, k in enumerate(self._sorted)
+                                    if n >> b & 1]
             out.append(list(found))
         return out
 
@@ -266,14 +265,10 @@ class Areas:
             grow = max(16, len(self._label))
             self._free = list(range(len(self._label) + grow - 1, len(self._label) - 1, -1))
             self._label.extend([""] * grow)
-            self._side = np.concatenate([self._side, np.zeros((grow, len(self.lines)))])
-            self._point = np.concatenate([self._point, np.zeros((grow, len(self.lines), 2))])
-            self._inside = np.concatenate([self._inside,
-                                           np.zeros((grow, len(self.zones)), dtype=bool)])
-            self._since = np.concatenate([self._since,
-                                          np.zeros((grow, len(self.zones)), dtype=np.int64)])
-            self._loitered = np.concatenate([self._loitered,
-                                             np.zeros((grow, len(self.zones)), dtype=bool)])
+            for name in ("_side", "_point", "_inside", "_since", "_loitered"):
+                rows = getattr(self, name)
+                setattr(self, name, np.concatenate(
+                    [rows, np.zeros((grow,) + rows.shape[1:], dtype=rows.dtype)]))
         row = self._row[track_id] = self._free.pop()
         self._label[row] = label
         return row
@@ -336,9 +331,12 @@ class Areas:
             events.append(_zone_event(zone.name, "exit", ids[i], labels[i],
                                       int(self._since[rows[i], k]), capture_ns))
 
+    def _zones_in(self, row: int) -> List[int]:
+        """The zones (their indices) the track of ``row`` is in, by name."""
+        return [k for k in self._sorted if self._inside[row, k]]
+
     def _zones_of_row(self, row: int) -> List[str]:
-        names = list(self.zones)
-        return [names[k] for k in self._sorted if self._inside[row, k]]
+        return [self._zone_names[k] for k in self._zones_in(row)]
 
     def occupancy(self) -> Dict[Tuple[str, str], int]:
         """(zone, label) -> how many tracked objects are in it now."""

@@ -14,8 +14,8 @@ import numpy as np
 
 from vidpipe import names
 from vidpipe.analytics.areas import Areas, Line, Zone
-from vidpipe.analytics.observations import MOTION, observations
-from vidpipe.analytics.tracker import Tracker, Tracks
+from vidpipe.analytics.observations import observations
+from vidpipe.analytics.tracker import Tracker, Tracks, track_score
 
 OWNED = ("objects", "areas")  # metadata keys the collector writes
 MAX_DETECTIONS = 256  # boxes taken from one frame (the first ones); the rest counted
@@ -55,7 +55,7 @@ class Scene:
             self.cut += len(found) - MAX_DETECTIONS
             found = found[:MAX_DETECTIONS]
         boxes = np.array([o.box for o in found], dtype=float).reshape(-1, 4)
-        scores = np.array([1.0 if o.kind == MOTION else o.score for o in found], dtype=float)
+        scores = np.array([track_score(o) for o in found], dtype=float)
         seen, removed = self.tracker.update_arrays(boxes, [self._label(o.label) for o in found],
                                                    scores, capture_ns)
         events = self.areas.update(seen, removed, capture_ns)

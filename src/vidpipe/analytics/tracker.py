@@ -29,7 +29,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from vidpipe.analytics.assign import assign
-from vidpipe.analytics.observations import MOTION, observations
+from vidpipe.analytics.observations import MOTION, Observation, observations
 
 
 @dataclass
@@ -77,13 +77,12 @@ class Tracks:
         return len(self.ids)
 
     def __iter__(self) -> Iterator[Track]:
-        for i, row in enumerate(self.boxes.tolist()):
-            yield Track(self.ids[i], self.labels[i], float(self.scores[i]),
-                        float(self.best_scores[i]), self.first_ns[i], self.last_ns[i],
-                        tuple(row))  # type: ignore[arg-type]
+        return (self[i] for i in range(len(self.ids)))
 
     def __getitem__(self, i: int) -> Track:
-        return list(self)[i]
+        return Track(self.ids[i], self.labels[i], float(self.scores[i]),
+                     float(self.best_scores[i]), self.first_ns[i], self.last_ns[i],
+                     tuple(self.boxes[i].tolist()))  # type: ignore[arg-type]
 
 
 def _xyah(boxes: np.ndarray) -> np.ndarray:
@@ -220,17 +219,12 @@ class Tracker:
         return out
 
     def _code_of(self, labels: Sequence[str]) -> np.ndarray:
-        codes = self._codes
-        if len(codes) > 4 * self.max_tracks + 1024:  # labels off the wire: forget the dead ones
+        if len(self._codes) > 4 * self.max_tracks + 1024:  # labels off the wire:
+            # forget the ones no track holds
             live = [self._names[c] for c in self._code.tolist()]
             self._codes, self._names = {}, []
-            codes = self._codes
             self._code = np.array([self._number(name) for name in live], dtype=np.int64)
-        out = []
-        for label in labels:
-            code = codes.get(label)
-            out.append(self._number(label) if code is None else code)
-        return np.array(out, dtype=np.int64)
+        return np.array([self._number(label) for label in labels], dtype=np.int64)
 
     def _number(self, label: str) -> int:
         code = self._codes.get(label)
@@ -329,5 +323,11 @@ def detections_from_meta(meta: Dict[str, object]) -> List[Detection]:
     """What the stages found (:mod:`.observations`), as boxes to track;
     motion blobs score 1.0 (a blob that moved is certain, however small)."""
     return [Detection((float(o.box[0]), float(o.box[1]), float(o.box[2]), float(o.box[3])),
-                      o.label, 1.0 if o.kind == MOTION else o.score)
+                      o.label, track_score(o))
             for o in observations(meta)]
+
+
+def track_score(found: Observation) -> float:
+    """How sure a box is, to the tracker: a detection's confidence; a motion
+    blob 1.0 (a blob that moved is certain, however small)."""
+    return 1.0 if found.kind == MOTION else found.score
