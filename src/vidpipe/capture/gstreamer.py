@@ -33,6 +33,7 @@ camera's ``width``/``height``/``fps`` *before* frames are handed out, and
 
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -214,6 +215,8 @@ def _fraction(fps: float) -> str:
 
 
 _KNOWN: Dict[str, bool] = {}
+#: GStreamer is imported and initialised by one thread at a time
+_GST_LOCK = threading.Lock()
 
 
 def element_exists(name: str) -> bool:
@@ -229,10 +232,11 @@ def _ask_registry(name: str) -> bool:
         import gi
 
         gi.require_version("Gst", "1.0")
-        from gi.repository import Gst
+        with _GST_LOCK:  # not while another thread initialises GStreamer
+            from gi.repository import Gst
 
-        if not Gst.is_initialized():
-            Gst.init(None)
+            if not Gst.is_initialized():
+                Gst.init(None)
         return Gst.ElementFactory.find(name) is not None
     except (ImportError, ValueError):
         pass
@@ -256,7 +260,15 @@ class StreamEnded(PlayerError):
 
 def gst_modules() -> Any:
     """Gst, GstApp and GstVideo, initialised. GstApp must be loaded before
-    the first appsink is made, or PyGObject wraps it without its methods."""
+    the first appsink is made, or PyGObject wraps it without its methods.
+    One thread at a time: the passthrough recorder's thread and the decoder's
+    own may come here at once, and a thread that saw the other's import of
+    Gst half done found no decoder element (one test run in four)."""
+    with _GST_LOCK:
+        return _gst_modules()
+
+
+def _gst_modules() -> Any:
     try:
         import gi
 
