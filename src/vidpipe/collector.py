@@ -128,6 +128,8 @@ class Collector(Role):
         self.sockets.bind(self.results, self.cc.bind)
         if self.tap is not None:
             self.tap.bind()
+        for output in self.outputs:
+            output.bind(self.sockets)
         self.start_web()
         log.info("collector %s: results on %s, outputs %s", self.name, self.cc.bind,
                  ",".join(self.cc.outputs) or "(none)")

@@ -84,7 +84,7 @@ class Decoder(Role):
         self.notices = self.sockets.make(zmq.PUSH, sndhwm=10000, receives=False,
                                          immediate=True)
         # the camera's own stream to disk (record = "passthrough"): its own thread
-        self.recorder = make_recorder(self.cam, config.collector)
+        self.recorder = make_recorder(self.cam, config.collector, self.sockets)
 
     # ------------------------------------------------------------------ setup
 

@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Optional
 
 from vidpipe import names, redact
 from vidpipe.capture import rtsp
+from vidpipe.capture.clips import Clips, Packet
 from vidpipe.capture.gstreamer import CODECS, PlayerError, codec_text, gst_modules
 from vidpipe.config import CameraConfig, CollectorConfig, credentials
 
@@ -55,23 +56,32 @@ def record_url(camera: CameraConfig) -> str:
 
 
 def describe_pipeline(url: str, codec: str, segment_s: float, transport: str = "tcp",
-                      latency_ms: int = 200, timeout_s: float = 5.0) -> str:
-    """The ``gst-launch`` description: no decoder in it, only parsers."""
+                      latency_ms: int = 200, timeout_s: float = 5.0,
+                      clips: bool = False) -> str:
+    """The ``gst-launch`` description: no decoder in it, only parsers. With
+    ``clips`` the parsed packets also go to an appsink (``packets``), for the
+    pre-roll of event clips; a leaky queue keeps it from ever holding the
+    recording back."""
     protocols = {"tcp": "tcp", "udp": "udp", "auto": "tcp+udp"}[transport]
     quoted = '"{}"'.format(url.replace("\\", "\\\\").replace('"', '\\"'))
+    fork = " ! tee name=t ! queue ! " if clips else " ! "
+    tail = (" t. ! queue leaky=downstream max-size-time=0 max-size-buffers=0 "
+            "max-size-bytes=16777216 ! appsink name=packets sync=false emit-signals=true "
+            "max-buffers=0") if clips else ""
     return ("rtspsrc location={} protocols={} latency={} timeout={} tcp-timeout={} ! "
-            "rtp{}depay ! {}parse config-interval=-1 ! splitmuxsink name=mux "
+            "rtp{}depay ! {}parse config-interval=-1{}splitmuxsink name=mux "
             "muxer-factory=mp4mux muxer-properties=\"properties,fragment-duration=1000\" "
-            "max-size-time={} async-finalize=false").format(
+            "max-size-time={} async-finalize=false{}").format(
                 quoted, protocols, int(latency_ms), int(timeout_s * 1e6),
-                int(timeout_s * 1e6), codec, codec, int(segment_s * 1e9))
+                int(timeout_s * 1e6), codec, codec, fork, int(segment_s * 1e9), tail)
 
 
 class Recorder:
     """Records one camera's stream while it runs (:meth:`start`, :meth:`stop`)."""
 
     def __init__(self, camera: CameraConfig, cc: CollectorConfig,
-                 free_bytes: Optional[Callable[[str], int]] = None) -> None:
+                 free_bytes: Optional[Callable[[str], int]] = None,
+                 sockets: Optional[Any] = None) -> None:
         if not names.valid(camera.name):  # it becomes a path
             raise ValueError("camera name {!r} is not a valid name".format(camera.name))
         self.camera = camera
@@ -88,21 +98,31 @@ class Recorder:
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="passthrough", daemon=True)
+        #: event clips cut from the stream (cameras.NAME.clips), told by the collector
+        self.clips = Clips(camera.name, self.folder, camera.preroll_s, sockets, cc.clips,
+                           self._space) if camera.clips and sockets is not None else None
+        self._codec_now = ""
+        self._new_run = False
 
     # ------------------------------------------------------------------ the decoder's side
 
     def start(self) -> None:
         self.thread.start()
+        if self.clips is not None:
+            self.clips.start()
 
     def stop(self) -> None:
         """End the segment being written cleanly and stop (at most a few seconds)."""
         self._stop.set()
         self.thread.join(STOP_WAIT_S + 2.0)
+        if self.clips is not None:
+            self.clips.stop()
 
     def status(self) -> Dict[str, Any]:
+        clips = {"clips": self.clips.status()} if self.clips is not None else {}
         with self.lock:
-            return {"state": self.state, "segments": self.segments, "bytes": self.bytes,
-                    "error": self.last_error}
+            return dict({"state": self.state, "segments": self.segments, "bytes": self.bytes,
+                         "error": self.last_error}, **clips)
 
     def text(self) -> str:
         """For the decoder's STATUS line."""
@@ -176,11 +196,14 @@ class Recorder:
         try:
             pipeline = Gst.parse_launch(describe_pipeline(
                 url, codec, self.segment_s, self.camera.rtsp_transport,
-                self.camera.rtsp_latency_ms))
+                self.camera.rtsp_latency_ms, clips=self.clips is not None))
         except Exception as exc:  # GLib.Error: an element missing
             raise RecordError("the recording pipeline does not build: {}".format(
                 getattr(exc, "message", exc))) from None
         pipeline.get_by_name("mux").connect("format-location", self._next_path)
+        if self.clips is not None:
+            self._codec_now, self._new_run = codec, True
+            pipeline.get_by_name("packets").connect("new-sample", self._packet, Gst)
         bus = pipeline.get_bus()
         try:
             if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
@@ -219,13 +242,43 @@ class Recorder:
             elif structure.get_name() == "splitmuxsink-fragment-closed":
                 self._finish(structure.get_value("location"))
 
-    def _check_space(self) -> None:
+    def _packet(self, sink: Any, Gst: Any) -> Any:
+        """A packet of the camera's stream for the clips' pre-roll (in the
+        pipeline's streaming thread: quick, never raises)."""
+        try:
+            sample = sink.emit("pull-sample")
+            if sample is None:
+                return Gst.FlowReturn.OK
+            clips = self.clips
+            assert clips is not None
+            if self._new_run:
+                self._new_run = False
+                clips.new_stream(Gst, self._codec_now, sample.get_caps())
+            buf = sample.get_buffer()
+            none = Gst.CLOCK_TIME_NONE
+            clips.packet(Packet(time.time_ns(), not buf.has_flags(Gst.BufferFlags.DELTA_UNIT),
+                                -1 if buf.pts == none else buf.pts,
+                                -1 if buf.dts == none else buf.dts,
+                                -1 if buf.duration == none else buf.duration,
+                                buf.extract_dup(0, buf.get_size())))
+        except Exception:  # noqa: BLE001 - the recording goes on without its clips
+            log.exception("%s: event clips: a packet was lost", self.camera.name)
+        return Gst.FlowReturn.OK
+
+    def _space(self) -> str:
+        """Why nothing may be written now ("" when it may)."""
         free = self.free_bytes(self.folder if os.path.isdir(self.folder)
                                else os.path.dirname(self.folder))
         if free < self.min_free:
-            raise RecordError("{} MB free under {}, below [collector.record] min_free_mb; "
-                              "waiting for retention to make room".format(
-                                  free // 2 ** 20, os.path.dirname(self.folder)))
+            return ("{} MB free under {}, below [collector.record] min_free_mb; "
+                    "waiting for retention to make room".format(
+                        free // 2 ** 20, os.path.dirname(self.folder)))
+        return ""
+
+    def _check_space(self) -> None:
+        why = self._space()
+        if why:
+            raise RecordError(why)
 
     def _next_path(self, _mux: Any, _fragment: int) -> str:
         """splitmuxsink asks where its next segment goes: a new file of ours,
@@ -296,7 +349,9 @@ def _free_bytes(path: str) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def make_recorder(camera: CameraConfig, cc: CollectorConfig) -> Optional[Recorder]:
-    """The camera's recorder, if it records passthrough."""
-    return Recorder(camera, cc) if camera.record == "passthrough" else None
+def make_recorder(camera: CameraConfig, cc: CollectorConfig,
+                  sockets: Optional[Any] = None) -> Optional[Recorder]:
+    """The camera's recorder, if it records passthrough (with its event
+    clips, told by the collector over ``sockets``, if it has any)."""
+    return Recorder(camera, cc, sockets=sockets) if camera.record == "passthrough" else None
 

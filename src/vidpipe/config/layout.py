@@ -7,6 +7,8 @@ every name vidpipe gives a socket or file in it, in one place.
 ``collector.sock``       the collector's results
 ``tap-CAM.sock``         a decoder's tap; ``tap-collector.sock`` the
                          collector's
+``clips.sock``           the collector's clip requests to the decoders
+                         that record (vidpipe.outputs.clips)
 ``CAM-STREAM.ring``      a decoder run's shared-memory ring of frames
 ``results/``             the handlers' result rings
 ``status/``              the status board, a JSON file per role
@@ -34,6 +36,10 @@ def collector_endpoint(runtime_dir: str) -> str:
 
 def tap_endpoint(runtime_dir: str, camera_or_collector: str) -> str:
     return "ipc://{}/tap-{}.sock".format(root(runtime_dir), camera_or_collector)
+
+
+def clips_endpoint(runtime_dir: str) -> str:
+    return "ipc://{}/clips.sock".format(root(runtime_dir))
 
 
 def ring_name(camera: str, stream: int) -> str:

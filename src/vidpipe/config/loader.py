@@ -7,7 +7,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from vidpipe.config.layout import collector_endpoint, decoder_endpoint, tap_endpoint
+from vidpipe.config.layout import (clips_endpoint, collector_endpoint, decoder_endpoint,
+                                   tap_endpoint)
 from vidpipe.config.layout import root as runtime_root
 from vidpipe.config.tomlread import TomlError, loads as toml_loads
 from vidpipe.config.schema import (ConfigError, OptionRules, _defaults, fill_section,
@@ -147,6 +148,10 @@ def make_camera(path: str, runtime: str, name: str, raw: Mapping[str, Any]) -> C
     if camera.record_url and camera.record != "passthrough":
         raise ConfigError(path, section + ".record_url", "is recorded only with record = "
                           "\"passthrough\"")
+    if camera.clips and camera.record != "passthrough":
+        raise ConfigError(path, section + ".clips", "event clips are cut from the camera's "
+                          "own stream: set record = \"passthrough\" (and record_url for its "
+                          "main stream)")
     if camera.encoding == "lz4":
         try:
             import lz4.block  # noqa: F401
@@ -241,6 +246,9 @@ def _collector(path: str, runtime: str, raw: Any, warnings: List[str]) -> Collec
     if not collector.tap:
         collector.tap = tap_endpoint(runtime, "collector")
     _check_endpoint(path, "collector.tap", collector.tap)
+    if not collector.clips:
+        collector.clips = clips_endpoint(runtime)
+    _check_endpoint(path, "collector.clips", collector.clips)
     _check_collector_outputs(path, collector)
     if "jsonl" in collector.outputs and not collector.jsonl_path:
         raise ConfigError(path, "collector.jsonl.path",

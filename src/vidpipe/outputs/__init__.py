@@ -149,6 +149,11 @@ class Output:
         """The keys (with their values) to look at when :meth:`build` failed."""
         return "[collector.{}]".format(cls.TABLE) if cls.TABLE else "collector.outputs"
 
+    def bind(self, sockets: Any) -> None:
+        """Bind the sockets it publishes on besides the results (the clip
+        requests), from the collector's :class:`~vidpipe.link.sockets.Sockets`
+        (Curve on tcp:// as configured); called once, when the collector starts."""
+
     def emit(self, camera: str, entry: Entry, latency_ms: Optional[float]) -> None:
         pass
 

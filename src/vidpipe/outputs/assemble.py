@@ -18,6 +18,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Type
 
 from vidpipe.config import CameraConfig, CollectorConfig, ConfigError
 from vidpipe.outputs import Output, Site, needs
+from vidpipe.outputs.clips import ClipOutput
 from vidpipe.outputs.playback import Library
 from vidpipe.outputs.preview import PreviewOutput
 from vidpipe.outputs.recording import RecordOutput
@@ -97,6 +98,8 @@ def assemble(cc: CollectorConfig, cameras: Dict[str, CameraConfig], label: str) 
         except OSError as exc:
             log.error("%s: retention of the cameras' recordings is off: %s (collector.record"
                       ".dir = %s)", label, exc, cc.record_dir)
+    if any(c.clips for c in cameras.values()):  # their decoders cut them when told
+        every.append(ClipOutput(cc, cameras))
     preview = next((o for o in every if isinstance(o, PreviewOutput)), None)
     recording = next((o for o in every if isinstance(o, RecordOutput)), None)
     return Outputs(every, preview, recording)

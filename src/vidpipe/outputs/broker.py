@@ -32,7 +32,8 @@ import threading
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from vidpipe.config import CollectorConfig
+from vidpipe.config import CameraConfig, CollectorConfig
+from vidpipe.outputs.clips import name_clip
 from vidpipe.outputs.events import VERSION, Tracker
 from vidpipe.link.ordering import OK, Entry
 from vidpipe.outputs import Output, Site, bgr8, frame_record, needs, picture
@@ -161,7 +162,9 @@ class BrokerOutput(Output):
 
     @classmethod
     def build(cls, cc: CollectorConfig, site: Site) -> Output:
-        return cls(cc, site.names(), areas=site.areas())  # type: ignore[call-arg]
+        out = cls(cc, site.names(), areas=site.areas())  # type: ignore[call-arg]
+        out.clip_cameras = {n: c for n, c in site.cameras.items() if c.clips}
+        return out
 
     @classmethod
     def keys_to_check(cls, cc: CollectorConfig) -> str:
@@ -174,6 +177,9 @@ class BrokerOutput(Output):
         self.known = list(cameras or [])
         self.areas: Areas = dict(areas or {})  # camera -> (zone names, line names)
         self.configured = frozenset(self.known)
+        #: the cameras whose events get clips (vidpipe.outputs.clips): their
+        #: events name the clip
+        self.clip_cameras: Dict[str, CameraConfig] = {}
         self.results = results
         self.tracker = Tracker(cc.events_min_frames, cc.events_end_after_s, cc.events_update_s)
         self.snapshot_bytes = cc.events_snapshot_kb * 1024
@@ -332,6 +338,7 @@ class BrokerOutput(Output):
             head = entry.message.header
             for event in self.tracker.feed(camera, head.seq, head.capture_ns,
                                            entry.message.meta):
+                name_clip(event, self.clip_cameras.get(camera), self.tracker)
                 self._offer(camera, "events", event)
                 if event["type"] != "end" and event["best_seq"] == head.seq:
                     self._snapshot(camera, entry, event)
@@ -339,6 +346,7 @@ class BrokerOutput(Output):
             areas = entry.message.meta.get("areas")  # the collector's own (analytics.scene)
             for found in areas if isinstance(areas, list) else []:
                 event = scene_event(camera, head.seq, head.capture_ns, found)
+                name_clip(event, self.clip_cameras.get(camera), self.tracker)
                 self._offer(camera, "events", event)
                 if found.get("best") is True:  # an object's best picture so far
                     self._snapshot(camera, entry, event)
@@ -389,12 +397,15 @@ class BrokerOutput(Output):
 
     def end_of_stream(self, camera: str) -> None:
         for event in self.tracker.end_all(camera):
+            name_clip(event, self.clip_cameras.get(camera), self.tracker)
             self._offer(camera, "events", event)
 
     def scene_ended(self, camera: str, found: List[Dict[str, Any]]) -> None:
         cam = self.cameras.get(camera) or _CameraState()
         for one in found:
-            self._offer(camera, "events", scene_event(camera, cam.last_seq, cam.last_ns, one))
+            event = scene_event(camera, cam.last_seq, cam.last_ns, one)
+            name_clip(event, self.clip_cameras.get(camera), self.tracker)
+            self._offer(camera, "events", event)
 
     def forget(self, camera: str) -> None:
         """Its open events end (published as at the end of a stream); its

@@ -16,11 +16,12 @@ from vidpipe import names
 log = logging.getLogger("vidpipe.recording")
 _STEM = r"(?P<camera>" + names.NAME_PATTERN + r")-[0-9]{8}T[0-9]{6}Z-[0-9]{6,20}"
 #: the names vidpipe gives segments: CAM/CAM-<UTC stamp>-<seq>.mp4|.h5 (processed
-#: frames) and CAM/CAM-<UTC stamp>-<number>.camera.mp4 (the camera's own stream,
-#: vidpipe.capture.passthrough)
-SEGMENT_RE = re.compile(_STEM + r"(\.mp4|\.h5|\.camera\.mp4)")
+#: frames), CAM/CAM-<UTC stamp>-<number>.camera.mp4 (the camera's own stream,
+#: vidpipe.capture.passthrough) and CAM/CAM-<UTC stamp>-<number>.clip.mp4 (an
+#: event's clip of it, vidpipe.capture.clips)
+SEGMENT_RE = re.compile(_STEM + r"(\.mp4|\.h5|\.camera\.mp4|\.clip\.mp4)")
 #: ... and a segment being written
-PART_RE = re.compile(_STEM + r"(\.part\.mp4|\.part\.h5|\.camera\.part\.mp4)")
+PART_RE = re.compile(_STEM + r"(\.part\.mp4|\.part\.h5|\.camera\.part\.mp4|\.clip\.part\.mp4)")
 
 
 def own_segments(root: str) -> List[Tuple[float, str, int]]:
