@@ -77,6 +77,11 @@ def test_recorded_mp4_reopens_and_hdf5_has_the_expected_shape(pipeline: Any) -> 
     processed = [r["seq"] for r in pipeline.results() if r["status"] == "ok"]
     assert len(processed) >= 55, processed
     assert mp4_frames(mp4[0]) == len(processed)
+    # H.264 (a browser plays it): the suite's boxes have GStreamer's x264enc
+    codec = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                            "stream=codec_name", "-of", "csv=p=0", str(mp4[0])],
+                           stdout=subprocess.PIPE, universal_newlines=True, timeout=30)
+    assert codec.stdout.strip() == "h264", codec
     with h5py.File(h5[0], "r") as f:
         assert f["frames"].shape == (len(processed), 240, 320)
         assert f["frames"].dtype == np.uint8

@@ -82,6 +82,11 @@ class CameraConfig:
     record: str = key("off", Rule(str, choices=("off", "passthrough")))
     record_url: str = key("", Rule(str, pattern=re.compile(r"^((rtsps?)://.+)?$", re.I),
                                    allowed="an rtsp:// or rtsps:// URL, or \"\""))
+    clips: List[str] = key([], Rule(list, item=str, pattern=re.compile(
+        r"^(\*|[A-Za-z0-9_-]{1,40})$"), allowed="an event label (letters, digits, _ -) or \"*\" "
+        "for every label"))
+    preroll_s: float = key(5.0, Rule(float, 0, 60))
+    postroll_s: float = key(5.0, Rule(float, 0, 300))
     track: bool = key(False, Rule(bool))
     track_lost_s: float = key(2.0, Rule(float, 0.1, 600))
     track_update_s: float = key(1.0, Rule(float, 0, 3600))
@@ -144,10 +149,12 @@ class CollectorConfig:
     record_formats: List[str] = key(["mp4"], Rule(list, item=str, choices=RECORD_FORMATS),
                                     table="record")
     record_segment_s: float = key(300.0, Rule(float, 1, 86400), table="record")
+    record_codec: str = key("auto", Rule(str, choices=("auto", "h264", "mp4v")), table="record")
     record_max_bytes: int = key(1024 ** 3, Rule(int, 1024 * 1024), table="record")
     record_max_age_s: float = key(0.0, Rule(float, 0), table="record")
     record_min_free_mb: int = key(256, Rule(int, 0), table="record")
     tap: str = key("", _ENDPOINT)
+    clips: str = key("", _ENDPOINT)
     mqtt_host: str = key("127.0.0.1", Rule(str, pattern=re.compile(r"^[A-Za-z0-9_.:-]{1,255}$"),
                                            allowed="a host name or address"), table="mqtt")
     mqtt_port: int = key(1883, Rule(int, 1, 65535), table="mqtt")

@@ -39,7 +39,8 @@ from vidpipe.link.ordering import OK, Entry
 from vidpipe.config import CollectorConfig
 from vidpipe.outputs import Output, Requirement, Site, picture
 from vidpipe.outputs.retention import Retention
-from vidpipe.outputs.segments import EXTENSIONS, MP4_SLACK, SEGMENT_TYPES, Segment
+from vidpipe.outputs.segments import (EXTENSIONS, MP4_SLACK, SEGMENT_TYPES, Mp4Segment,
+                                      Segment, choose_codec)
 from vidpipe.stats import Tally
 
 log = logging.getLogger("vidpipe.recording")
@@ -59,21 +60,23 @@ class RecordOutput(Output):
     @classmethod
     def build(cls, cc: CollectorConfig, site: Site) -> "Output":
         return cls(cc.record_dir, cc.record_formats, cc.record_segment_s, cc.record_max_bytes,
-                   cc.record_max_age_s, cc.record_min_free_mb * 2 ** 20, site.fps)
+                   cc.record_max_age_s, cc.record_min_free_mb * 2 ** 20, site.fps,
+                   codec=cc.record_codec)
 
     @classmethod
     def keys_to_check(cls, cc: CollectorConfig) -> str:
-        return "collector.record.dir = {}".format(cc.record_dir)
+        return "collector.record.dir = {}, collector.record.codec = {!r}".format(
+            cc.record_dir, cc.record_codec)
 
     def __init__(self, root: str, formats: List[str], segment_s: float, max_bytes: int,
                  max_age_s: float, min_free_bytes: int, fps: Callable[[str], float],
-                 queue_bytes: int = 128 * 2 ** 20) -> None:
+                 queue_bytes: int = 128 * 2 ** 20, codec: str = "auto") -> None:
         if "hdf5" in formats:
             require_h5py()
         if "mp4" in formats:
-            # OpenCV takes most of a second to import: at start, not in the
-            # writer thread with the first frames waiting
-            import cv2  # noqa: F401
+            # OpenCV takes most of a second to import, and the codec is tried:
+            # at start, not in the writer thread with the first frames waiting
+            Mp4Segment.codec = choose_codec(codec)
         os.makedirs(root, exist_ok=True)
         self.root = root
         self.formats = list(formats)

@@ -8,7 +8,7 @@ import errno
 import logging
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -80,16 +80,80 @@ class Segment:
         return self.final
 
 
+#: how an MP4 segment's frames are encoded: ``h264`` GStreamer's x264enc
+#: (ultrafast, through OpenCV's GStreamer writer), ``avc1`` H.264 by OpenCV's
+#: FFmpeg writer (libx264 at its default preset: 2-3x the CPU of ``h264``),
+#: ``mp4v`` MPEG-4 Part 2 (OpenCV's FFmpeg writer; cheap, but no browser plays it)
+CODECS = {"auto": ("h264", "mp4v"), "h264": ("h264", "avc1"), "mp4v": ("mp4v",)}
+CODEC_TEXT = {"h264": "H.264 (GStreamer x264enc)", "avc1": "H.264 (OpenCV's FFmpeg)",
+              "mp4v": "MPEG-4 Part 2 (mp4v)"}
+
+
+def _h264_pipeline(path: str, fps: float) -> str:
+    quoted = '"{}"'.format(path.replace("\\", "\\\\").replace('"', '\\"'))
+    return ("appsrc ! videoconvert ! video/x-raw,format=I420 ! x264enc speed-preset=ultrafast "
+            "tune=zerolatency key-int-max={} ! video/x-h264,profile=constrained-baseline ! "
+            "h264parse ! mp4mux fragment-duration=1000 ! filesink location={}").format(
+                max(1, int(round(fps))), quoted)
+
+
+def open_writer(codec: str, path: str, fps: float, size: Tuple[int, int]) -> Any:
+    """An OpenCV VideoWriter of ``codec`` (see :data:`CODECS`) for BGR frames."""
+    import cv2
+
+    if codec == "h264":
+        return cv2.VideoWriter(_h264_pipeline(path, fps), cv2.CAP_GSTREAMER, 0, fps, size, True)
+    return cv2.VideoWriter(path, cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*codec), fps, size,
+                           True)
+
+
+def choose_codec(choice: str) -> str:
+    """The first codec of ``[collector.record] codec``'s list this box's
+    OpenCV writes (a few frames to a file in a temporary folder, once, when
+    the recording starts); a fallback is logged with why. OSError when none."""
+    import tempfile
+
+    tried = []
+    for codec in CODECS[choice]:
+        with tempfile.TemporaryDirectory(prefix="vidpipe-codec-") as tmp:
+            path = os.path.join(tmp, "probe.mp4")
+            writer = open_writer(codec, path, 10.0, (64, 48))
+            if writer.isOpened():
+                for _ in range(3):
+                    writer.write(np.zeros((48, 64, 3), np.uint8))
+                writer.release()
+                if os.path.exists(path) and os.path.getsize(path) > 0:
+                    if tried:
+                        log.warning("recording: MP4 segments are %s: %s cannot be written "
+                                    "here (%s)", CODEC_TEXT[codec], " or ".join(
+                                        CODEC_TEXT[t] for t in tried), _h264_hint())
+                    else:
+                        log.info("recording: MP4 segments are %s", CODEC_TEXT[codec])
+                    return codec
+            tried.append(codec)
+    raise OSError(errno.ENOTSUP, "[collector.record] codec = {!r}: this box's OpenCV writes "
+                  "none of {} ({})".format(choice, ", ".join(CODEC_TEXT[t] for t in tried),
+                                           _h264_hint()))
+
+
+def _h264_hint() -> str:
+    return ("H.264 needs OpenCV with GStreamer and x264enc, Debian: gstreamer1.0-plugins-ugly; "
+            "mp4v plays in VLC, not in browsers")
+
+
 class Mp4Segment(Segment):
+    #: set once by the recording (:func:`choose_codec`)
+    codec = "mp4v"
+
     def __init__(self, path: str, camera: str, image: np.ndarray, fps: float) -> None:
         super().__init__(path, camera, image, fps)
-        import cv2
-
         height, width = image.shape[:2]
-        self.writer = cv2.VideoWriter(self.path, cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mp4v"),
-                                      fps, (width, height), True)
+        # H.264 4:2:0 wants an even size (a resize stage may give another)
+        codec = Mp4Segment.codec if not (width % 2 or height % 2) else "mp4v"
+        self.writer = open_writer(codec, self.path, fps, (width, height))
         if not self.writer.isOpened():
-            raise OSError(errno.EIO, "OpenCV cannot write MP4 (mp4v) to {}".format(self.path))
+            raise OSError(errno.EIO, "OpenCV cannot write MP4 ({}) to {}".format(
+                CODEC_TEXT[codec], self.path))
 
     #: the most a closed segment grew by at close, beyond its index
     held = MP4_SLACK
