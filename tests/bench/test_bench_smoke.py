@@ -98,3 +98,20 @@ def test_the_gating_benchmark_runs_the_detector_only_where_it_matters() -> None:
     # the whole frame; the walker's frames are looked at in their region
     assert gated["in_region"] == 0 and 1 <= region["in_region"] <= region["detected"], run
     assert "x |" in table(run)
+
+
+@pytest.mark.once  # two RTSP cameras and two pipelines: the main suite only
+def test_passthrough_holds_four_times_the_cameras_of_decoding_everything() -> None:
+    """Issue 28's capacity benchmark, short: recording the 1080p main stream
+    as it came and analysing the 640x360 sub-stream at 5 fps costs a quarter
+    of the CPU (or less) of decoding the main stream, analysing and recording
+    it (12x in the benchmark's own 15 s run on an idle box). Both runs did
+    their work: every frame processed, the camera's segments and the
+    processed ones written."""
+    from tests.bench.passthrough import measure, table
+
+    run = measure(6.0)
+    keep, decode = run["runs"]  # decoding with the processed frames in mp4v
+    assert keep["frames"] >= 0.9 * 30 and decode["frames"] >= 0.8 * 180, run
+    assert run["camera_segments"] and run["processed_segments"], run
+    assert run["ratio"] >= 4.0, table(run)
