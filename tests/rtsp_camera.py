@@ -1,7 +1,9 @@
 """A real RTSP camera for the tests: GStreamer's RTSP server (Debian's
 gir1.2-gst-rtsp-server-1.0, x264/x265 encoders) serving a live moving test
 pattern as H.264 on /h264, H.265 on /h265 and Motion JPEG on /jpeg, over TCP
-and UDP; /h264-shared is H.264 from one media shared by all clients.
+and UDP; /h264-shared is H.264 from one media shared by all clients;
+/h264-resize is H.264 whose picture changes size every 3 s (full, half),
+one media shared by all clients.
 
     python3 tests/rtsp_camera.py PORT [WIDTH HEIGHT FPS [USER:PASSWORD | FILE]]
 
@@ -30,6 +32,22 @@ ENCODERS = {
 }
 
 
+RESIZE_S = 3
+
+
+def _resize_every(capsfilter: "Gst.Element", sizes: list) -> None:
+    turn = [0]
+
+    def resize() -> bool:
+        turn[0] += 1
+        width, height = sizes[turn[0] % len(sizes)]
+        capsfilter.set_property("caps", Gst.Caps.from_string(
+            "video/x-raw,width={},height={}".format(width, height)))
+        return True  # again
+
+    GLib.timeout_add_seconds(RESIZE_S, resize)
+
+
 def main() -> None:
     Gst.init(None)
     port = sys.argv[1]
@@ -56,6 +74,18 @@ def main() -> None:
             permissions.add_permission_for_role("viewer", "media.factory.construct", True)
             factory.set_permissions(permissions)
         mounts.add_factory("/" + name, factory)
+    # a camera whose picture changes size every RESIZE_S seconds (the
+    # operator changed its resolution; a new SPS in the stream): H.264
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(
+        "( videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},"
+        "framerate={fps}/1 ! videoscale ! capsfilter name=size caps=video/x-raw,width={w},"
+        "height={h} ! videoconvert ! {enc} )".format(w=width, h=height, fps=fps,
+                                                      enc=ENCODERS["h264"].format(fps=fps)))
+    factory.set_shared(True)  # a client that reconnects sees the size of the moment
+    factory.connect("media-configure", lambda _f, media: _resize_every(
+        media.get_element().get_by_name("size"), [(width, height), (width // 2, height // 2)]))
+    mounts.add_factory("/h264-resize", factory)
     if len(sys.argv) > 5:
         if sys.argv[5].startswith("/"):
             with open(sys.argv[5], encoding="utf-8") as handle:

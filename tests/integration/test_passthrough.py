@@ -236,3 +236,40 @@ def test_the_segments_hold_the_cameras_payload_bit_for_bit(pipeline: Any,
     assert any(sent[i:i + len(kept)] == kept for i in range(len(sent) - len(kept) + 1)), \
         "the segments differ from what was sent"
     print("\n{} slices kept of {} sent, identical".format(len(kept), len(sent)))
+
+
+def test_a_camera_that_changes_its_size_mid_stream_is_recorded_and_analysed_on(
+        pipeline: Any) -> None:
+    """The camera's picture halves and doubles every 3 s (a new SPS in the
+    stream): the decoder goes on analysing (at its configured size), the
+    recording goes on in segments that each decode cleanly, at the size the
+    camera sent, and nothing lands outside record.dir."""
+    camera = RtspCamera()
+    try:
+        record = pipeline.root / "recordings"
+        url = camera.url("h264-resize")
+        pipeline.write_config({
+            "cameras": {"cam0": {"source": url, "record": "passthrough", "decode": "software",
+                                 "codec": "h264", "width": 320, "height": 240, "fps": 10,
+                                 "clips": ["*"]}},
+            "handlers": {"stages": ["gray"]},
+            "collector": {"outputs": ["jsonl"],
+                          "record": {"dir": str(record), "segment_s": 2, "min_free_mb": 0}}})
+        pipeline.start("collector", "main")
+        pipeline.start("handler", "1")
+        decoder = pipeline.start("decoder", "cam0")
+        folder = record / "cam0"
+        wait_until(lambda: len(segments(folder)) >= 5, 60, "segments across size changes")
+        wait_until(lambda: len(pipeline.results()) >= 100, 60, "analysed frames across them")
+        assert decoder.proc.poll() is None
+        assert decoder.stop() == 0
+        sizes = set()
+        for path in segments(folder):
+            assert decode_errors(path) == "", path
+            sizes.add(probe(path)["size"])
+        assert sizes <= {(640, 480), (320, 240)} and len(sizes) == 2, sizes
+        assert {p.name for p in record.rglob("*")} <= {"cam0"} | {p.name for p in
+                                                                folder.iterdir()}
+        print("\nsizes recorded:", sorted(sizes), "segments:", len(segments(folder)))
+    finally:
+        camera.close()

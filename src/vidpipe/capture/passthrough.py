@@ -50,6 +50,11 @@ class RecordError(Exception):
     """Why the recording stopped (the camera, the stream, the disk)."""
 
 
+class Resized(Exception):
+    """The camera changed its picture's size: the segment ends there and the
+    recording starts again at once (an MP4 holds one size)."""
+
+
 def record_url(camera: CameraConfig) -> str:
     """The URL recorded: ``record_url``, else the camera's ``source``."""
     return camera.record_url or camera.source
@@ -69,7 +74,7 @@ def describe_pipeline(url: str, codec: str, segment_s: float, transport: str = "
             "max-size-bytes=16777216 ! appsink name=packets sync=false emit-signals=true "
             "max-buffers=0") if clips else ""
     return ("rtspsrc location={} protocols={} latency={} timeout={} tcp-timeout={} ! "
-            "rtp{}depay ! {}parse config-interval=-1{}splitmuxsink name=mux "
+            "rtp{}depay ! {}parse name=parse config-interval=-1{}splitmuxsink name=mux "
             "muxer-factory=mp4mux muxer-properties=\"properties,fragment-duration=1000\" "
             "max-size-time={} async-finalize=false{}").format(
                 quoted, protocols, int(latency_ms), int(timeout_s * 1e6),
@@ -103,6 +108,8 @@ class Recorder:
                            self._space) if camera.clips and sockets is not None else None
         self._codec_now = ""
         self._new_run = False
+        self._size = (0, 0)  # the picture's, in this run
+        self._resized = ""  # why this run ends (set in the streaming thread)
 
     # ------------------------------------------------------------------ the decoder's side
 
@@ -139,6 +146,9 @@ class Recorder:
             started = time.monotonic()
             try:
                 self._record_once()
+            except Resized as exc:
+                log.info("%s: recording: %s; a new segment", self.camera.name, exc)
+                continue
             except RecordError as exc:
                 self._set("waiting: {}".format(exc), str(exc))
                 if failures == 0 or time.monotonic() - started > 60:
@@ -201,6 +211,9 @@ class Recorder:
             raise RecordError("the recording pipeline does not build: {}".format(
                 getattr(exc, "message", exc))) from None
         pipeline.get_by_name("mux").connect("format-location", self._next_path)
+        self._size, self._resized = (0, 0), ""
+        pipeline.get_by_name("parse").get_static_pad("src").add_probe(
+            Gst.PadProbeType.EVENT_DOWNSTREAM | Gst.PadProbeType.BUFFER, self._watch_size, Gst)
         if self.clips is not None:
             self._codec_now, self._new_run = codec, True
             pipeline.get_by_name("packets").connect("new-sample", self._packet, Gst)
@@ -217,10 +230,12 @@ class Recorder:
         kinds = Gst.MessageType.ERROR | Gst.MessageType.EOS | Gst.MessageType.ELEMENT
         next_check = time.monotonic() + FREE_CHECK_S
         while True:
-            if self._stop.is_set():
+            if self._stop.is_set() or self._resized:
                 pipeline.send_event(Gst.Event.new_eos())  # the muxer ends its fragment
                 bus.timed_pop_filtered(int(STOP_WAIT_S * 1e9),
                                        Gst.MessageType.EOS | Gst.MessageType.ERROR)
+                if self._resized and not self._stop.is_set():
+                    raise Resized(self._resized)
                 return
             if time.monotonic() > next_check:
                 next_check = time.monotonic() + FREE_CHECK_S
@@ -241,6 +256,27 @@ class Recorder:
                 self._set("recording")
             elif structure.get_name() == "splitmuxsink-fragment-closed":
                 self._finish(structure.get_value("location"))
+
+    def _watch_size(self, _pad: Any, info: Any, Gst: Any) -> Any:
+        """On the parser's output (streaming thread): once the stream's
+        picture size changes, nothing more of it goes on (the watch loop ends
+        the segment and starts again)."""
+        if info.type & Gst.PadProbeType.BUFFER:
+            return Gst.PadProbeReturn.DROP if self._resized else Gst.PadProbeReturn.OK
+        event = info.get_event()
+        if event is None or event.type != Gst.EventType.CAPS:
+            return Gst.PadProbeReturn.OK
+        if self._resized:
+            return Gst.PadProbeReturn.DROP
+        structure = event.parse_caps().get_structure(0)
+        size = (structure.get_int("width")[1], structure.get_int("height")[1])
+        if self._size == (0, 0) or 0 in size:
+            self._size = size if 0 not in size else self._size
+        elif size != self._size:
+            self._resized = "the camera changed its picture from {}x{} to {}x{}".format(
+                *(self._size + size))
+            return Gst.PadProbeReturn.DROP
+        return Gst.PadProbeReturn.OK
 
     def _packet(self, sink: Any, Gst: Any) -> Any:
         """A packet of the camera's stream for the clips' pre-roll (in the
