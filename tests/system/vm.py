@@ -40,8 +40,10 @@ BASE_PACKAGES = ["systemd", "systemd-sysv", "udev", "kmod", "v4l-utils", "iprout
 GUEST_TOOLS = ["mosquitto", "mosquitto-clients",
                # an RTSP camera in the guest (tests/rtsp_camera.py)
                "python3-gi", "gir1.2-gst-rtsp-server-1.0", "gstreamer1.0-plugins-good",
-               "gstreamer1.0-plugins-ugly"]
-RECIPE_VERSION = "4"  # bump to force a rebuild of cached images
+               "gstreamer1.0-plugins-ugly",
+               # passthrough recording's parser (h264parse)
+               "gstreamer1.0-plugins-bad"]
+RECIPE_VERSION = "5"  # bump to force a rebuild of cached images
 HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 

@@ -208,8 +208,10 @@ class Recorder:
                 url, codec, self.segment_s, self.camera.rtsp_transport,
                 self.camera.rtsp_latency_ms, clips=self.clips is not None))
         except Exception as exc:  # GLib.Error: an element missing
-            raise RecordError("the recording pipeline does not build: {}".format(
-                getattr(exc, "message", exc))) from None
+            raise RecordError("the recording pipeline does not build: {} (Debian: "
+                              "gstreamer1.0-plugins-good has rtspsrc, mp4mux and "
+                              "splitmuxsink, gstreamer1.0-plugins-bad h264parse and "
+                              "h265parse)".format(getattr(exc, "message", exc))) from None
         pipeline.get_by_name("mux").connect("format-location", self._next_path)
         self._size, self._resized = (0, 0), ""
         pipeline.get_by_name("parse").get_static_pad("src").add_probe(

@@ -244,6 +244,9 @@ credentials_file = "/etc/vidpipe/credentials/cam2"
 width = 160
 height = 120
 fps = 5.0
+# the camera's own H.264 kept as it came, beside the JPEG stream analysed
+record = "passthrough"
+record_url = "rtsp://127.0.0.1:8554/h264"
 EOF
 out=$(vidpipe check-config 2>&1) || fail "check-config rejects the camera: $out"
 systemctl start vid-decoder@cam2 || fail "vid-decoder@cam2 did not start: $(status_text vid-decoder@cam2)"
@@ -273,8 +276,43 @@ assert not leaks, leaks
 print("looked in {} places".format(len(seen)))
 EOF
 ) || fail "the camera's password shows: $out"
-systemctl stop vid-decoder@cam2 test-camera  # spare the emulated CPU for what follows
-pass "cam2 (RTSP, credentials file): $(ok_count cam2) results in order, ${FACTS[rtsp_decoder]:-decoder not named}; password in none of: journal, status --json, /metrics, /status.json, command lines ($out)"
+leaks=$out
+# passthrough: a segment being written; a stop closes it; the collector serves
+# it to an account of group vidpipe (root here) with range requests, and to
+# no other local account (the local-account check: no password on 127.0.0.1)
+writing() { ls /var/lib/vidpipe/recordings/cam2/ 2>/dev/null | grep -q '\.camera\.part\.mp4$'; }
+wait_until 90 writing || fail "no passthrough segment being written in 90 s: $(status_text vid-decoder@cam2); $(journalctl -u vid-decoder@cam2 --no-pager -o cat | grep -i record | tail -5)"
+sleep 8  # a few seconds of the camera in it
+systemctl stop vid-decoder@cam2
+segment=$(ls /var/lib/vidpipe/recordings/cam2/ | grep '\.camera\.mp4$' | tail -1)
+[ -n "$segment" ] || fail "the stop did not close the passthrough segment: $(ls -la /var/lib/vidpipe/recordings/cam2/)"
+served=$(python3 - "$segment" 2>&1 <<'EOF'
+import os, sys, urllib.request
+name = sys.argv[1]
+url = "http://127.0.0.1:8090/recordings/cam2/" + name
+body = open("/var/lib/vidpipe/recordings/cam2/" + name, "rb").read()
+assert body[4:8] == b"ftyp", body[:16]
+with urllib.request.urlopen(url, timeout=30) as answer:
+    assert answer.status == 200 and answer.read() == body, answer.status
+request = urllib.request.Request(url, headers={"Range": "bytes=0-15"})
+with urllib.request.urlopen(request, timeout=30) as answer:
+    assert answer.status == 206 and answer.read() == body[:16], answer.status
+print(len(body), "bytes")
+EOF
+) || fail "the passthrough segment is not served to root: $served"
+refused=$(runuser -u nobody -- python3 - "$segment" 2>&1 <<'EOF'
+import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen("http://127.0.0.1:8090/recordings/cam2/" + sys.argv[1], timeout=30)
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+else:
+    print("served")
+EOF
+)
+case "$refused" in 401|403) ;; *) fail "the segment was served to user nobody: $refused" ;; esac
+systemctl stop test-camera  # spare the emulated CPU for what follows
+pass "cam2 (RTSP, credentials file): $(ok_count cam2) results in order, ${FACTS[rtsp_decoder]:-decoder not named}; password in none of: journal, status --json, /metrics, /status.json, command lines ($leaks); passthrough segment $segment ($served) served to root with ranges, refused to nobody ($refused)"
 
 # ---------------------------------------------------------------- 6. pinning
 CURRENT=pinning
