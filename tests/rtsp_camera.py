@@ -2,6 +2,7 @@
 gir1.2-gst-rtsp-server-1.0, x264/x265 encoders) serving a live moving test
 pattern as H.264 on /h264, H.265 on /h265 and Motion JPEG on /jpeg, over TCP
 and UDP; /h264-shared is H.264 from one media shared by all clients;
+/h264-sub is the sub-stream, H.264 at 640x360 whatever the main size;
 /h264-resize is H.264 whose picture changes size every 3 s (full, half),
 one media shared by all clients.
 
@@ -74,6 +75,13 @@ def main() -> None:
             permissions.add_permission_for_role("viewer", "media.factory.construct", True)
             factory.set_permissions(permissions)
         mounts.add_factory("/" + name, factory)
+    # the camera's sub-stream: H.264 at 640x360 whatever the main size
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(
+        "( videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,"
+        "framerate={fps}/1 ! videoconvert ! {enc} )".format(
+            fps=fps, enc=ENCODERS["h264"].format(fps=fps)))
+    mounts.add_factory("/h264-sub", factory)
     # a camera whose picture changes size every RESIZE_S seconds (the
     # operator changed its resolution; a new SPS in the stream): H.264
     factory = GstRtspServer.RTSPMediaFactory()

@@ -5,6 +5,7 @@ analyses another (``source``); the real RTSP test camera, ffprobe and
 ffmpeg (Debian's) judge the files."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -96,14 +97,15 @@ def segments(folder: Path) -> List[Path]:
 def test_the_cameras_stream_is_recorded_as_it_came_through_a_reboot(pipeline: Any) -> None:
     if shutil.which("ffprobe") is None:
         pytest.fail("ffprobe is missing (Debian: apt install ffmpeg; ./dev test installs it)")
-    camera = RtspCamera()
+    # a camera as the issue has it: the main stream 1080p, the sub-stream 640x360
+    camera = RtspCamera(size="1920x1080")
     port = free_port()
     try:
         record = pipeline.root / "recordings"
         pipeline.write_config({
-            "cameras": {"cam0": {"source": camera.url("h265"), "record": "passthrough",
+            "cameras": {"cam0": {"source": camera.url("h264-sub"), "record": "passthrough",
                                  "record_url": camera.url("h264"), "decode": "software",
-                                 "width": 320, "height": 240, "fps": 5}},
+                                 "fps": 5}},
             "handlers": {"stages": ["gray"]},
             "collector": {"outputs": ["jsonl"], "http": {"listen": "127.0.0.1:{}".format(port)},
                           "record": {"dir": str(record), "segment_s": 2, "min_free_mb": 0}}})
@@ -112,8 +114,10 @@ def test_the_cameras_stream_is_recorded_as_it_came_through_a_reboot(pipeline: An
         decoder = pipeline.start("decoder", "cam0")
         folder = record / "cam0"
         wait_until(lambda: len(segments(folder)) >= 2, 30, "two closed segments")
-        # the analysis stream flows beside it, decoded
+        # the analysis stream flows beside it, decoded at the sub-stream's size
         wait_until(lambda: len(pipeline.results()) >= 10, 30, "analysed frames")
+        shapes = {tuple(r["shape"][:2]) for r in pipeline.results() if r.get("shape")}
+        assert shapes == {(360, 640)}, shapes
         before = segments(folder)
         camera.stop()  # the camera reboots mid-segment
         wait_until(lambda: not list(folder.glob("*.part.mp4")), 15,
@@ -130,7 +134,7 @@ def test_the_cameras_stream_is_recorded_as_it_came_through_a_reboot(pipeline: An
         figures = []
         for path in got:
             info = probe(path)
-            assert info["codec"] == "h264" and info["size"] == (640, 480), (path, info)
+            assert info["codec"] == "h264" and info["size"] == (1920, 1080), (path, info)
             # 30 fps as sent: frames and duration agree (to a frame on an idle
             # box; the test camera's encoder lags and catches up when the box is
             # loaded, and its timestamps with it: there, within a half)
@@ -273,3 +277,75 @@ def test_a_camera_that_changes_its_size_mid_stream_is_recorded_and_analysed_on(
         print("\nsizes recorded:", sorted(sizes), "segments:", len(segments(folder)))
     finally:
         camera.close()
+
+
+def fill(path: Path) -> int:
+    """Another program takes every byte left on the disk; what it wrote."""
+    written = 0
+    with open(str(path), "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+                written += 65536
+        except OSError:
+            pass
+    return os.path.getsize(str(path))
+
+
+def test_a_disk_that_fills_is_a_status_and_recording_resumes_when_there_is_room(
+        pipeline: Any, short_tmp: Path) -> None:
+    """The recordings' disk fills up (another program's file): the decoder
+    says why it does not record, goes on analysing, touches nothing that is
+    not its own; the collector's retention deletes only vidpipe's segments;
+    once the other file goes, recording resumes."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root; this test mounts a tmpfs")
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = short_tmp / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], check=True)
+    camera = RtspCamera()
+    try:
+        record = disk / "rec"
+        pipeline.write_config({
+            "cameras": {"cam0": {"source": camera.url("h264"), "record": "passthrough",
+                                 "decode": "software", "width": 320, "height": 240, "fps": 5}},
+            "handlers": {"stages": ["gray"]},
+            "collector": {"outputs": ["jsonl"],
+                          "record": {"dir": str(record), "segment_s": 2, "min_free_mb": 1,
+                                     "max_bytes": 4 * 2 ** 20}}})
+        pipeline.start("collector", "main")
+        pipeline.start("handler", "1")
+        decoder = pipeline.start("decoder", "cam0")
+        folder = record / "cam0"
+        wait_until(lambda: len(segments(folder)) >= 2, 30, "two segments")
+        other = disk / "somebody-else.bin"
+        size = fill(other)
+        board = pipeline.runtime / "status" / "decoder-cam0.json"
+
+        def waiting() -> str:
+            state = json.loads(board.read_text()).get("recording", {}).get("state", "") \
+                if board.exists() else ""
+            return state if "min_free_mb" in state else ""
+
+        said = wait_until(waiting, 30, "the decoder saying the disk is full")
+        results = len(pipeline.results())
+        wait_until(lambda: len(pipeline.results()) >= results + 15, 30,
+                   "analysed frames while the disk is full")
+        assert decoder.proc.poll() is None
+        assert other.stat().st_size == size  # not ours: never touched
+        assert sorted(p.name for p in disk.iterdir()) == ["rec", "somebody-else.bin"]
+        other.unlink()
+        before = set(segments(folder))
+        wait_until(lambda: len(set(segments(folder)) - before) >= 2, 40,
+                   "segments again once there is room")
+        assert decoder.stop() == 0
+        assert not list(folder.glob("*.part.mp4"))
+        for path in segments(folder):
+            assert first_is_key(path) and probe(path)["frames"] > 0, path
+        print("\nthe decoder said:", said)
+    finally:
+        camera.close()
+        subprocess.run(["umount", "-l", str(disk)], check=False)

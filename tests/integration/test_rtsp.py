@@ -30,16 +30,17 @@ class RtspCamera:
     """The test server in a process of its own, on a port that stays the same
     across a stop and a start (a camera that reboots)."""
 
-    def __init__(self, *extra: str) -> None:
+    def __init__(self, *extra: str, size: str = "640x480") -> None:
         self.port = free_port()
         self.extra = list(extra)
+        self.size = size.split("x")
         self.clients: List[float] = []  # when each connection came
         self.proc: Optional[subprocess.Popen] = None
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(["/usr/bin/python3", str(CAMERA), str(self.port), "640",
-                                      "480", "30"] + self.extra, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(["/usr/bin/python3", str(CAMERA), str(self.port)] +
+                                     self.size + ["30"] + self.extra, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, universal_newlines=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
