@@ -325,6 +325,20 @@ def short_tmp() -> Any:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture
+def small_disk(short_tmp: Path) -> Any:
+    """An 8 MiB tmpfs: a disk that fills up (root mounts it; CI is root)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root; this test mounts a tmpfs")
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = short_tmp / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 def run_cli(*args: str, env: Optional[Dict[str, str]] = None,
             timeout: float = 60) -> subprocess.CompletedProcess:
     """Run ``vidpipe ARGS``; on timeout kill its whole process group and say what it printed."""

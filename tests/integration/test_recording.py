@@ -147,19 +147,6 @@ def test_recording_never_exceeds_its_retention_limit(pipeline: Any) -> None:
         assert seq and seq == [s for s in done_seqs if seq[0] <= s <= seq[-1]], seq
 
 
-@pytest.fixture
-def small_disk(short_tmp: Path) -> Any:
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("CI runs as root; this test mounts a tmpfs")
-        pytest.skip("mounting a small tmpfs needs root")
-    mount = short_tmp / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 class Filler:
     """Another program that keeps the disk full: whatever gets freed, it takes."""
 
