@@ -156,3 +156,23 @@ class MjpegCamera:
         self.closed = True
         self.server.shutdown()
         self.server.server_close()
+
+
+def encodes_h264() -> bool:
+    """Whether this interpreter's OpenCV can write H.264 through GStreamer's
+    x264enc, found out without vidpipe: its build says GStreamer, and
+    Debian's GStreamer has the element (the floor suites' pip OpenCV has no
+    GStreamer: their recordings are mp4v, the fallback)."""
+    import re
+    import subprocess
+
+    import cv2
+
+    if not re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()):
+        return False
+    out = subprocess.run(["/usr/bin/python3", "-c", "import gi; gi.require_version('Gst', "
+                          "'1.0'); from gi.repository import Gst; Gst.init(None); "
+                          "print(Gst.ElementFactory.find('x264enc') is not None)"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         universal_newlines=True, timeout=60)
+    return out.stdout.strip() == "True"

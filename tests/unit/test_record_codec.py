@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SRC, need_module
+from helpers import encodes_h264
 
 need_module("cv2")
 
@@ -37,11 +38,16 @@ def choose(choice: str, tmp_path: Path, gstreamer: bool) -> str:
     return out.stdout
 
 
-@pytest.mark.parametrize("choice,want", [("auto", "h264"), ("h264", "h264"), ("mp4v", "mp4v")])
-def test_h264_where_the_box_encodes_it(tmp_path: Path, choice: str, want: str) -> None:
+@pytest.mark.parametrize("choice", ["auto", "h264", "mp4v"])
+def test_h264_where_the_box_encodes_it(tmp_path: Path, choice: str) -> None:
     out = choose(choice, tmp_path, gstreamer=True)
-    assert "chose " + want in out, out
-    assert "cannot be written" not in out
+    if choice == "mp4v":
+        assert "chose mp4v" in out, out
+    elif encodes_h264():  # Debian's OpenCV with GStreamer and x264enc: the suite's boxes
+        assert "chose h264" in out and "cannot be written" not in out, out
+    else:  # the floor suites' OpenCV from PyPI: no GStreamer
+        assert ("chose mp4v" in out and "cannot be written" in out) if choice == "auto" \
+            else ("chose avc1" in out or "error [collector.record] codec" in out), out
 
 
 def test_without_gstreamers_encoder_mp4v_is_the_fallback_and_the_log_says_why(

@@ -131,7 +131,7 @@ def choose_codec(choice: str) -> str:
                         log.info("recording: MP4 segments are %s", CODEC_TEXT[codec])
                     return codec
             tried.append(codec)
-    raise OSError(errno.ENOTSUP, "[collector.record] codec = {!r}: this box's OpenCV writes "
+    raise OSError("[collector.record] codec = {!r}: this box's OpenCV writes "
                   "none of {} ({})".format(choice, ", ".join(CODEC_TEXT[t] for t in tried),
                                            _h264_hint()))
 
