@@ -133,9 +133,12 @@ class Recorder:
 
     def text(self) -> str:
         """For the decoder's STATUS line."""
+        clips = ", {} clips".format(self.clips.counts["written"]) if self.clips is not None \
+            else ""
         with self.lock:
             if self.state == "recording":
-                return "recording the camera's stream ({} segments)".format(self.segments)
+                return "recording the camera's stream ({} segments{})".format(self.segments,
+                                                                              clips)
             return "recording {}".format(self.state)
 
     # ------------------------------------------------------------------ the thread
