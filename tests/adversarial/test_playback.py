@@ -17,6 +17,7 @@ from vidpipe.status import web
 
 CLOSED = "door-20261203T100000Z-000001.camera.mp4"
 PROCESSED = "door-20261203T100500Z-000150.mp4"
+CLIP = "door-20261203T100200Z-0123456789.clip.mp4"
 
 
 @pytest.fixture
@@ -26,6 +27,8 @@ def recordings(tmp_path: Path) -> Path:
     door.mkdir(parents=True)
     (door / CLOSED).write_bytes(bytes(range(256)) * 40)  # 10240 bytes, known content
     (door / PROCESSED).write_bytes(b"p" * 100)
+    (door / CLIP).write_bytes(b"c" * 50)
+    (door / "door-20261203T100300Z-0123456780.clip.part.mp4").write_bytes(b"being cut")
     (door / "door-20261203T101000Z-000002.camera.part.mp4").write_bytes(b"being written")
     (door / "notes.txt").write_text("the operator's")
     secret = tmp_path / "secret.txt"
@@ -58,9 +61,8 @@ def get(server: web.WebServer, path: str, headers: Optional[Dict[str, str]] = No
 def test_only_closed_segments_of_ours_are_listed(recordings: Path) -> None:
     listing = Library(str(recordings)).listing()
     assert list(listing) == ["door"]
-    assert [(f["name"], f["kind"]) for f in listing["door"]] in (
-        [(PROCESSED, "processed"), (CLOSED, "camera")],
-        [(CLOSED, "camera"), (PROCESSED, "processed")])
+    assert sorted((f["name"], f["kind"]) for f in listing["door"]) == sorted(
+        [(PROCESSED, "processed"), (CLOSED, "camera"), (CLIP, "clip")])
 
 
 def test_a_segment_is_served_whole_and_by_range(recordings: Path) -> None:
@@ -93,6 +95,7 @@ def test_a_segment_is_served_whole_and_by_range(recordings: Path) -> None:
 
 @pytest.mark.parametrize("path", [
     "/recordings/door/door-20261203T101000Z-000002.camera.part.mp4",  # being written
+    "/recordings/door/door-20261203T100300Z-0123456780.clip.part.mp4",  # being cut
     "/recordings/door/notes.txt",                                      # not ours
     "/recordings/door/door-20261203T090000Z-000009.camera.mp4",        # a symlink
     "/recordings/door/door-20261203T080000Z-000008.mp4",               # a hard link

@@ -38,6 +38,12 @@ def _open_dir(name: str, dir_fd: Optional[int] = None) -> int:
                    dir_fd=dir_fd)
 
 
+def _kind(name: str) -> str:
+    """What a listed file is: the camera's stream, an event's clip of it, or
+    the processed frames."""
+    return "camera" if ".camera." in name else "clip" if ".clip." in name else "processed"
+
+
 def byte_range(header: Optional[str], size: int) -> Optional[Tuple[int, int]]:
     """``(first, last)`` of a ``Range`` header on a file of ``size`` bytes;
     ``None`` for the whole file (no header, or one we do not take: several
@@ -96,8 +102,7 @@ class Library:
                 if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:  # as open() takes it
                     found.append({"name": entry.name, "bytes": st.st_size,
                                   "mtime": round(st.st_mtime, 3),
-                                  "kind": "camera" if ".camera." in entry.name
-                                  else "processed"})
+                                  "kind": _kind(entry.name)})
             found.sort(key=lambda f: (f["mtime"], f["name"]), reverse=True)
             out[folder.name] = found[:MAX_LISTED]
         return out
