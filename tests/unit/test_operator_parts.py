@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from helpers import encodes_h264
 from vidpipe.status import metrics
 from vidpipe.status.board import Board, read_board
 from vidpipe.config import ConfigError, config_from_dict
@@ -201,9 +202,11 @@ def gradient_frames(count: int) -> Any:
         yield np.roll(row, 3 * n, axis=1)
 
 
-def test_an_mp4_segment_estimate_bounds_its_size_once_closed(tmp_path: Path) -> None:
+def test_an_mp4_segment_estimate_bounds_its_size_once_closed(tmp_path: Path,
+                                                           monkeypatch: Any) -> None:
     # FFmpeg keeps up to 256 KiB in memory: a segment that stays at a few bytes
     # on disk while open must still be counted at what it will be
+    monkeypatch.setattr(Mp4Segment, "codec", "mp4v")
     seg = Mp4Segment(str(tmp_path / "a.mp4"), "cam0", np.zeros((240, 320), np.uint8), 30.0)
     estimates = []
     for image in gradient_frames(290):
@@ -217,9 +220,34 @@ def test_an_mp4_segment_estimate_bounds_its_size_once_closed(tmp_path: Path) -> 
     assert all(b >= a - 1 for a, b in zip(estimates, estimates[1:]))
 
 
+def test_an_h264_segment_estimate_allows_for_a_whole_fragment(tmp_path: Path, caplog: Any,
+                                                              monkeypatch: Any) -> None:
+    """H.264 through GStreamer writes a fragmented MP4, a second of frames at
+    once: at 1080p a fragment is larger than the muxer slack, and the
+    estimate grows with the largest write seen, so it still bounds the file
+    (and nothing warns that max_bytes was passed). Where OpenCV has no
+    GStreamer (the floors' PyPI build) the same holds of FFmpeg's mp4v, which
+    writes in blocks larger than the slack this test sets."""
+    monkeypatch.setattr(Mp4Segment, "codec", "h264" if encodes_h264() else "mp4v")
+    monkeypatch.setattr(Mp4Segment, "held", 64 * 1024)  # a fragment is bigger than this
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 255, (1080, 1920, 3), dtype=np.uint8)
+    seg = Mp4Segment(str(tmp_path / "a.mp4"), "cam0", base, 30.0)
+    estimates = []
+    for n in range(75):
+        seg.write(np.roll(base, 8 * n, axis=1), 0, 0)
+        estimates.append(seg.size_estimate())
+    final = seg.finish()
+    assert final is not None
+    assert seg.step > 64 * 1024, seg.step  # the point of the test
+    assert os.path.getsize(final) <= max(estimates), (os.path.getsize(final), estimates[-5:])
+    assert "more than the" not in caplog.text
+
+
 def test_an_mp4_muxer_holding_more_raises_the_bound(tmp_path: Path, caplog: Any,
                                                     monkeypatch: Any) -> None:
     monkeypatch.setattr(Mp4Segment, "held", 1000)  # as if FFmpeg buffered more than assumed
+    monkeypatch.setattr(Mp4Segment, "codec", "mp4v")
     seg = Mp4Segment(str(tmp_path / "a.mp4"), "cam0", np.zeros((240, 320), np.uint8), 30.0)
     for image in gradient_frames(100):
         seg.write(image, 0, 0)

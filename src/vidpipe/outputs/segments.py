@@ -151,6 +151,8 @@ class Mp4Segment(Segment):
         # H.264 4:2:0 wants an even size (a resize stage may give another)
         codec = Mp4Segment.codec if not (width % 2 or height % 2) else "mp4v"
         self.writer = open_writer(codec, self.path, fps, (width, height))
+        self.seen_disk = 0  # the file's size when last looked at
+        self.step = 0  # the largest growth between two looks
         if not self.writer.isOpened():
             raise OSError(errno.EIO, "OpenCV cannot write MP4 ({}) to {}".format(
                 CODEC_TEXT[codec], self.path))
@@ -163,8 +165,15 @@ class Mp4Segment(Segment):
         self.frames += 1
 
     def size_estimate(self) -> int:
-        # + the index written at close
-        return self.on_disk() + Mp4Segment.held + INDEX_BYTES_PER_FRAME * self.frames
+        # + what the muxer holds: at least the slack, at least the largest
+        # write to disk seen (H.264's fragmented MP4 writes a fragment, a
+        # second of frames, at once: at 1080p more than the slack) + the
+        # index written at close
+        disk = self.on_disk()
+        if disk > self.seen_disk:
+            self.step = max(self.step, disk - self.seen_disk)
+            self.seen_disk = disk
+        return disk + max(Mp4Segment.held, self.step) + INDEX_BYTES_PER_FRAME * self.frames
 
     def frame_bytes(self, image: np.ndarray) -> int:
         # an MPEG-4 frame is far smaller than the raw one; a key frame can be
@@ -175,11 +184,12 @@ class Mp4Segment(Segment):
         before = self.on_disk()
         self.writer.release()
         grew = self.on_disk() - before - INDEX_BYTES_PER_FRAME * self.frames
-        if grew > Mp4Segment.held:
+        allowed = max(Mp4Segment.held, self.step)
+        if grew > allowed:
             log.warning("recording %s: the MP4 muxer held %d bytes until close, more than "
                         "the %d allowed for; record.max_bytes may have been passed by the "
                         "difference, later segments allow for it", self.camera, grew,
-                        Mp4Segment.held)
+                        allowed)
             Mp4Segment.held = grew
 
 
