@@ -118,3 +118,22 @@ def test_the_collector_asks_for_the_clip_the_broker_events_name(tmp_path: Path) 
         assert output.status() == {"starts": 1, "ends": 1}
     finally:
         sockets.close()
+
+
+def test_a_reconnect_is_a_new_stream_even_with_the_same_caps(tmp_path: Path) -> None:
+    """Each run of the recording starts its time stamps anew: what the
+    pre-roll held goes, and a clip being written ends, though the camera's
+    caps are the same as before (a clip mixing two runs' time stamps would
+    not play in order)."""
+    from types import SimpleNamespace
+
+    clips = Clips("door", str(tmp_path / "door"), 5.0, None, "ipc://unused", lambda: "")
+    caps = object()
+    clips.new_stream(None, "h264", caps)
+    for p in stream(3.0):
+        clips.packet(p)
+    writer = SimpleNamespace(until_ns=2 ** 62)
+    clips.open["clip"] = writer  # type: ignore[assignment]
+    clips.new_stream(None, "h264", caps)
+    assert not clips.preroll.packets and clips.preroll.bytes == 0
+    assert writer.until_ns == 0  # the clips thread closes it

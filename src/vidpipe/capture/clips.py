@@ -207,7 +207,7 @@ class Clips:
         self.lock = threading.Lock()
         self.open: Dict[str, ClipWriter] = {}
         self.done: "collections.OrderedDict[str, bool]" = collections.OrderedDict()
-        self.stream: Optional[tuple] = None  # (Gst, codec, caps) of the packets now
+        self.stream: Optional[tuple] = None  # (Gst, codec, caps) of this run's packets
         self.counts = Tally()
         self.last_clip = ""
         self._stop = threading.Event()
@@ -217,13 +217,11 @@ class Clips:
 
     def new_stream(self, Gst: Any, codec: str, caps: Any) -> None:
         """The recording (re)connected, or the camera's stream changed (its
-        size, its codec): what was held belongs to another stream; the clips
-        being written end here."""
+        size: the recorder starts a new run then): what was held belongs to
+        another stream, whose time stamps start anew; the clips being
+        written end here."""
         with self.lock:
-            if self.stream is not None and self.stream[1:] == (codec, caps.to_string()):
-                self.stream = (Gst, codec, caps.to_string(), caps)
-                return
-            self.stream = (Gst, codec, caps.to_string(), caps)
+            self.stream = (Gst, codec, caps)
             self.preroll.clear()
             for writer in self.open.values():
                 writer.until_ns = 0  # closed by the thread
@@ -269,7 +267,7 @@ class Clips:
                 log.warning("%s: clip %s not cut: no packets of the camera's stream yet",
                             self.camera, name)
                 return
-            Gst, codec, _text, caps = self.stream
+            Gst, codec, caps = self.stream
             packets = self.preroll.since(from_ns)
             path = os.path.join(self.folder, name[:-len(SUFFIX)] + PART_SUFFIX)
             try:
