@@ -62,6 +62,26 @@ def read_plain(path: str, limit: int = MAX_READ, owner: Optional[int] = None,
         return handle.read(limit)
 
 
+def create_new(path: str, mode: int = 0o640) -> None:
+    """Make ``path`` an empty file of ours, for a writer that opens it by
+    name next (a muxer): ``O_EXCL``, no link followed, so nothing another
+    account planted there is written through. FileExistsError if it is there."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     mode))
+
+
+def settle(part: str, final: str) -> int:
+    """A file a writer finished under its ``part`` name: renamed to
+    ``final``, its size returned; an empty one is removed (0). OSError as
+    the file system says."""
+    size = os.stat(part).st_size
+    if size == 0:
+        os.unlink(part)
+    else:
+        os.rename(part, final)
+    return size
+
+
 def replace(path: str, data: bytes, mode: int = 0o640, dir_fd: Optional[int] = None,
             sync: bool = False) -> None:
     """Put ``data`` at ``path`` atomically: a new file under an unguessable

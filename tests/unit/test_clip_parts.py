@@ -15,6 +15,7 @@ from vidpipe.capture.clips import NS, Clips, Packet, PreRoll
 from vidpipe.config import config_from_dict
 from vidpipe.link.sockets import Sockets
 from vidpipe.link.clipwire import clip_name, topic
+from vidpipe.outputs import Site
 from vidpipe.outputs.clips import ClipOutput, clip_ref
 
 FPS = 30
@@ -93,7 +94,7 @@ def test_the_collector_asks_for_the_clip_the_broker_events_name(tmp_path: Path) 
         "collector": {"events": {"min_frames": 2, "end_after_s": 0.3}}}, "p.toml")
     sockets = Sockets(1 << 20)
     try:
-        output = ClipOutput(config.collector, config.cameras)
+        output = ClipOutput.build(config.collector, Site(config.cameras))
         output.bind(sockets)
         sub = sockets.make(zmq.SUB, rcvhwm=100)
         sub.setsockopt(zmq.SUBSCRIBE, topic("cam0"))

@@ -35,6 +35,7 @@ import zmq
 
 from vidpipe.link.clipwire import MAX_NS, PART_SUFFIX, SUFFIX, name_rule, parse, topic
 from vidpipe.link.sockets import CONTROL_PART
+from vidpipe.safefile import create_new, settle
 from vidpipe.stats import Tally
 
 log = logging.getLogger("vidpipe.clips")
@@ -180,14 +181,10 @@ class ClipWriter:
                 int(STOP_WAIT_S * NS), Gst.MessageType.EOS | Gst.MessageType.ERROR)
         self.pipeline.set_state(Gst.State.NULL)
         try:
-            if self.packets == 0 or os.stat(self.path).st_size == 0:
-                os.unlink(self.path)
-                return False
-            os.rename(self.path, self.path[:-len(PART_SUFFIX)] + SUFFIX)
+            return settle(self.path, self.path[:-len(PART_SUFFIX)] + SUFFIX) > 0
         except OSError as exc:
             log.error("clip %s: cannot close it: %s", self.path, exc)
             return False
-        return True
 
 
 class Clips:
@@ -272,8 +269,7 @@ class Clips:
             path = os.path.join(self.folder, name[:-len(SUFFIX)] + PART_SUFFIX)
             try:
                 os.makedirs(self.folder, mode=0o750, exist_ok=True)
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                                 0o640))
+                create_new(path)
                 writer = ClipWriter(Gst, codec, caps, path, event, packets[0])
                 for p in packets:
                     writer.push(p)

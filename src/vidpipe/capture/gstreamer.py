@@ -229,15 +229,7 @@ def element_exists(name: str) -> bool:
 
 def _ask_registry(name: str) -> bool:
     try:
-        import gi
-
-        gi.require_version("Gst", "1.0")
-        with _GST_LOCK:  # not while another thread initialises GStreamer
-            from gi.repository import Gst
-
-            if not Gst.is_initialized():
-                Gst.init(None)
-        return Gst.ElementFactory.find(name) is not None
+        return _gst().ElementFactory.find(name) is not None
     except (ImportError, ValueError):
         pass
     inspect = shutil.which("gst-inspect-1.0")
@@ -258,27 +250,33 @@ class StreamEnded(PlayerError):
     """End of stream: the end of a file; for a camera, a failure."""
 
 
+def _gst() -> Any:
+    """Gst, imported and initialised by one thread at a time: the passthrough
+    recorder's thread and the decoder's own may come here at once, and a
+    thread that saw the other's import half done found no decoder element
+    (one test run in four). ImportError/ValueError without the bindings."""
+    import gi
+
+    gi.require_version("Gst", "1.0")
+    with _GST_LOCK:
+        from gi.repository import Gst
+
+        if not Gst.is_initialized():
+            Gst.init(None)
+    return Gst
+
+
 def gst_modules() -> Any:
     """Gst, GstApp and GstVideo, initialised. GstApp must be loaded before
-    the first appsink is made, or PyGObject wraps it without its methods.
-    One thread at a time: the passthrough recorder's thread and the decoder's
-    own may come here at once, and a thread that saw the other's import of
-    Gst half done found no decoder element (one test run in four)."""
-    with _GST_LOCK:
-        return _gst_modules()
-
-
-def _gst_modules() -> Any:
+    the first appsink is made, or PyGObject wraps it without its methods."""
     try:
         import gi
 
-        gi.require_version("Gst", "1.0")
         gi.require_version("GstVideo", "1.0")
         gi.require_version("GstApp", "1.0")
-        from gi.repository import Gst, GstApp, GstVideo
+        Gst = _gst()
+        from gi.repository import GstApp, GstVideo
     except (ImportError, ValueError):
         raise PlayerError("GStreamer's Python bindings are missing (Debian: apt install "
                           "python3-gi gir1.2-gst-plugins-base-1.0)") from None
-    if not Gst.is_initialized():
-        Gst.init(None)
     return Gst, GstApp, GstVideo

@@ -35,6 +35,7 @@ from vidpipe.capture import rtsp
 from vidpipe.capture.clips import Clips, Packet
 from vidpipe.capture.gstreamer import CODECS, PlayerError, codec_text, gst_modules
 from vidpipe.config import CameraConfig, CollectorConfig, credentials
+from vidpipe.safefile import create_new, settle
 
 log = logging.getLogger("vidpipe.passthrough")
 #: a closed segment's name: CAMERA-<UTC time>-<number>.camera.mp4
@@ -332,8 +333,7 @@ class Recorder:
             path = os.path.join(self.folder, "{}-{}-{:06d}{}".format(
                 self.camera.name, stamp, self.number, PART_SUFFIX))
             try:
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                                 0o640))
+                create_new(path)
             except FileExistsError:
                 continue
             except OSError as exc:
@@ -352,13 +352,11 @@ class Recorder:
             self.current = ""
         final = part[:-len(PART_SUFFIX)] + SUFFIX
         try:
-            size = os.stat(part).st_size
-            if size == 0:
-                os.unlink(part)
-                return
-            os.rename(part, final)
+            size = settle(part, final)
         except OSError as exc:
             log.error("%s: recording: cannot close %s: %s", self.camera.name, part, exc)
+            return
+        if size == 0:
             return
         with self.lock:
             self.segments += 1

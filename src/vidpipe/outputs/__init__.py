@@ -111,6 +111,10 @@ class Site(NamedTuple):
         return {n: (sorted(c.zones), sorted(c.lines)) for n, c in self.cameras.items()
                 if c.zones or c.lines}
 
+    def clip_cameras(self) -> Dict[str, CameraConfig]:
+        """The cameras whose events get clips (``clips``), by name."""
+        return {n: c for n, c in self.cameras.items() if c.clips}
+
     def fps(self, camera: str) -> float:
         """``camera``'s configured frame rate (30 when it has none or is unknown)."""
         cam = self.cameras.get(camera)

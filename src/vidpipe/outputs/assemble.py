@@ -98,8 +98,8 @@ def assemble(cc: CollectorConfig, cameras: Dict[str, CameraConfig], label: str) 
         except OSError as exc:
             log.error("%s: retention of the cameras' recordings is off: %s (collector.record"
                       ".dir = %s)", label, exc, cc.record_dir)
-    if any(c.clips for c in cameras.values()):  # their decoders cut them when told
-        every.append(ClipOutput(cc, cameras))
+    if site.clip_cameras():  # their decoders cut them when told
+        every.append(ClipOutput.build(cc, site))
     preview = next((o for o in every if isinstance(o, PreviewOutput)), None)
     recording = next((o for o in every if isinstance(o, RecordOutput)), None)
     return Outputs(every, preview, recording)

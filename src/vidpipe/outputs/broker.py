@@ -163,7 +163,7 @@ class BrokerOutput(Output):
     @classmethod
     def build(cls, cc: CollectorConfig, site: Site) -> Output:
         out = cls(cc, site.names(), areas=site.areas())  # type: ignore[call-arg]
-        out.clip_cameras = {n: c for n, c in site.cameras.items() if c.clips}
+        out.clip_cameras = site.clip_cameras()
         return out
 
     @classmethod

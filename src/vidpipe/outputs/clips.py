@@ -74,11 +74,12 @@ class ClipOutput(Output):
 
     @classmethod
     def build(cls, cc: CollectorConfig, site: Site) -> "ClipOutput":
-        return cls(cc, site.cameras)
+        return cls(cc, site.clip_cameras())
 
     def __init__(self, cc: CollectorConfig, cameras: Mapping[str, CameraConfig]) -> None:
+        """``cameras``: those whose events get clips."""
         self.endpoint = cc.clips
-        self.cameras = {n: c for n, c in cameras.items() if c.clips}
+        self.cameras = dict(cameras)
         self.tracker = Tracker(cc.events_min_frames, cc.events_end_after_s, cc.events_update_s)
         self.sock: Optional[zmq.Socket] = None
         self.counts = Tally()
