@@ -12,9 +12,11 @@ Runtimes:
   enabled (FP16; the layers the DLA cannot run fall back to the GPU, as
   TensorRT decides), ``cudaN`` through TensorRT then CUDA.
 
-``runtime = "auto"`` takes ONNX Runtime for a DLA and OpenCV otherwise. The
-provider options are built by :func:`ort_providers`, the one place that
-decides what runs where.
+``runtime = "auto"`` takes ONNX Runtime for a DLA and OpenCV otherwise; a
+model OpenCV cannot import or run (a dynamic-shape export, an operator its
+importer lacks) then goes to ONNX Runtime when it is installed, with a
+warning that says why. The provider options are built by
+:func:`ort_providers`, the one place that decides what runs where.
 
 Outputs (``output``):
 
@@ -26,7 +28,10 @@ Outputs (``output``):
 * ``"yolov5"``, ``"yolov8"`` (YOLO11 too), ``"yolox"`` and ``"detr"`` (RT-DETR,
   RF-DETR): read by :mod:`vidpipe.stages.layouts`, the frame letterboxed to
   the model's input (``resize = "auto"``: letterbox for the YOLOs, stretch
-  for the rest), class-aware NMS at ``nms_iou`` for the YOLOs.
+  for the rest; ``pad`` puts the picture in the centre as Ultralytics does
+  or in the top left corner as YOLOX does, ``pad_value`` is the border's
+  grey), class-aware NMS at ``nms_iou`` for the YOLOs (``agnostic_nms``:
+  across classes, as some projects do).
 
 The model's outputs are checked against ``output`` when the stage is set up
 (one inference on a blank frame), and so are the class names: ``labels`` or
@@ -37,7 +42,7 @@ Boxes go to ``frame.meta["detections"]`` as
 
 import logging
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import cv2
 import numpy as np
@@ -46,52 +51,12 @@ from vidpipe.config import Rule
 from vidpipe.stages.layouts import (
     LAYOUTS, READERS, YOLO, LayoutError, Rows, letterbox, nms, stretch)
 from vidpipe.stages.base import Frame, Stage, add_detections
+from vidpipe.stages.runtimes import (
+    OpenCvRefused, OrtRefused, engine_cache, last_line, opencv_has_cuda, opencv_target,
+    ort_installed, ort_providers)
 
 log = logging.getLogger("vidpipe.stages.dnn")
 MODEL_DIR = "/usr/share/vidpipe/models"
-
-
-def engine_cache() -> str:
-    """Where TensorRT keeps the engines it builds (minutes to build on a Jetson):
-    the unit's CacheDirectory (/var/cache/vidpipe), else the user's cache."""
-    base = os.environ.get("CACHE_DIRECTORY") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vidpipe")
-    return os.path.join(base.split(":")[0], "trt")
-
-
-def ort_providers(accelerator: str, cache_dir: Optional[str] = None
-                  ) -> List[Tuple[str, Dict[str, Any]]]:
-    """ONNX Runtime execution providers, best first, with their options."""
-    cache_dir = cache_dir or engine_cache()
-    cpu = [("CPUExecutionProvider", {})]
-    if accelerator.startswith("dla"):
-        core = int(accelerator[3:])
-        return [("TensorrtExecutionProvider", {
-            "device_id": 0, "trt_dla_enable": True, "trt_dla_core": core,
-            "trt_fp16_enable": True,  # the DLA runs FP16 or INT8 only
-            "trt_engine_cache_enable": True, "trt_engine_cache_path": cache_dir}),
-            ("CUDAExecutionProvider", {"device_id": 0})] + cpu
-    if accelerator.startswith("cuda"):
-        gpu = int(accelerator[4:])
-        return [("TensorrtExecutionProvider", {
-            "device_id": gpu, "trt_fp16_enable": True,
-            "trt_engine_cache_enable": True, "trt_engine_cache_path": cache_dir}),
-            ("CUDAExecutionProvider", {"device_id": gpu})] + cpu
-    return cpu
-
-
-def opencv_target(accelerator: str) -> Tuple[int, int]:
-    """OpenCV DNN (backend, target) for ``accelerator``."""
-    if accelerator.startswith("cuda"):
-        return cv2.dnn.DNN_BACKEND_CUDA, cv2.dnn.DNN_TARGET_CUDA
-    return cv2.dnn.DNN_BACKEND_OPENCV, cv2.dnn.DNN_TARGET_CPU
-
-
-def opencv_has_cuda() -> bool:
-    try:
-        return cv2.cuda.getCudaEnabledDeviceCount() > 0
-    except (AttributeError, cv2.error):
-        return False
 
 
 class Dnn(Stage):
@@ -104,7 +69,10 @@ class Dnn(Stage):
         "runtime": (Rule(str, choices=("auto", "opencv", "onnxruntime")), "auto"),
         "output": (Rule(str, choices=LAYOUTS), "ssd"),
         "resize": (Rule(str, choices=("auto", "letterbox", "stretch")), "auto"),
+        "pad": (Rule(str, choices=("auto", "centre", "corner")), "auto"),
+        "pad_value": (Rule(int, 0, 255), 114),
         "nms_iou": (Rule(float, 0.0, 1.0), 0.45),
+        "agnostic_nms": (Rule(bool), False),
         "labels_file": (Rule(str), ""),
         "input_width": (Rule(int, 16, 4096), 300),
         "input_height": (Rule(int, 16, 4096), 300),
@@ -142,15 +110,37 @@ class Dnn(Stage):
         if len(self.options["mean"]) not in (1, 3):
             raise ValueError("mean: one value or three (B, G, R)")
         runtime = self.options["runtime"]
-        if runtime == "auto":
-            runtime = "onnxruntime" if self.accelerator.startswith("dla") else "opencv"
-        if runtime == "onnxruntime":
-            self._setup_ort(path)
-        else:
-            self._setup_opencv(path)
         self._read_labels()
-        self._check_layout()
+        if runtime == "onnxruntime" or (runtime == "auto" and self.accelerator.startswith("dla")):
+            self._setup_ort(path)
+            self._check_layout()
+        elif runtime == "opencv":
+            self._setup_opencv(path, alternative=False)
+        else:
+            self._setup_auto(path)
         log.info("dnn: %s on %s via %s", os.path.basename(path), self.running_on, self.runtime)
+
+    def _runtime_name(self) -> str:
+        if self.session is not None:
+            import onnxruntime as ort
+            return "ONNX Runtime " + ort.__version__
+        return "OpenCV " + cv2.__version__
+
+    def _setup_auto(self, path: str) -> None:
+        """OpenCV, else ONNX Runtime for a model OpenCV cannot import or run."""
+        try:
+            self._setup_opencv(path, alternative=True)
+        except OpenCvRefused as exc:
+            if not ort_installed():
+                raise
+            log.warning("dnn: %s; running it with ONNX Runtime instead", exc)
+            self.net = None
+            try:
+                self._setup_ort(path)
+                self._check_layout()
+            except OrtRefused as again:
+                raise ValueError("{}; and {}".format(exc, str(again)[len("model: "):])) \
+                    from None
 
     def _read_labels(self) -> None:
         name = self.options["labels_file"]
@@ -181,20 +171,40 @@ class Dnn(Stage):
             self.read(self.infer_all(self.blob(blank)))
         except LayoutError as exc:
             raise ValueError("output: {} (output = {!r})".format(exc, layout)) from None
-        except cv2.error as exc:
-            raise ValueError("model: OpenCV {} cannot run {} on a blank {}x{} input "
-                             "(input_width/input_height must be the model's input size): "
-                             "{}".format(cv2.__version__, os.path.basename(self.model_path()),
-                                         self.options["input_width"],
-                                         self.options["input_height"],
-                                         str(exc).strip().splitlines()[-1])) from None
+        except Exception as exc:  # OpenCV's cv2.error, ONNX Runtime's own classes
+            if self.session is None and not isinstance(exc, cv2.error):
+                raise
+            refused = OrtRefused if self.session is not None else OpenCvRefused
+            raise refused("model: {} cannot run {} on a blank {}x{} input "
+                          "(input_width/input_height must be the model's input size): "
+                          "{}".format(self._runtime_name(),
+                                      os.path.basename(self.model_path()),
+                                      self.options["input_width"],
+                                      self.options["input_height"],
+                                      last_line(exc))) from None
         count = self.class_count
         if self.labels and len(self.labels) < count:
             key = "labels_file" if self.options["labels_file"] else "labels"
             raise ValueError("{}: names {} classes, the model has {}".format(
                 key, len(self.labels), count))
 
-    def _setup_opencv(self, path: str) -> None:
+    def _setup_opencv(self, path: str, alternative: bool) -> None:
+        """OpenCV's DNN on the model, checked by one inference; a model it
+        cannot import or run is :class:`OpenCvRefused`, whose message says
+        whether ONNX Runtime is there to try (``alternative``: the caller
+        tries it)."""
+        try:
+            self._open_opencv(path)
+            self._check_layout()
+        except OpenCvRefused as exc:
+            if alternative and ort_installed():
+                raise
+            hint = ("ONNX Runtime may run it, but it is not installed" if alternative else
+                    "runtime = \"onnxruntime\" or \"auto\" may run it")
+            raise OpenCvRefused("{} ({}; a static-shape export at opset 12 suits OpenCV "
+                                "best)".format(exc, hint)) from None
+
+    def _open_opencv(self, path: str) -> None:
         if self.accelerator.startswith("dla"):
             raise ValueError("runtime: OpenCV cannot run on a DLA; use runtime = "
                              "\"onnxruntime\" (with TensorRT) or \"auto\"")
@@ -207,8 +217,8 @@ class Dnn(Stage):
         try:
             self.net = cv2.dnn.readNetFromONNX(path)
         except cv2.error as exc:
-            raise ValueError("model: OpenCV cannot read {}: {}".format(
-                path, str(exc).strip().splitlines()[-1])) from None
+            raise OpenCvRefused("model: OpenCV {} cannot read {}: {}".format(
+                cv2.__version__, path, last_line(exc))) from None
         backend, target = opencv_target(self.accelerator)
         if self.accelerator.startswith("cuda"):
             cv2.cuda.setDevice(int(self.accelerator[4:]))
@@ -234,8 +244,12 @@ class Dnn(Stage):
                         os.path.basename(path), self.accelerator)
         if wanted[0][0] == "TensorrtExecutionProvider" and wanted[0][0] in available:
             os.makedirs(cache, exist_ok=True)
-        self.session = ort.InferenceSession(path, providers=[p[0] for p in providers],
-                                            provider_options=[p[1] for p in providers])
+        try:
+            self.session = ort.InferenceSession(path, providers=[p[0] for p in providers],
+                                                provider_options=[p[1] for p in providers])
+        except Exception as exc:  # its own classes (Fail, InvalidProtobuf, ...)
+            raise OrtRefused("model: ONNX Runtime {} cannot load {}: {}".format(
+                ort.__version__, path, last_line(exc))) from None
         active = self.session.get_providers()[0]
         self.runtime = "onnxruntime " + active
         self.running_on = self.accelerator if active != "CPUExecutionProvider" else "cpu"
@@ -291,8 +305,10 @@ class Dnn(Stage):
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         if self.letterbox:
-            image, fit = letterbox(image, in_w, in_h,
-                                           centre=self.options["output"] != "yolox")
+            pad = self.options["pad"]
+            corner = pad == "corner" or (pad == "auto" and self.options["output"] == "yolox")
+            image, fit = letterbox(image, in_w, in_h, centre=not corner,
+                                   value=self.options["pad_value"])
         else:
             fit = stretch(width, height, in_w, in_h)
         boxes, scores, classes = self.read(self.infer_all(self.blob(image)))
@@ -300,7 +316,8 @@ class Dnn(Stage):
         if self.options["output"] == "detr":  # end to end: nothing to suppress
             keep = [int(i) for i in np.argsort(-scores, kind="stable") if scores[i] >= confidence]
         else:
-            keep = nms(boxes, scores, classes, confidence, self.options["nms_iou"])
+            keep = nms(boxes, scores, classes, confidence, self.options["nms_iou"],
+                       agnostic=self.options["agnostic_nms"])
         framed = fit.to_frame(boxes[keep]) if keep else np.zeros((0, 4))
         found = []
         for (x, y, w, h), i in zip(framed, keep):

@@ -22,7 +22,7 @@ in pixels of the model's input, one row per candidate, before thresholds.
 :func:`letterbox` is the YOLO preprocessing (scale to fit, keep the aspect
 ratio, pad with grey 114), and :class:`Fit` maps boxes back to the frame.
 :func:`nms` is class-aware non-maximum suppression (boxes of different
-classes never suppress each other).
+classes never suppress each other) unless asked to be class-agnostic.
 """
 
 import functools
@@ -63,18 +63,18 @@ def stretch(width: int, height: int, input_w: int, input_h: int) -> Fit:
     return Fit(input_w / width, input_h / height, 0.0, 0.0)
 
 
-def letterbox(image: np.ndarray, input_w: int, input_h: int,
-              centre: bool = True) -> Tuple[np.ndarray, Fit]:
+def letterbox(image: np.ndarray, input_w: int, input_h: int, centre: bool = True,
+              value: int = 114) -> Tuple[np.ndarray, Fit]:
     """``image`` scaled to fit ``input_w`` x ``input_h`` with its aspect
-    ratio kept, padded with grey 114 (centred as YOLOv5/v8 do; at the
-    bottom right as YOLOX does)."""
+    ratio kept, padded with ``value`` (grey 114 as the YOLO projects pad;
+    centred as YOLOv5/v8 do, at the bottom right as YOLOX does)."""
     height, width = image.shape[:2]
     ratio = min(input_w / width, input_h / height)
     new_w, new_h = max(1, int(round(width * ratio))), max(1, int(round(height * ratio)))
     pad_x = (input_w - new_w) / 2.0 if centre else 0.0
     pad_y = (input_h - new_h) / 2.0 if centre else 0.0
     shape = (input_h, input_w) + image.shape[2:]
-    out = np.full(shape, 114, dtype=image.dtype)
+    out = np.full(shape, value, dtype=image.dtype)
     left, top = int(round(pad_x - 0.1)), int(round(pad_y - 0.1))
     scaled = image if (new_w, new_h) == (width, height) else \
         cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
@@ -184,9 +184,10 @@ READERS = {"yolov5": yolov5, "yolov8": yolov8, "yolox": yolox, "detr": detr}
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, confidence: float,
-        iou: float) -> List[int]:
+        iou: float, agnostic: bool = False) -> List[int]:
     """Indices kept, best first: scores at least ``confidence``, then per
-    class, no box overlapping a better one by more than ``iou``."""
+    class (across classes when ``agnostic``), no box overlapping a better
+    one by more than ``iou``."""
     keep = np.flatnonzero(scores >= confidence)
     if not len(keep):
         return []
@@ -195,8 +196,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, confidence: 
     # (cv2.dnn.NMSBoxesBatched needs OpenCV 4.7; focal has 4.2)
     span = float(np.abs(b[:, :2]).max() + np.abs(b[:, 2:]).max()) + 1.0
     shifted = b.copy()
-    shifted[:, 0] += c * span * 2
-    shifted[:, 1] += c * span * 2
+    if not agnostic:
+        shifted[:, 0] += c * span * 2
+        shifted[:, 1] += c * span * 2
     picked = cv2.dnn.NMSBoxes(shifted.tolist(), s.astype(float).tolist(), float(confidence),
                               float(iou))
     picked = np.asarray(picked, dtype=int).reshape(-1)
