@@ -12,12 +12,14 @@ IoU >= 0.5) for ``vidpipe.analytics.tracker.Tracker`` and for
 ``tests/bench/tracking-requirements.txt``)::
 
     ./dev bench-tracking          # makes .venv-track, prints the table
+    ./dev bench-tracking --json   # the same rows as JSON (the CI smoke test's)
 
 Without motmetrics and supervision (the unit tests import :func:`scene`,
 :func:`score` and :func:`run_tracker` from here) the scorer below counts
 IDF1 and ID switches the way py-motmetrics does.
 """
 
+import json
 import random
 import sys
 from pathlib import Path
@@ -160,17 +162,30 @@ SCENES = [("noiseless", dict(miss=0.0, false_pos=0.0, noise=0.0)),
           ("20% missed, 10% false, 4 px", dict(miss=0.2, false_pos=0.1, noise=4.0))]
 
 
-def main() -> None:
-    print("| scene | seed | tracker | MOTA | IDF1 | ID switches |")
-    print("|---|---|---|---|---|---|")
+def measure() -> List[Dict[str, Any]]:
+    """One row a scene, seed and tracker: MOTA, IDF1 and ID switches."""
+    rows = []
     for name, kw in SCENES:
         for seed in (1, 2, 3):
             dets, truth = scene(seed=seed, **kw)
             for who, tracked in (("vidpipe", run_tracker(dets)), ("supervision ByteTrack",
                                                                   run_peer(dets))):
                 m = motmetrics(truth, tracked)
-                print("| {} | {} | {} | {:.3f} | {:.3f} | {:d} |".format(
-                    name, seed, who, m["mota"], m["idf1"], int(m["num_switches"])))
+                rows.append({"scene": name, "seed": seed, "tracker": who, "mota": m["mota"],
+                             "idf1": m["idf1"], "switches": int(m["num_switches"])})
+    return rows
+
+
+def main() -> None:
+    rows = measure()
+    if "--json" in sys.argv[1:]:  # for tests/bench/test_bench_smoke.py
+        print(json.dumps(rows))
+        return
+    print("| scene | seed | tracker | MOTA | IDF1 | ID switches |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print("| {scene} | {seed} | {tracker} | {mota:.3f} | {idf1:.3f} | {switches:d} |".format(
+            **row))
 
 
 if __name__ == "__main__":
