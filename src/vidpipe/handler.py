@@ -24,7 +24,7 @@ from vidpipe.runtime import Role
 from vidpipe.service import Notifier, Stopper, pin_cpus
 from vidpipe.stages import I420, Frame, Stage, build_chain
 from vidpipe.stages.base import detect_now
-from vidpipe.stages.region import motion_region, run_in_region
+from vidpipe.stages.region import motion_regions, run_in_regions
 from vidpipe.stats import LatencyWindow, RateMeter, Tally, fmt_ms
 
 log = logging.getLogger("vidpipe.handler")
@@ -272,19 +272,19 @@ class Handler(Role):
         skipped: List[str] = []
         cam = self.config.cameras.get(frame.camera)
         by_region = cam is not None and cam.detect_when == "motion-region"
-        region: Any = False  # where the detectors look: found at the first that runs
+        regions: Any = False  # where the detectors look: found at the first that runs
         for stage in self.chain:
             detector = getattr(stage, "detector", False)
             if detector:
                 if not detect_now(cam, frame):
                     skipped.append(stage.name)
                     continue
-                if region is False:  # motion comes before the detectors (check-config)
-                    region = motion_region(frame) if by_region else None
+                if regions is False:  # motion comes before the detectors (check-config)
+                    regions = motion_regions(frame) if by_region else None
             started = time.perf_counter()
             try:
-                if detector and region is not None:
-                    run_in_region(stage, frame, region)
+                if detector and regions is not None:
+                    run_in_regions(stage, frame, regions)
                 else:
                     stage.process(frame)
             except Exception as exc:  # a plugin's bug costs the frame, never the handler

@@ -71,7 +71,7 @@ def measure(frames: int = 300) -> Dict[str, Dict[str, Any]]:
             out[label] = {"frames": len(ok),
                           "dropped": sum(1 for r in records if r["status"] == "dropped"),
                           "detected": sum(1 for r in ok if "faces" in r["meta"]),
-                          "in_region": sum(1 for r in ok if "detect_region" in r["meta"]),
+                          "in_region": sum(1 for r in ok if "detect_regions" in r["meta"]),
                           "moved": sum(1 for r in ok if r["meta"].get("motion", {}).get("boxes")),
                           "handler_ms": res.cpu_ms.get("handler"),
                           # where a frame's time went in the handler, on average
