@@ -317,7 +317,7 @@ def test_metrics_show_zones_lines_and_tracks_and_skip_a_garbled_board() -> None:
 def test_the_array_forms_agree_with_the_plain_geometry() -> None:
     """Areas tests every track at once; the results are those of
     geometry.inside and geometry.anchor_point point by point (the border too)."""
-    from vidpipe.analytics.areas import _anchors, _inside
+    from vidpipe.analytics.arrays import anchors as _anchors, inside as _inside
 
     rng = random.Random(5)
     ell = [(0, 0), (10, 0), (10, 4), (4, 4), (4, 10), (0, 10)]

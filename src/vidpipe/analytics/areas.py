@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from vidpipe import names
+from vidpipe.analytics import arrays
 from vidpipe.analytics.geometry import ANCHORS, Point, collinear, segments_cross, self_crossing
 
 NAME_RE = re.compile(r"\A" + names.LABEL_RULE + r"\Z")  # the label rule
@@ -186,7 +187,19 @@ class Areas:
         self.lines = dict(lines)
         self.crossed: Dict[Tuple[str, str, str], int] = {}  # (line, label, in|out) -> count
         self.entered: Dict[Tuple[str, str], int] = {}  # (zone, label) -> count
-        self._edges = [_edges(z.points) for z in self.zones.values()]
+        # every area's anchor as an index into the anchors in use; every zone's
+        # edges in one set of arrays (one test of all tracks against all zones)
+        self._anchor_names = sorted({a.anchor for a in list(self.zones.values())
+                                     + list(self.lines.values())})
+        self._edges = arrays.edges([z.points for z in self.zones.values()]) if self.zones else None
+        self._edge_anchor = np.repeat(
+            [self._anchor_names.index(z.anchor) for z in self.zones.values()],
+            [len(z.points) for z in self.zones.values()]).astype(np.int64)
+        self._line_anchor = np.array([self._anchor_names.index(ln.anchor)
+                                      for ln in self.lines.values()], dtype=np.int64)
+        ends = np.array([[ln.a, ln.b] for ln in self.lines.values()], dtype=float)
+        self._line_a = ends[:, 0] if len(ends) else np.zeros((0, 2))
+        self._line_d = (ends[:, 1] - ends[:, 0]) if len(ends) else np.zeros((0, 2))
         self._zone_names = list(self.zones)
         self._sorted = sorted(range(len(self._zone_names)), key=self._zone_names.__getitem__)
         self._row: Dict[int, int] = {}  # track id -> its row
@@ -214,20 +227,17 @@ class Areas:
             rows = np.array([self._row_of(i, label) for i, label in zip(ids, labels)],
                             dtype=np.int64)
             label_array = np.array(labels)
-            anchors: Dict[str, np.ndarray] = {}
-            for j, line in enumerate(self.lines.values()):
-                points = anchors.get(line.anchor)
-                if points is None:
-                    points = anchors[line.anchor] = _anchors(boxes, line.anchor)
-                self._lines(j, line, ids, labels, rows, points,
-                            _wanted(label_array, line.classes), events)
-            for k, zone in enumerate(self.zones.values()):
-                points = anchors.get(zone.anchor)
-                if points is None:
-                    points = anchors[zone.anchor] = _anchors(boxes, zone.anchor)
-                now_in = _wanted(label_array, zone.classes) & _inside_edges(self._edges[k],
-                                                                            points)
-                self._zones(k, zone, ids, labels, rows, now_in, capture_ns, events)
+            # the anchor points in use: tracks x anchors x 2
+            points = np.stack([arrays.anchors(boxes, a) for a in self._anchor_names], axis=1) \
+                if self._anchor_names else np.zeros((len(ids), 0, 2))
+            wanted: Dict[Tuple[str, ...], np.ndarray] = {}
+            if self.lines:
+                self._lines(ids, labels, rows, points, label_array, wanted, events)
+            if self.zones:
+                inside = arrays.inside_edges(self._edges, points[:, self._edge_anchor])
+                for k, zone in enumerate(self.zones.values()):
+                    now_in = _wanted_once(wanted, label_array, zone.classes) & inside[:, k]
+                    self._zones(k, zone, ids, labels, rows, now_in, capture_ns, events)
             self.zones_now = self._zone_lists(rows)
         for t in removed:
             row = self._row.pop(t.id, None)
@@ -279,13 +289,31 @@ class Areas:
         self._loitered[row] = False
         self._free.append(row)
 
-    def _lines(self, j: int, line: Line, ids: List[int], labels: List[str], rows: np.ndarray,
-               points: np.ndarray, wanted: np.ndarray, events: List[Dict[str, Any]]) -> None:
-        (ax, ay), (bx, by) = line.a, line.b
-        sides = (bx - ax) * (points[:, 1] - ay) - (by - ay) * (points[:, 0] - ax)
-        last = self._side[rows, j]
-        # off the line now, and on the other side than last time: maybe a crossing
-        for i in np.nonzero(wanted & (sides != 0) & (last * sides < 0))[0].tolist():
+    def _lines(self, ids: List[int], labels: List[str], rows: np.ndarray, points: np.ndarray,
+               label_array: np.ndarray, wanted: Dict[Tuple[str, ...], np.ndarray],
+               events: List[Dict[str, Any]]) -> None:
+        """Every line against every track at once; a track that is off a line
+        on the other side than last time may have crossed it (Python only there)."""
+        at = points[:, self._line_anchor]  # tracks x lines x 2: each line's anchor point
+        a, d = self._line_a, self._line_d
+        sides = d[:, 0] * (at[:, :, 1] - a[:, 1]) - d[:, 1] * (at[:, :, 0] - a[:, 0])
+        take = np.stack([_wanted_once(wanted, label_array, line.classes)
+                         for line in self.lines.values()], axis=1)
+        last = self._side[rows]
+        off = take & (sides != 0)  # on the line: wait to see where it goes
+        maybe = off & (last * sides < 0)
+        if maybe.any():
+            lines = list(self.lines.values())
+            for j in np.nonzero(maybe.any(axis=0))[0].tolist():
+                self._crossings(j, lines[j], ids, labels, rows, at[:, j], sides[:, j],
+                                maybe[:, j], events)
+        self._side[rows] = np.where(off, sides, last)
+        self._point[rows] = np.where(off[:, :, None], at, self._point[rows])
+
+    def _crossings(self, j: int, line: Line, ids: List[int], labels: List[str],
+                   rows: np.ndarray, points: np.ndarray, sides: np.ndarray,
+                   maybe: np.ndarray, events: List[Dict[str, Any]]) -> None:
+        for i in np.nonzero(maybe)[0].tolist():
             before = self._point[rows[i], j]
             p = (float(points[i, 0]), float(points[i, 1]))
             if not segments_cross((float(before[0]), float(before[1])), p, line.a, line.b):
@@ -298,9 +326,6 @@ class Areas:
             self.crossed[key] = self.crossed.get(key, 0) + 1
             events.append({"type": "line", "line": line.name, "direction": direction,
                            "track": ids[i], "label": labels[i]})
-        off = wanted & (sides != 0)  # on the line: wait to see where it goes
-        self._side[rows[off], j] = sides[off]
-        self._point[rows[off], j] = points[off]
 
     def _zones(self, k: int, zone: Zone, ids: List[int], labels: List[str], rows: np.ndarray,
                now_in: np.ndarray, capture_ns: int, events: List[Dict[str, Any]]) -> None:
@@ -370,43 +395,17 @@ def _columns(tracks: Any) -> Tuple[List[int], List[str], np.ndarray]:
             np.array([t.box for t in tracks], dtype=float).reshape(-1, 4))
 
 
-def _anchors(boxes: np.ndarray, anchor: str) -> np.ndarray:
-    """:func:`geometry.anchor_point` of every box ``[x, y, w, h]`` at once."""
-    fx = {"bottom-left": 0.0, "bottom-right": 1.0}.get(anchor, 0.5)
-    fy = {"center": 0.5, "top-center": 0.0}.get(anchor, 1.0)
-    return np.column_stack([boxes[:, 0] + fx * boxes[:, 2], boxes[:, 1] + fy * boxes[:, 3]])
-
-
 def _wanted(labels: np.ndarray, classes: Tuple[str, ...]) -> np.ndarray:
     return np.isin(labels, classes) if classes else np.ones(len(labels), dtype=bool)
 
 
-def _edges(polygon: Sequence[Point]) -> Tuple[np.ndarray, ...]:
-    """A polygon's edges as arrays (one element an edge), for :func:`_inside_edges`."""
-    a = np.array(polygon, dtype=float)
-    b = np.roll(a, -1, axis=0)
-    ax, ay, bx, by = a[:, 0], a[:, 1], b[:, 0], b[:, 1]
-    slanted = ay != by  # a level edge is never crossed by a level ray
-    return (ax, ay, bx, by, bx - ax, by - ay, np.minimum(ax, bx), np.maximum(ax, bx),
-            np.minimum(ay, by), np.maximum(ay, by), slanted, np.where(slanted, by - ay, 1.0))
-
-
-def _inside(polygon: Sequence[Point], points: np.ndarray) -> np.ndarray:
-    """:func:`geometry.inside` of many points at once (even-odd rule, the
-    border inside)."""
-    return _inside_edges(_edges(polygon), points)
-
-
-def _inside_edges(edges: Tuple[np.ndarray, ...], points: np.ndarray) -> np.ndarray:
-    ax, ay, bx, by, dx, dy, x0, x1, y0, y1, slanted, rise = edges
-    x, y = points[:, :1], points[:, 1:2]  # a column: every point against every edge
-    below = y - ay
-    spans = slanted & ((ay > y) != (by > y))
-    inside = np.count_nonzero(spans & (x < ax + below * dx / rise), axis=1) % 2 == 1
-    on = dx * below - dy * (x - ax) == 0  # on an edge's line: on the edge itself?
-    if on.any():
-        inside |= (on & (x0 <= x) & (x <= x1) & (y0 <= y) & (y <= y1)).any(axis=1)
-    return inside
+def _wanted_once(cache: Dict[Tuple[str, ...], np.ndarray], labels: np.ndarray,
+                 classes: Tuple[str, ...]) -> np.ndarray:
+    """:func:`_wanted`, once per class list a frame (areas often share one)."""
+    found = cache.get(classes)
+    if found is None:
+        found = cache[classes] = _wanted(labels, classes)
+    return found
 
 
 def _by_label(counts: Mapping[Tuple[str, str], int], zone: str) -> Dict[str, int]:
