@@ -93,10 +93,14 @@ class FakeSession:
     def get_providers(self) -> List[str]:
         return self.providers
 
+    def get_inputs(self) -> List[Any]:  # the heatmap model's input: any size
+        return [types.SimpleNamespace(name="input", shape=["batch", 3, "height", "width"])]
+
 
 def test_the_dnn_stage_on_dla1_opens_onnxruntime_with_dla_core_1(tmp_path: Path,
                                                                   monkeypatch: Any) -> None:
     fake = types.ModuleType("onnxruntime")
+    fake.__version__ = "1.16.0"  # type: ignore[attr-defined]  (JetPack 5's)
     fake.get_available_providers = lambda: [  # type: ignore[attr-defined]
         "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     fake.InferenceSession = FakeSession  # type: ignore[attr-defined]

@@ -250,9 +250,26 @@ class Dnn(Stage):
         except Exception as exc:  # its own classes (Fail, InvalidProtobuf, ...)
             raise OrtRefused("model: ONNX Runtime {} cannot load {}: {}".format(
                 ort.__version__, path, last_line(exc))) from None
+        self._check_input(path, ort.__version__)
         active = self.session.get_providers()[0]
         self.runtime = "onnxruntime " + active
         self.running_on = self.accelerator if active != "CPUExecutionProvider" else "cpu"
+
+    def _check_input(self, path: str, version: str) -> None:
+        """The blob the stage makes (1 x 3 x input_height x input_width) must
+        fit the model's input, where the model fixes its size: checked here,
+        not left to ONNX Runtime, whose error for it was once seen to crash
+        the process instead of raising (a loaded test process, not reproduced)."""
+        wanted = (1, 3, self.options["input_height"], self.options["input_width"])
+        shape = list(self.session.get_inputs()[0].shape)
+        fixed = len(shape) == 4 and all(
+            not isinstance(d, int) or d <= 0 or d == w for d, w in zip(shape, wanted))
+        if not fixed:
+            raise OrtRefused("model: ONNX Runtime {} cannot run {} on a {}x{} input "
+                             "(input_width/input_height must be the model's input size): "
+                             "it takes {}".format(version, os.path.basename(path),
+                                                  wanted[3], wanted[2],
+                                                  "x".join(str(d) for d in shape)))
 
     # ------------------------------------------------------------------ per frame
 
