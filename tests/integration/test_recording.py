@@ -14,7 +14,6 @@ from typing import Any, Dict, List
 
 import cv2
 import numpy as np
-import pytest
 
 from conftest import need_module, wait_until
 from helpers import accounted, encodes_h264, load_drops_only

@@ -16,7 +16,7 @@ from vidpipe.host import generator
 from vidpipe.config import ConfigError, config_from_dict
 from vidpipe.host.accel import for_handler
 from vidpipe.stages import build_chain
-from vidpipe.stages.dnn import Dnn, ort_providers
+from vidpipe.stages.dnn import ort_providers
 
 MODEL = str(Path(__file__).resolve().parents[1] / "data" / "red_blobs.onnx")
 

@@ -12,7 +12,7 @@ import pytest
 from vidpipe.analytics import geometry
 from vidpipe.analytics.areas import Areas, parse
 from vidpipe.analytics.assign import assign
-from vidpipe.analytics.tracker import Detection, Tracker, detections_from_meta, iou_matrix
+from vidpipe.analytics.tracker import Detection, Tracker, detections_from_meta
 from vidpipe.config import ConfigError, config_from_dict
 
 FRAME_NS = 33_333_333  # 30 fps

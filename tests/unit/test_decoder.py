@@ -176,7 +176,7 @@ def test_a_decoder_held_up_hears_waiting_heartbeats_before_calling_handlers_dead
     camera open): a handler whose heartbeats wait unread is alive; one that
     sent nothing is lost."""
     b = bench("balanced", 1000, pipeline={"handler_timeout_ms": 400})
-    alive, silent = b.handler("1", window=2), b.handler("2", window=2)
+    alive, _silent = b.handler("1", window=2), b.handler("2", window=2)
     held_up = time.monotonic()
     while time.monotonic() - held_up < 1.2:  # the decoder is not stepped meanwhile
         time.sleep(0.2)

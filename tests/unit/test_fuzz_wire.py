@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fuzzing import headers, messages
+from fuzzing import messages
 from vidpipe.link import encodings, wire
 from vidpipe.link.payload import FrameReader
 from vidpipe.collector import Collector

@@ -10,9 +10,10 @@ talks to the object, never to the mode's name:
   carrying their window (how many frames they take at once); every finished
   frame returns one credit. A handler is free when it holds fewer frames
   than its window; ``balanced`` picks the freest, ``by-camera`` keeps one
-  handler per camera, spread by how many cameras each handler serves. A handler that left, whose connection dropped, or
-  that has not been heard from for ``handler_timeout_ms`` hands its frames
-  in flight back to the decoder (:meth:`Owner.frames_lost`).
+  handler per camera, spread by how many cameras each handler serves. A
+  handler that left, whose connection dropped, or that has not been heard
+  from for ``handler_timeout_ms`` hands its frames in flight back to the
+  decoder (:meth:`Owner.frames_lost`).
 
 :class:`Balancer` is the credit bookkeeping, with no sockets.
 """

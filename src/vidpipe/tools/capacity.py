@@ -4,11 +4,12 @@ holds, on its own CPU, GPU and decoders.
 SOURCE is one of the user's cameras (``rtsp://...``: every simulated camera
 opens its own session to it, as N real cameras would be) or a recording of
 one (a file, read at ``--fps`` and looped through FFmpeg; with a GStreamer
-``--decode`` family, through that path, as long as the file lasts). The run starts N decoders on it (the
-camera's ``decode`` and delivered size as asked), 2 handlers (stage
-``gray``) and a collector, for ``--seconds``, with N = 1, 2, ... while the
-box *holds* N: every camera delivers >= 95 % of the asked frame rate, has
->= 95 % of what it read processed, and the end-to-end p99 stays under 1 s.
+``--decode`` family, through that path, as long as the file lasts). The run
+starts N decoders on it (the camera's ``decode`` and delivered size as
+asked), 2 handlers (stage ``gray``) and a collector, for ``--seconds``,
+with N = 1, 2, ... while the box *holds* N: every camera delivers >= 95 %
+of the asked frame rate, has >= 95 % of what it read processed, and the
+end-to-end p99 stays under 1 s.
 Each run also reports the whole pipeline's CPU per processed frame (every
 process: decoders, handlers, collector, from /proc).
 """
