@@ -120,6 +120,16 @@ class Dnn(Stage):
             self._setup_auto(path)
         log.info("dnn: %s on %s via %s", os.path.basename(path), self.running_on, self.runtime)
 
+    def _cannot_run(self, why: str) -> ValueError:
+        """The error for a model the runtime in use cannot run at
+        input_width x input_height (:class:`OrtRefused` or :class:`OpenCvRefused`)."""
+        refused = OrtRefused if self.session is not None else OpenCvRefused
+        return refused("model: {} cannot run {} on a blank {}x{} input "
+                       "(input_width/input_height must be the model's input size): "
+                       "{}".format(self._runtime_name(), os.path.basename(self.model_path()),
+                                   self.options["input_width"], self.options["input_height"],
+                                   why))
+
     def _runtime_name(self) -> str:
         if self.session is not None:
             import onnxruntime as ort
@@ -174,14 +184,7 @@ class Dnn(Stage):
         except Exception as exc:  # OpenCV's cv2.error, ONNX Runtime's own classes
             if self.session is None and not isinstance(exc, cv2.error):
                 raise
-            refused = OrtRefused if self.session is not None else OpenCvRefused
-            raise refused("model: {} cannot run {} on a blank {}x{} input "
-                          "(input_width/input_height must be the model's input size): "
-                          "{}".format(self._runtime_name(),
-                                      os.path.basename(self.model_path()),
-                                      self.options["input_width"],
-                                      self.options["input_height"],
-                                      last_line(exc))) from None
+            raise self._cannot_run(last_line(exc)) from None
         count = self.class_count
         if self.labels and len(self.labels) < count:
             key = "labels_file" if self.options["labels_file"] else "labels"
@@ -250,26 +253,22 @@ class Dnn(Stage):
         except Exception as exc:  # its own classes (Fail, InvalidProtobuf, ...)
             raise OrtRefused("model: ONNX Runtime {} cannot load {}: {}".format(
                 ort.__version__, path, last_line(exc))) from None
-        self._check_input(path, ort.__version__)
+        self._check_input()
         active = self.session.get_providers()[0]
         self.runtime = "onnxruntime " + active
         self.running_on = self.accelerator if active != "CPUExecutionProvider" else "cpu"
 
-    def _check_input(self, path: str, version: str) -> None:
+    def _check_input(self) -> None:
         """The blob the stage makes (1 x 3 x input_height x input_width) must
         fit the model's input, where the model fixes its size: checked here,
         not left to ONNX Runtime, whose error for it was once seen to crash
         the process instead of raising (a loaded test process, not reproduced)."""
         wanted = (1, 3, self.options["input_height"], self.options["input_width"])
         shape = list(self.session.get_inputs()[0].shape)
-        fixed = len(shape) == 4 and all(
+        fits = len(shape) == 4 and all(
             not isinstance(d, int) or d <= 0 or d == w for d, w in zip(shape, wanted))
-        if not fixed:
-            raise OrtRefused("model: ONNX Runtime {} cannot run {} on a {}x{} input "
-                             "(input_width/input_height must be the model's input size): "
-                             "it takes {}".format(version, os.path.basename(path),
-                                                  wanted[3], wanted[2],
-                                                  "x".join(str(d) for d in shape)))
+        if not fits:
+            raise self._cannot_run("it takes {}".format("x".join(str(d) for d in shape)))
 
     # ------------------------------------------------------------------ per frame
 
