@@ -93,12 +93,14 @@ class FakeSession:
     def get_providers(self) -> List[str]:
         return self.providers
 
-    def get_inputs(self) -> List[Any]:  # the heatmap model's input: any size
-        return [types.SimpleNamespace(name="input", shape=["batch", 3, "height", "width"])]
+    #: the model's input, as its file names it (the heatmap model: any size)
+    shape: List[Any] = ["batch", 3, "height", "width"]
+
+    def get_inputs(self) -> List[Any]:
+        return [types.SimpleNamespace(name="input", shape=list(FakeSession.shape))]
 
 
-def test_the_dnn_stage_on_dla1_opens_onnxruntime_with_dla_core_1(tmp_path: Path,
-                                                                  monkeypatch: Any) -> None:
+def fake_onnxruntime(monkeypatch: Any, tmp_path: Path) -> None:
     fake = types.ModuleType("onnxruntime")
     fake.__version__ = "1.16.0"  # type: ignore[attr-defined]  (JetPack 5's)
     fake.get_available_providers = lambda: [  # type: ignore[attr-defined]
@@ -106,6 +108,11 @@ def test_the_dnn_stage_on_dla1_opens_onnxruntime_with_dla_core_1(tmp_path: Path,
     fake.InferenceSession = FakeSession  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "onnxruntime", fake)
     monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path / "cache"))
+
+
+def test_the_dnn_stage_on_dla1_opens_onnxruntime_with_dla_core_1(tmp_path: Path,
+                                                                  monkeypatch: Any) -> None:
+    fake_onnxruntime(monkeypatch, tmp_path)
     FakeSession.created.clear()
     config = config_from_dict({"handlers": {"stages": ["dnn"]},
                                "stage": {"dnn": {"model": MODEL, "output": "heatmap"}}})
@@ -115,6 +122,24 @@ def test_the_dnn_stage_on_dla1_opens_onnxruntime_with_dla_core_1(tmp_path: Path,
     assert session["options"][0]["trt_dla_core"] == 1
     assert session["options"][0]["trt_engine_cache_path"] == str(tmp_path / "cache" / "trt")
     assert stage.running_on == "dla1" and "Tensorrt" in stage.runtime
+
+
+def test_a_model_of_another_input_size_is_refused_in_one_bounded_line(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """A model fixed at 416x416 asked for 300x300 is refused before ONNX
+    Runtime runs it, saying the size it takes; the dimension names a model
+    file carries reach the error (a log line, STATUS) bounded and printable."""
+    fake_onnxruntime(monkeypatch, tmp_path)
+    monkeypatch.setattr(FakeSession, "shape", ["b\n\x1b[2J" + "x" * 5000, 3, 416, 416])
+    config = config_from_dict({"handlers": {"stages": ["dnn"]}, "stage": {"dnn": {
+        "model": MODEL, "output": "heatmap", "runtime": "onnxruntime"}}})
+    with pytest.raises(ConfigError) as err:
+        build_chain(config, ["dnn"], "handlers")
+    text = err.value.message
+    assert text.startswith("model: ONNX Runtime 1.16.0 cannot run red_blobs.onnx on a blank "
+                           "300x300 input (input_width/input_height must be the model's "
+                           "input size): it takes b??[2J"), text
+    assert text.isprintable() and len(text) < 400, text
 
 
 def test_cuda_on_an_opencv_without_cuda_is_a_clear_error_naming_the_stage() -> None:

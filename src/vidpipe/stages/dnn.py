@@ -48,6 +48,7 @@ import cv2
 import numpy as np
 
 from vidpipe.config import Rule
+from vidpipe.names import one_line
 from vidpipe.stages.layouts import (
     LAYOUTS, READERS, YOLO, LayoutError, Rows, letterbox, nms, stretch)
 from vidpipe.stages.base import Frame, Stage, add_detections
@@ -268,7 +269,9 @@ class Dnn(Stage):
         fits = len(shape) == 4 and all(
             not isinstance(d, int) or d <= 0 or d == w for d, w in zip(shape, wanted))
         if not fits:
-            raise self._cannot_run("it takes {}".format("x".join(str(d) for d in shape)))
+            # the dimensions' names come from the model file: bounded, printable
+            raise self._cannot_run("it takes {}".format(
+                one_line("x".join(str(d) for d in shape[:8]), 120)))
 
     # ------------------------------------------------------------------ per frame
 

@@ -7,6 +7,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 
+from vidpipe.names import one_line
+
 
 def engine_cache() -> str:
     """Where TensorRT keeps the engines it builds (minutes to build on a Jetson):
@@ -61,8 +63,10 @@ def ort_installed() -> bool:
 
 
 def last_line(exc: Exception) -> str:
+    """The last line of a runtime's error (its reason), bounded and printable:
+    it quotes what a model file made it say."""
     lines = str(exc).strip().splitlines()
-    return lines[-1] if lines else type(exc).__name__
+    return one_line(lines[-1] if lines else type(exc).__name__, 200)
 
 
 def opencv_has_cuda() -> bool:
